@@ -1,0 +1,61 @@
+"""Atomic file writes: write to a temp file beside the destination, then ``os.replace``.
+
+A crash, a read-only folder or a full disk never leaves a half-written file and never destroys the
+previous version of the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import InputError
+
+
+@contextmanager
+def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path in ``dest``'s folder; on success rename it onto ``dest``, else delete it."""
+    dest = Path(dest)
+    suffix = "".join(dest.suffixes)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=dest.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise InputError(f"{dest.parent}: cannot write here ({exc.strerror}); choose another output folder") from None
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, dest)
+    except OSError as exc:
+        tmp_path.unlink(missing_ok=True)
+        raise InputError(f"{dest}: cannot write ({exc.strerror})") from None
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(dest: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``dest`` atomically."""
+    with atomic_path(dest) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(dest)
+
+
+def write_json_atomic(dest: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON to ``dest`` atomically (NaN written as null)."""
+    return write_text_atomic(dest, json.dumps(_nan_to_none(obj), indent=2, sort_keys=False) + "\n")
+
+
+def _nan_to_none(obj: Any) -> Any:
+    if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_nan_to_none(v) for v in obj]
+    return obj

@@ -1,0 +1,1 @@
+"""Command-line front end ``musclesam`` (wiring only: the work happens in the engine modules)."""

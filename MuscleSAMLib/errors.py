@@ -1,0 +1,21 @@
+"""User-facing error types.
+
+Every failure a user can cause (a bad file, a bad box, a bad manifest) raises one of these with a
+one-line message naming the input and what to do; the CLI prints it and exits with code 2.
+"""
+
+
+class MuscleSAMError(Exception):
+    """Base class: a clear, user-facing problem (never a programming bug)."""
+
+
+class InputError(MuscleSAMError):
+    """A user-supplied file or value is missing, unreadable or unusable."""
+
+
+class GeometryError(InputError):
+    """Images that must share a grid do not (or a box lies outside the image)."""
+
+
+class WeightsError(MuscleSAMError):
+    """A weights file or manifest is missing, corrupt, tampered with or of the wrong architecture."""

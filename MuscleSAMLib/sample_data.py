@@ -1,0 +1,51 @@
+"""Locate the embedded sample case (real thigh Dixon MRI shipped in Resources/SampleData)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InputError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESOURCES = REPO_ROOT / "Resources"
+SAMPLE_DIR = RESOURCES / "SampleData"
+MUSCLE_LABELS_FILE = RESOURCES / "muscle_labels.json"
+
+
+@dataclass(frozen=True)
+class SampleCase:
+    """Paths of one embedded sample case."""
+
+    name: str
+    water: Path
+    fat: Path
+    labels: Path
+    readme: Path
+
+    def as_dict(self) -> dict[str, str]:
+        """Plain dict of the paths (for JSON output)."""
+        return {"name": self.name, "water": str(self.water), "fat": str(self.fat),
+                "labels": str(self.labels), "readme": str(self.readme)}
+
+
+def sample_case(name: str = "Thigh_001") -> SampleCase:
+    """Return the embedded sample's paths; :class:`InputError` if the clone is missing them."""
+    case = SampleCase(
+        name=name,
+        water=SAMPLE_DIR / f"{name}_water.nii.gz",
+        fat=SAMPLE_DIR / f"{name}_fat.nii.gz",
+        labels=SAMPLE_DIR / f"{name}_labels.nii.gz",
+        readme=SAMPLE_DIR / "README.md",
+    )
+    for p in (case.water, case.fat, case.labels):
+        if not p.is_file():
+            raise InputError(f"{p}: embedded sample file is missing; re-clone the repository (it ships in git)")
+    return case
+
+
+def muscle_names(path: Path = MUSCLE_LABELS_FILE) -> dict[int, dict]:
+    """Label value -> {"abbrev", "name", "color"} for the 11 thigh muscles (background excluded)."""
+    raw = json.loads(Path(path).read_text())
+    return {int(k): v for k, v in raw.items() if int(k) != 0}

@@ -1,0 +1,286 @@
+"""Image volumes: safe reading, exact geometry, canonical axial orientation, atomic writing.
+
+Conventions
+-----------
+* ``Volume.image`` is the SimpleITK image exactly as read (spacing, origin, direction untouched).
+* The engine works on a *canonical* array: the image permuted and flipped (never resampled) to the
+  DICOM orientation ``LPS``, so ``canonical[k]`` is an axial slice, rows run anterior -> posterior and
+  columns run patient right -> left (radiological display). Which file axis is axial is decided from
+  the direction matrix (the index axis closest to superior-inferior), not assumed to be the last one.
+* Results are written back on the input's grid: :func:`write_like` undoes the permutation/flips and
+  copies the original geometry, so a prediction overlays the input voxel for voxel.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .atomic import atomic_path
+from .errors import GeometryError, InputError
+
+CANONICAL_ORIENTATION = "LPS"
+MAX_VOXELS = 512 * 1024 * 1024  # refuse larger images before allocating (2 GB of float32)
+
+_VECTOR_OR_COMPLEX = {
+    sitk.sitkComplexFloat32,
+    sitk.sitkComplexFloat64,
+}
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A 3D scalar image plus where it came from. Build with :func:`read_volume` or :func:`volume_from_array`."""
+
+    image: sitk.Image
+    source: str = "<memory>"
+    _canonical: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def orientation(self) -> str:
+        """Three-letter DICOM orientation of the stored index axes (e.g. ``LPS``, ``RAS``)."""
+        return sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(self.image.GetDirection())
+
+    @property
+    def canonical_image(self) -> sitk.Image:
+        """The image permuted/flipped to ``LPS`` (exact, no interpolation); cached."""
+        if "image" not in self._canonical:
+            self._canonical["image"] = sitk.DICOMOrient(self.image, CANONICAL_ORIENTATION)
+        return self._canonical["image"]
+
+    @property
+    def canonical_array(self) -> np.ndarray:
+        """float32 array (slices, rows, cols) in canonical orientation; axial slices on axis 0."""
+        if "array" not in self._canonical:
+            arr = sitk.GetArrayFromImage(self.canonical_image).astype(np.float32, copy=False)
+            arr.setflags(write=False)
+            self._canonical["array"] = arr
+        return self._canonical["array"]
+
+    @property
+    def canonical_spacing(self) -> tuple[float, float, float]:
+        """Voxel size in mm along the canonical array axes (slice, row, col)."""
+        sx, sy, sz = self.canonical_image.GetSpacing()
+        return (sz, sy, sx)
+
+    @property
+    def axial_axis(self) -> int:
+        """Numpy axis of ``sitk.GetArrayFromImage(image)`` that runs superior-inferior."""
+        return axial_array_axis(self.image.GetDirection())
+
+    def same_grid(self, other: "Volume", tol: float = 1e-4) -> bool:
+        """True when both images share size, spacing, origin and direction (within ``tol``)."""
+        return same_grid(self.image, other.image, tol)
+
+    def canonical_index_of(self, index_xyz: np.ndarray) -> np.ndarray:
+        """Map continuous indices (N, 3) in the *stored* image (i, j, k) to canonical (col, row, slice)."""
+        pts = np.atleast_2d(np.asarray(index_xyz, dtype=np.float64))
+        out = np.empty_like(pts)
+        for n, p in enumerate(pts):
+            phys = self.image.TransformContinuousIndexToPhysicalPoint(tuple(float(v) for v in p))
+            out[n] = self.canonical_image.TransformPhysicalPointToContinuousIndex(phys)
+        return out
+
+
+def axial_array_axis(direction: tuple[float, ...] | np.ndarray) -> int:
+    """Return the numpy array axis (0, 1 or 2 of GetArrayFromImage's (k, j, i) order) closest to S-I.
+
+    ``direction`` is ITK's row-major 3x3 direction matrix; column c is the physical (LPS) direction of
+    index axis c. The axial (slice) axis is the index axis with the largest |S| component.
+    """
+    d = np.asarray(direction, dtype=np.float64).reshape(3, 3)
+    itk_axis = int(np.argmax(np.abs(d[2, :])))
+    return 2 - itk_axis
+
+
+def same_grid(a: sitk.Image, b: sitk.Image, tol: float = 1e-4) -> bool:
+    """True when two images share size, spacing, origin and direction within ``tol`` (mm / cosine)."""
+    return (
+        a.GetSize() == b.GetSize()
+        and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=tol, rtol=0)
+        and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=tol * 100, rtol=0)
+        and np.allclose(a.GetDirection(), b.GetDirection(), atol=tol, rtol=0)
+    )
+
+
+def read_volume(path: str | os.PathLike, *, max_voxels: int = MAX_VOXELS, allow_labels: bool = False) -> Volume:
+    """Read a 3D scalar image (NIfTI, NRRD, MHA, or a DICOM series folder) with checks.
+
+    Raises :class:`InputError` with a one-line message naming the file for: a missing file, an
+    unreadable/corrupt/truncated file, a 2D or 4D image, vector or complex pixels, more than
+    ``max_voxels`` voxels (checked from the header, before the pixels are read), NaN or inf voxels.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: file not found")
+    reader = sitk.ImageFileReader()
+    try:
+        if p.is_dir():
+            series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(p))
+            if not series:
+                raise InputError(f"{p}: folder holds no DICOM series")
+            files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(p), series[0])
+            reader.SetFileName(files[0])
+            reader.ReadImageInformation()
+            size = (*reader.GetSize()[:2], len(files))
+            _check_header(p, size, reader.GetNumberOfComponents(), reader.GetPixelID(), max_voxels)
+            series_reader = sitk.ImageSeriesReader()
+            series_reader.SetFileNames(files)
+            image = series_reader.Execute()
+        else:
+            if p.stat().st_size == 0:
+                raise InputError(f"{p}: file is empty")
+            reader.SetFileName(str(p))
+            reader.ReadImageInformation()
+            _check_header(p, reader.GetSize(), reader.GetNumberOfComponents(), reader.GetPixelID(), max_voxels)
+            _check_file_holds_pixels(p, reader)
+            image = reader.Execute()
+    except InputError:
+        raise
+    except RuntimeError as exc:
+        raise InputError(f"{p}: cannot read image (corrupt, truncated or unsupported format): {_itk_reason(exc)}") from None
+    arr = sitk.GetArrayViewFromImage(image)
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        bad = int((~np.isfinite(arr)).sum())
+        raise InputError(f"{p}: image has {bad} NaN/inf voxels; fix or mask them before segmentation")
+    if not allow_labels and arr.size and arr.max() == arr.min():
+        raise InputError(f"{p}: image is constant (every voxel = {arr.flat[0]}); nothing to segment")
+    return Volume(image=image, source=str(p))
+
+
+def _check_header(p: Path, size: tuple[int, ...], components: int, pixel_id: int, max_voxels: int) -> None:
+    if len(size) != 3:
+        raise InputError(f"{p}: expected a 3D image, got {len(size)}D with size {tuple(size)}")
+    if min(size) < 1:
+        raise InputError(f"{p}: image has an empty axis, size {tuple(size)}")
+    if components != 1 or pixel_id in _VECTOR_OR_COMPLEX:
+        raise InputError(f"{p}: expected a scalar image, got {components}-component / complex pixels")
+    n = int(np.prod([int(s) for s in size[:3]], dtype=np.int64))
+    if n > max_voxels:
+        raise InputError(f"{p}: image has {n} voxels {tuple(size)}, above the limit of {max_voxels}; crop or downsample it")
+
+
+_UNCOMPRESSED_SINGLE_FILE = (".nii", ".mha", ".nrrd")
+
+
+def _check_file_holds_pixels(p: Path, reader: sitk.ImageFileReader) -> None:
+    """Refuse a truncated uncompressed file: it must be at least as large as its pixel data.
+
+    ITK pads a short uncompressed read with garbage instead of failing, so the size is checked from
+    the header before reading. Compressed files fail in the decompressor and need no check here.
+    """
+    n_voxels = int(np.prod(reader.GetSize(), dtype=np.int64))
+    bytes_per_voxel = sitk.Image(1, 1, reader.GetPixelID()).GetSizeOfPixelComponent() * reader.GetNumberOfComponents()
+    needed = n_voxels * bytes_per_voxel
+    if p.suffix.lower() == ".gz":
+        size = _gzip_payload_size(p)
+    elif p.suffix.lower() in _UNCOMPRESSED_SINGLE_FILE and not _header_says_compressed(p):
+        size = p.stat().st_size
+    else:
+        return
+    if size < needed:
+        raise InputError(f"{p}: file is truncated ({size} bytes of data, its pixels alone need {needed})")
+
+
+def _gzip_payload_size(p: Path) -> int:
+    """Decompressed size of a gzip file; a truncated or corrupt stream raises :class:`InputError`.
+
+    ITK zero-fills a truncated .nii.gz silently, so the stream (and its CRC) is verified here.
+    """
+    total = 0
+    try:
+        with gzip.open(p, "rb") as fh:
+            while chunk := fh.read(1 << 22):
+                total += len(chunk)
+    except (EOFError, OSError, zlib.error) as exc:
+        raise InputError(f"{p}: file is truncated or corrupt (gzip stream: {exc})") from None
+    return total
+
+
+def _header_says_compressed(p: Path) -> bool:
+    if p.suffix.lower() not in (".mha", ".nrrd"):
+        return False
+    with open(p, "rb") as fh:
+        head = fh.read(4096).lower()
+    return b"compresseddata = true" in head or b"encoding: gz" in head or b"encoding: gzip" in head or b"encoding: bz" in head
+
+
+def _itk_reason(exc: Exception) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if ln.lower().startswith("description:"):
+            return ln.split(":", 1)[1].strip()
+    return lines[-1] if lines else type(exc).__name__
+
+
+def read_dixon_pair(fat_path: str | os.PathLike, water_path: str | os.PathLike) -> tuple[Volume, Volume]:
+    """Read a Dixon fat/water pair and check both share one grid (else :class:`GeometryError`)."""
+    fat = read_volume(fat_path)
+    water = read_volume(water_path)
+    check_same_grid(fat, water, "fat image", "water image")
+    return fat, water
+
+
+def check_same_grid(a: Volume, b: Volume, what_a: str = "image", what_b: str = "other image") -> None:
+    """Raise :class:`GeometryError` naming both files when two volumes are on different grids."""
+    if a.same_grid(b):
+        return
+    ia, ib = a.image, b.image
+    for name, va, vb in (
+        ("size", ia.GetSize(), ib.GetSize()),
+        ("spacing", ia.GetSpacing(), ib.GetSpacing()),
+        ("origin", ia.GetOrigin(), ib.GetOrigin()),
+        ("direction", ia.GetDirection(), ib.GetDirection()),
+    ):
+        if tuple(np.round(va, 4)) != tuple(np.round(vb, 4)):
+            raise GeometryError(
+                f"{what_a} {a.source} and {what_b} {b.source} are on different grids ({name} "
+                f"{tuple(np.round(va, 4))} vs {tuple(np.round(vb, 4))}); resample one onto the other first"
+            )
+    raise GeometryError(f"{what_a} {a.source} and {what_b} {b.source} are on different grids")
+
+
+def volume_from_array(array_kji: np.ndarray, spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+                      origin: tuple[float, float, float] = (0.0, 0.0, 0.0),
+                      direction: tuple[float, ...] = (1, 0, 0, 0, 1, 0, 0, 0, 1), source: str = "<memory>") -> Volume:
+    """Wrap a numpy array in GetArrayFromImage order (k, j, i) with ITK geometry (spacing in i, j, k)."""
+    img = sitk.GetImageFromArray(np.ascontiguousarray(array_kji))
+    img.SetSpacing(tuple(float(s) for s in spacing))
+    img.SetOrigin(tuple(float(o) for o in origin))
+    img.SetDirection(tuple(float(d) for d in direction))
+    return Volume(image=img, source=source)
+
+
+def image_like(canonical_array: np.ndarray, reference: Volume) -> sitk.Image:
+    """Turn a canonical-orientation array into an image on ``reference``'s exact stored grid."""
+    canon = reference.canonical_image
+    expected = tuple(reversed(canon.GetSize()))
+    if tuple(canonical_array.shape) != expected:
+        raise GeometryError(f"result shape {canonical_array.shape} does not match {reference.source} canonical shape {expected}")
+    img = sitk.GetImageFromArray(np.ascontiguousarray(canonical_array))
+    img.CopyInformation(canon)
+    back = sitk.DICOMOrient(img, reference.orientation)
+    back.CopyInformation(reference.image)  # exact original geometry (no float drift)
+    return back
+
+
+def write_image_atomic(image: sitk.Image, path: str | os.PathLike, compress: bool = True) -> Path:
+    """Write ``image`` to ``path`` atomically (see :mod:`atomic`); errors name the path."""
+    dest = Path(path)
+    try:
+        with atomic_path(dest) as tmp:
+            sitk.WriteImage(image, str(tmp), compress)
+    except RuntimeError as exc:
+        raise InputError(f"{dest}: cannot write image ({_itk_reason(exc)})") from None
+    return dest
+
+
+def write_like(canonical_array: np.ndarray, reference: Volume, path: str | os.PathLike) -> Path:
+    """Write a canonical-orientation result on ``reference``'s grid (see :func:`image_like`), atomically."""
+    return write_image_atomic(image_like(canonical_array, reference), path)

@@ -1,0 +1,47 @@
+"""Shared fixtures: small synthetic volumes in several orientations, and the embedded sample."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def oblique_direction(degrees: float = 12.0) -> tuple[float, ...]:
+    """A rotation about the A-P axis by ``degrees`` then about S-I by half of it (row-major 3x3)."""
+    a, b = np.deg2rad(degrees), np.deg2rad(degrees / 2)
+    ry = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    rz = np.array([[np.cos(b), -np.sin(b), 0], [np.sin(b), np.cos(b), 0], [0, 0, 1]])
+    return tuple((rz @ ry).ravel())
+
+
+DIRECTIONS = {
+    "LPS": (1, 0, 0, 0, 1, 0, 0, 0, 1),
+    "RAS": (-1, 0, 0, 0, -1, 0, 0, 0, 1),
+    "oblique": oblique_direction(),
+    # axial axis stored first: index i runs inferior->superior, j = L, k = P
+    "axial_first": (0, 1, 0, 0, 0, 1, 1, 0, 0),
+}
+
+
+def make_image(array_kji: np.ndarray, direction, spacing=(0.8, 0.9, 5.0), origin=(-10.0, 20.0, 30.0)) -> sitk.Image:
+    img = sitk.GetImageFromArray(np.ascontiguousarray(array_kji))
+    img.SetSpacing(spacing)
+    img.SetOrigin(origin)
+    img.SetDirection(tuple(float(d) for d in direction))
+    return img
+
+
+@pytest.fixture
+def ramp_array() -> np.ndarray:
+    """A (k, j, i) = (6, 20, 30) int16 volume whose every voxel value is unique."""
+    return (np.arange(6 * 20 * 30, dtype=np.int16).reshape(6, 20, 30) + 1)

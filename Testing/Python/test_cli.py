@@ -1,0 +1,75 @@
+"""CLI: every sub-command has help, user errors exit 2 with one line naming the file, demo writes its preview."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from MuscleSAMLib.cli.main import build_parser, main
+
+ROOT = Path(__file__).resolve().parents[2]
+COMMANDS = ["demo", "segment", "evaluate", "train", "bench", "web", "sample"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    assert f"musclesam {command}" in capsys.readouterr().out
+
+
+def test_parser_lists_all_commands():
+    choices = build_parser()._subparsers._group_actions[0].choices
+    assert set(COMMANDS) <= set(choices)
+
+
+def test_sample_prints_existing_paths(capsys):
+    assert main(["sample", "--json"]) == 0
+    paths = json.loads(capsys.readouterr().out)
+    for key in ("water", "fat", "labels", "readme"):
+        assert Path(paths[key]).is_file()
+    assert "Apache" in Path(paths["readme"]).read_text()
+
+
+def test_demo_writes_preview_and_summary(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "MuscleSAMLib.cli", "demo", "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["shape_canonical_slices_rows_cols"] == [16, 512, 512]
+    png = tmp_path / "preview.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "MuscleSAMLib.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_corrupt_image_gives_one_line_naming_it_and_exit_code_2(tmp_path):
+    bad = tmp_path / "scan.nii.gz"
+    bad.write_bytes(b"garbage" * 100)
+    proc = _cli("demo", "--image", str(bad), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(bad) in lines[0] and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out" / "summary.json").exists()
+
+
+def test_dixon_pair_on_different_grids_exit_code_2(tmp_path):
+    arr = np.random.default_rng(0).integers(1, 100, (4, 16, 16)).astype(np.int16)
+    water, fat = tmp_path / "water.nii.gz", tmp_path / "fat.nii.gz"
+    img = sitk.GetImageFromArray(arr)
+    sitk.WriteImage(img, str(water))
+    img.SetOrigin((5.0, 0.0, 0.0))
+    sitk.WriteImage(img, str(fat))
+    proc = _cli("demo", "--image", str(water), "--fat", str(fat), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2
+    assert "different grids (origin" in proc.stderr and str(fat) in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

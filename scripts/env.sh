@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Source me: creates (once) and activates MuscleSAM's virtual environment.
+# The venv lives outside the clone, keyed by a hash of requirements/lock.txt, so CI and users do not
+# reinstall ~6 GB of torch on every run; a fresh machine builds it from the lock file. A venv that was
+# interrupted mid-install has no .complete marker and is rebuilt.
+set -euo pipefail
+MUSCLESAM_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+_lock="$MUSCLESAM_ROOT/requirements/lock.txt"
+_hash="$(sha256sum "$_lock" | cut -c1-16)"
+_venv="${MUSCLESAM_VENV_ROOT:-$HOME/.cache/musclesam}/venv-$_hash"
+if [ ! -f "$_venv/.complete" ]; then
+  _py="${PYTHON:-}"
+  if [ -z "$_py" ]; then
+    if command -v python3.11 >/dev/null 2>&1; then _py=python3.11; else _py=python3; fi
+  fi
+  echo "[musclesam] creating virtual environment $_venv (first run only, a few minutes)" >&2
+  rm -rf "$_venv"
+  mkdir -p "$(dirname "$_venv")"
+  "$_py" -m venv "$_venv"
+  "$_venv/bin/python" -m pip install --quiet --upgrade "pip==26.3" "setuptools==84.2.1"
+  "$_venv/bin/python" -m pip install --quiet -r "$_lock"
+  touch "$_venv/.complete"
+fi
+# shellcheck disable=SC1091
+source "$_venv/bin/activate"
+export PYTHONPATH="$MUSCLESAM_ROOT${PYTHONPATH:+:$PYTHONPATH}"
+export MUSCLESAM_ROOT
+set +euo pipefail
