@@ -71,3 +71,18 @@ def model_to_slice(logits: torch.Tensor, geo: ResizePad) -> torch.Tensor:
     x = x[..., :h, :w]
     x = F.interpolate(x, size=(geo.rows, geo.cols), mode="bilinear", align_corners=False)
     return x.reshape(*lead, geo.rows, geo.cols)
+
+
+def box_window(box_xyxy: tuple[int, int, int, int], shape: tuple[int, int], margin: float = 0.25,
+               min_margin_px: int = 8) -> tuple[int, int, int, int]:
+    """The region kept around a box: the box grown by ``margin`` x its side (at least ``min_margin_px``)
+    on every side, clipped to the slice. Returns (r0, r1, c0, c1), half-open.
+
+    Used for the box-crop prompt geometry (the crop resized to the model input, in training and in
+    inference alike) and for storing a box's probabilities compactly (outside it they are ~0).
+    """
+    c0, r0, c1, r1 = box_xyxy
+    rows, cols = shape
+    mr = max(int(round((r1 - r0) * margin)), min_margin_px)
+    mc = max(int(round((c1 - c0) * margin)), min_margin_px)
+    return (max(r0 - mr, 0), min(r1 + mr, rows), max(c0 - mc, 0), min(c1 + mc, cols))

@@ -1,0 +1,1 @@
+"""The interactive engine: box prompts -> ensemble predictions with uncertainty, cached and cancellable."""
