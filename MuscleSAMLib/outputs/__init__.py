@@ -1,0 +1,1 @@
+"""Writers of what a run leaves on disk: label maps, Slicer .seg.nrrd, float maps, reports, overlays."""
