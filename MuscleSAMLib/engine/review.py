@@ -1,0 +1,290 @@
+"""Review scores per slice per muscle, muscle volumes with intervals, and the review queue.
+
+Conventions (METHODS.md "Uncertainty"; all from the ensemble's member probabilities ``p_m``):
+
+- Ensemble mask = mean probability ``>= 0.5``; member mask m = ``p_m >= 0.5``. Masks are per label,
+  *before* the multi-muscle contest of :func:`assemble_slice` (a muscle's own prediction is scored).
+  A label with two boxes (both legs) is combined first (max of means, see ``assembly``).
+- ``mean_uncertainty``: mean total uncertainty (entropy of the mean, nats) over the union of the
+  member masks dilated by ``dilate_px`` pixels (Euclidean disk), so voxels where members disagree
+  and the rim around the muscle both count. NaN when every member mask is empty.
+- ``mean_epistemic``: the same mean of the epistemic part (mutual information).
+- ``expected_dsc``: mean over members of DSC(member mask, ensemble mask) (metrics.dice: one empty
+  mask -> 0, both empty -> NaN, NaN members skipped); 1.0 when all members agree; NaN when all empty.
+- ``area_px``: ensemble-mask area; ``member_area_px``: each member mask's area.
+- Volume (ml) = sum over scored slices of area_px * pixel_area_mm2 * slice_thickness_mm / 1000
+  (slab model; ``slice_thickness_mm`` is the slice *spacing*, centre to centre). Member volumes are
+  the same sum over member areas. Two intervals, both reported: ``interval_minmax_ml`` = (min, max)
+  over members (what the ensemble actually spans), and ``interval_normal_ml`` = member mean +- 1.96
+  sd (sd with ddof=1; NaN for fewer than 2 members), a normal approximation that is wider or narrower
+  than min-max depending on M. The ensemble-mask volume usually lies inside min-max but need not
+  (majority vote of members can exceed every member).
+- Review queue: most uncertain first (``mean_uncertainty`` descending), ties by lower
+  ``expected_dsc``, then slice, then label (ascending). Scores with NaN uncertainty (no member found
+  the muscle) go last.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from ..metrics import dice
+from ..uncertainty import uncertainty_maps
+from .assembly import combine_label_predictions
+from .types import BoxPrediction
+
+
+def _json_float(x: float) -> float | None:
+    x = float(x)
+    return None if math.isnan(x) or math.isinf(x) else x
+
+
+@dataclass(frozen=True)
+class MuscleSliceScore:
+    """Review scores of one muscle (label) on one axial slice (conventions in the module docstring)."""
+
+    slice: int
+    label: int
+    mean_uncertainty: float
+    mean_epistemic: float
+    expected_dsc: float
+    area_px: int
+    member_area_px: tuple[int, ...]
+
+    @property
+    def n_members(self) -> int:
+        return len(self.member_area_px)
+
+    def as_dict(self) -> dict:
+        """JSON-ready dict (NaN -> None)."""
+        return {
+            "slice": int(self.slice),
+            "label": int(self.label),
+            "mean_uncertainty_nats": _json_float(self.mean_uncertainty),
+            "mean_epistemic_nats": _json_float(self.mean_epistemic),
+            "expected_dsc": _json_float(self.expected_dsc),
+            "area_px": int(self.area_px),
+            "member_area_px": [int(a) for a in self.member_area_px],
+        }
+
+
+@dataclass(frozen=True)
+class MuscleVolume:
+    """Volume of one muscle over the scored slices, with two member-spread intervals (ml)."""
+
+    label: int
+    volume_ml: float
+    member_volumes_ml: tuple[float, ...]
+    member_mean_ml: float
+    member_sd_ml: float
+    interval_minmax_ml: tuple[float, float]
+    interval_normal_ml: tuple[float, float]
+    n_slices: int
+    pixel_area_mm2: float
+    slice_thickness_mm: float
+
+    def as_dict(self) -> dict:
+        """JSON-ready dict (NaN -> None), conventions spelled out for reports."""
+        return {
+            "label": int(self.label),
+            "volume_ml": _json_float(self.volume_ml),
+            "member_volumes_ml": [_json_float(v) for v in self.member_volumes_ml],
+            "member_mean_ml": _json_float(self.member_mean_ml),
+            "member_sd_ml": _json_float(self.member_sd_ml),
+            "interval_minmax_ml": [_json_float(v) for v in self.interval_minmax_ml],
+            "interval_normal_ml": [_json_float(v) for v in self.interval_normal_ml],
+            "n_slices": int(self.n_slices),
+            "pixel_area_mm2": float(self.pixel_area_mm2),
+            "slice_thickness_mm": float(self.slice_thickness_mm),
+            "conventions": (
+                "volume_ml: ensemble mask (mean p >= 0.5) area * pixel area * slice spacing summed over "
+                "scored slices; interval_minmax_ml: min/max of member volumes (p_m >= 0.5); "
+                "interval_normal_ml: member mean +- 1.96 sd (ddof=1)"
+            ),
+        }
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    """One entry of the review queue: go to ``slice`` and check muscle ``label``."""
+
+    rank: int
+    slice: int
+    label: int
+    mean_uncertainty: float
+    expected_dsc: float
+    area_px: int
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.slice, self.label)
+
+    def as_dict(self) -> dict:
+        return {
+            "rank": int(self.rank),
+            "slice": int(self.slice),
+            "label": int(self.label),
+            "mean_uncertainty_nats": _json_float(self.mean_uncertainty),
+            "expected_dsc": _json_float(self.expected_dsc),
+            "area_px": int(self.area_px),
+        }
+
+
+def _disk_dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    if radius <= 0 or not mask.any():
+        return mask.copy()
+    # Euclidean dilation: every pixel within ``radius`` of a mask pixel
+    return ndimage.distance_transform_edt(~mask) <= radius
+
+
+def score_member_probs(
+    member_probs: np.ndarray, *, slice_index: int, label: int, dilate_px: int = 3
+) -> MuscleSliceScore:
+    """Scores of one muscle from its (M, h, w) member probabilities on one slice region.
+
+    The region is taken as given: pixels outside it are not counted (pad with zeros, i.e. the
+    probability outside a prediction's window, to let the dilation reach beyond it).
+    """
+    mp = np.asarray(member_probs, dtype=np.float32)
+    if mp.ndim != 3 or mp.shape[0] < 1:
+        raise ValueError(f"member_probs must be (M, h, w) with M >= 1, got {mp.shape}")
+    if dilate_px < 0:
+        raise ValueError("dilate_px must be >= 0")
+    members = mp >= 0.5
+    ensemble = mp.mean(axis=0) >= 0.5
+    union = members.any(axis=0)
+    region = _disk_dilate(union, dilate_px)
+    if region.any():
+        unc = uncertainty_maps(mp)
+        mean_unc = float(np.asarray(unc.total)[region].mean())
+        mean_epi = float(np.asarray(unc.epistemic)[region].mean())
+    else:
+        mean_unc = mean_epi = math.nan
+    dscs = [dice(members[m], ensemble) for m in range(mp.shape[0])]
+    finite = [d for d in dscs if not math.isnan(d)]
+    expected = float(np.mean(finite)) if finite else math.nan
+    return MuscleSliceScore(
+        slice=int(slice_index),
+        label=int(label),
+        mean_uncertainty=mean_unc,
+        mean_epistemic=mean_epi,
+        expected_dsc=expected,
+        area_px=int(ensemble.sum()),
+        member_area_px=tuple(int(a) for a in members.sum(axis=(1, 2))),
+    )
+
+
+def score_slice(
+    preds: Sequence[BoxPrediction],
+    shape: tuple[int, int],
+    *,
+    dilate_px: int = 3,
+    locked: Collection[int] = frozenset(),
+) -> list[MuscleSliceScore]:
+    """Scores of every predicted muscle on one slice (sorted by label); ``locked`` labels are skipped.
+
+    Boxes of one label are combined as in :func:`combine_label_predictions`; the combined window is
+    padded by ``dilate_px`` (clipped to ``shape``) so the dilation sees the whole slice around it.
+    """
+    slices_seen = {int(p.box.slice) for p in preds}
+    if len(slices_seen) > 1:
+        raise ValueError(f"predictions from several slices {sorted(slices_seen)}")
+    locked = {int(k) for k in locked}
+    combined = combine_label_predictions([p for p in preds if int(p.box.label) not in locked])
+    out = []
+    for label, lp in combined.items():
+        w = lp.window
+        if not (0 <= w.r0 and w.r1 <= shape[0] and 0 <= w.c0 and w.c1 <= shape[1]):
+            raise ValueError(f"label {label}: window {w} outside slice {tuple(shape)}")
+        pr0, pr1 = max(w.r0 - dilate_px, 0), min(w.r1 + dilate_px, int(shape[0]))
+        pc0, pc1 = max(w.c0 - dilate_px, 0), min(w.c1 + dilate_px, int(shape[1]))
+        padded = np.zeros((lp.members.shape[0], pr1 - pr0, pc1 - pc0), np.float32)
+        padded[:, w.r0 - pr0 : w.r1 - pr0, w.c0 - pc0 : w.c1 - pc0] = lp.members
+        out.append(
+            score_member_probs(padded, slice_index=next(iter(slices_seen)), label=label, dilate_px=dilate_px)
+        )
+    return out
+
+
+def _check_unique(scores: Iterable[MuscleSliceScore]) -> list[MuscleSliceScore]:
+    scores = list(scores)
+    seen: set[tuple[int, int]] = set()
+    for s in scores:
+        k = (s.slice, s.label)
+        if k in seen:
+            raise ValueError(f"two scores for slice {s.slice}, label {s.label}")
+        seen.add(k)
+    return scores
+
+
+def muscle_volumes(
+    scores: Iterable[MuscleSliceScore], *, pixel_area_mm2: float, slice_thickness_mm: float
+) -> dict[int, MuscleVolume]:
+    """Volume per muscle (ml) over the scored slices with member intervals (module docstring).
+
+    ``pixel_area_mm2`` = row spacing * col spacing, ``slice_thickness_mm`` = slice spacing (canonical
+    spacing (slice, row, col) from the caller). All scores of one label must have the same M.
+    """
+    if not (pixel_area_mm2 > 0 and slice_thickness_mm > 0):
+        raise ValueError("pixel_area_mm2 and slice_thickness_mm must be > 0")
+    voxel_ml = float(pixel_area_mm2) * float(slice_thickness_mm) / 1000.0
+    by_label: dict[int, list[MuscleSliceScore]] = {}
+    for s in _check_unique(scores):
+        by_label.setdefault(s.label, []).append(s)
+    out: dict[int, MuscleVolume] = {}
+    for label in sorted(by_label):
+        ss = by_label[label]
+        ms = {s.n_members for s in ss}
+        if len(ms) != 1:
+            raise ValueError(f"label {label}: slices scored with different member counts {sorted(ms)}")
+        volume = sum(s.area_px for s in ss) * voxel_ml
+        member_vols = np.array([s.member_area_px for s in ss], dtype=np.float64).sum(axis=0) * voxel_ml
+        mean = float(member_vols.mean())
+        sd = float(member_vols.std(ddof=1)) if member_vols.size >= 2 else math.nan
+        out[label] = MuscleVolume(
+            label=label,
+            volume_ml=float(volume),
+            member_volumes_ml=tuple(float(v) for v in member_vols),
+            member_mean_ml=mean,
+            member_sd_ml=sd,
+            interval_minmax_ml=(float(member_vols.min()), float(member_vols.max())),
+            interval_normal_ml=(mean - 1.96 * sd, mean + 1.96 * sd),
+            n_slices=len(ss),
+            pixel_area_mm2=float(pixel_area_mm2),
+            slice_thickness_mm=float(slice_thickness_mm),
+        )
+    return out
+
+
+def _queue_key(s: MuscleSliceScore) -> tuple:
+    unc_nan = math.isnan(s.mean_uncertainty)
+    dsc = s.expected_dsc if not math.isnan(s.expected_dsc) else math.inf
+    return (unc_nan, -s.mean_uncertainty if not unc_nan else 0.0, dsc, s.slice, s.label)
+
+
+def review_queue(scores: Iterable[MuscleSliceScore]) -> list[ReviewItem]:
+    """Scores ranked for review: most uncertain first, then lower expected DSC, slice, label.
+
+    NaN uncertainty (all members empty) goes last; ``rank`` starts at 0.
+    """
+    ordered = sorted(_check_unique(scores), key=_queue_key)
+    return [
+        ReviewItem(i, s.slice, s.label, s.mean_uncertainty, s.expected_dsc, s.area_px)
+        for i, s in enumerate(ordered)
+    ]
+
+
+def next_review_item(
+    queue: Sequence[ReviewItem], visited: Collection[tuple[int, int]]
+) -> ReviewItem | None:
+    """The first item of ``queue`` whose (slice, label) is not in ``visited``; None when all are."""
+    seen = {(int(s), int(k)) for s, k in visited}
+    for item in queue:
+        if item.key not in seen:
+            return item
+    return None

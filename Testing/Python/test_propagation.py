@@ -1,0 +1,214 @@
+"""Slice propagation (MuscleSAMLib.engine.propagation) against a fake ensemble on a synthetic volume.
+
+The fake ``predict`` segments exactly the synthetic structure inside the prompt box (window = box):
+members say 0.95 inside the structure and ``bg[s]`` outside on slice ``s`` (so background
+uncertainty is set per slice), member 0 optionally disagrees on slices in ``disagree``.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from MuscleSAMLib.engine.propagation import propagate
+from MuscleSAMLib.engine.types import BoxPrediction, BoxPrompt, Window
+
+N, ROWS, COLS = 24, 64, 80
+
+
+def H(p):
+    p = np.clip(np.asarray(p, np.float64), 1e-12, 1 - 1e-12)
+    return -(p * np.log(p) + (1 - p) * np.log(1 - p))
+
+
+def disc_volume(centres, radii) -> np.ndarray:
+    rr, cc = np.mgrid[:ROWS, :COLS]
+    vol = np.zeros((N, ROWS, COLS), bool)
+    for s in range(N):
+        if radii[s] > 0:
+            r, c = centres[s]
+            vol[s] = (rr - r) ** 2 + (cc - c) ** 2 <= radii[s] ** 2
+    return vol
+
+
+class FakeEnsemble:
+    def __init__(self, truth, bg=None, disagree=(), fail_on=None, extra=None):
+        self.truth = truth
+        self.bg = np.zeros(len(truth)) if bg is None else np.asarray(bg, float)
+        self.disagree = set(disagree)
+        self.fail_on = fail_on
+        self.extra = extra  # optional (N, ROWS, COLS) bool: stray fragments the model also "sees"
+        self.calls: list[BoxPrompt] = []
+
+    def __call__(self, box: BoxPrompt) -> BoxPrediction:
+        self.calls.append(box)
+        if box.slice == self.fail_on:
+            raise RuntimeError("decoder crashed")
+        c0, r0, c1, r1 = box.xyxy
+        win = Window(r0, r1, c0, c1)
+        obj = self.truth[box.slice][win.slices]
+        if self.extra is not None:
+            obj = obj | self.extra[box.slice][win.slices]
+        p = np.where(obj, 0.95, self.bg[box.slice]).astype(np.float32)
+        members = np.stack([p, p, p])
+        if box.slice in self.disagree:
+            members[0][~obj] = 0.9  # member 0 alone calls the background muscle: mean (0.9 + 2 bg) / 3
+        return BoxPrediction(box, win, members, np.ones(3, np.float32))
+
+
+def bbox_plus(mask2d, margin):
+    rows = np.flatnonzero(mask2d.any(1))
+    cols = np.flatnonzero(mask2d.any(0))
+    return (
+        max(cols[0] - margin, 0),
+        max(rows[0] - margin, 0),
+        min(cols[-1] + 1 + margin, COLS),
+        min(rows[-1] + 1 + margin, ROWS),
+    )
+
+
+def start_box(truth, s, margin=5):
+    return BoxPrompt(label=4, slice=s, xyxy=bbox_plus(truth[s], margin), source="test")
+
+
+def test_box_follows_a_moving_shrinking_structure_until_it_vanishes():
+    # centre drifts 2 px/slice to the right, radius shrinks 1 px/slice going up from slice 8
+    centres = [(32, 20 + 2 * s) for s in range(N)]
+    radii = [max(14 - max(s - 8, 0), 0) for s in range(N)]
+    truth = disc_volume(centres, radii)
+    fake = FakeEnsemble(truth)
+    res = propagate(fake, start_box(truth, 8), N, direction=1, min_area_px=20, slice_shape=(ROWS, COLS))
+    areas = truth.sum(axis=(1, 2))
+    expected_stop = next(s for s in range(9, N) if areas[s] < 20)
+    assert 9 < expected_stop < N - 1
+    assert res.stop_reasons == {1: "mask vanished"}
+    assert res.stopped_at == {1: expected_stop}
+    assert res.stops[1].last_accepted == expected_stop - 1
+    assert res.stops[1].prediction is not None and res.stops[1].prediction.box.slice == expected_stop
+    assert res.slices == list(range(8, expected_stop))
+    for p in res.predictions[1:]:
+        s = p.box.slice
+        # the box is the previous slice's mask box + 5 px, and the whole structure is inside it
+        assert p.box.xyxy == bbox_plus(truth[s - 1], 5)
+        c0, r0, c1, r1 = p.box.xyxy
+        assert truth[s][r0:r1, c0:c1].sum() == truth[s].sum()
+        assert p.box.label == 4
+
+
+def test_uncertainty_jump_stops_at_the_exact_slice():
+    truth = disc_volume([(32, 40)] * N, [10] * N)
+    fake = FakeEnsemble(truth, disagree={15})
+    res = propagate(fake, start_box(truth, 10), N, direction=1, max_uncertainty_jump=0.1,
+                    max_mean_uncertainty=10.0, slice_shape=(ROWS, COLS))
+    assert res.stop_reasons == {1: "uncertainty jump"}
+    assert res.stopped_at == {1: 15}
+    assert res.slices == [10, 11, 12, 13, 14]
+    jump = res.stats[15].mean_uncertainty - res.stats[14].mean_uncertainty
+    assert jump > 0.1
+    # independent check: member 0 at 0.9 vs two at 0 outside the disc -> H(0.3) there
+    box = res.stats[15].box.xyxy
+    c0, r0, c1, r1 = box
+    inside = truth[15][r0:r1, c0:c1]
+    expect = (H(0.3) * (~inside).sum() + H(0.95) * inside.sum()) / inside.size
+    assert res.stats[15].mean_uncertainty == pytest.approx(expect, rel=1e-3)
+
+
+def test_absolute_uncertainty_limit_with_gradual_rise():
+    truth = disc_volume([(32, 40)] * N, [10] * N)
+    bg = [0.0] * N
+    for s in range(10, N):
+        bg[s] = 0.02 * (s - 10)  # background creeps up slowly: no single jump is large
+    fake = FakeEnsemble(truth, bg=bg)
+    limit = 0.3
+    res = propagate(fake, start_box(truth, 10), N, direction=1, max_uncertainty_jump=0.2,
+                    max_mean_uncertainty=limit, slice_shape=(ROWS, COLS))
+    c0, r0, c1, r1 = bbox_plus(truth[10], 5)
+    inside = truth[10][r0:r1, c0:c1]
+    mean_unc = [(H(bg[s]) * (~inside).sum() + H(0.95) * inside.sum()) / inside.size for s in range(N)]
+    expected = next(s for s in range(11, N) if mean_unc[s] > limit)
+    assert 11 < expected < N - 1
+    assert max(np.diff(mean_unc[10:expected + 1])) < 0.2  # the jump rule alone would not stop it
+    assert res.stop_reasons == {1: "uncertainty jump"}
+    assert res.stopped_at == {1: expected}
+    assert res.slices == list(range(10, expected))
+
+
+def test_volume_edge_both_directions_and_start_predicted_once():
+    truth = disc_volume([(32, 40)] * N, [10] * N)
+    fake = FakeEnsemble(truth)
+    res = propagate(fake, start_box(truth, 5), N, direction=0, slice_shape=(ROWS, COLS))
+    assert res.stop_reasons == {1: "volume edge", -1: "volume edge"}
+    assert res.stopped_at == {1: N - 1, -1: 0}
+    assert res.slices == list(range(N))  # ordered by slice
+    assert [b.slice for b in fake.calls].count(5) == 1
+    assert len(fake.calls) == N
+
+
+def test_max_steps_per_direction():
+    truth = disc_volume([(32, 40)] * N, [10] * N)
+    fake = FakeEnsemble(truth)
+    res = propagate(fake, start_box(truth, 12), N, direction=0, max_steps=3, slice_shape=(ROWS, COLS))
+    assert res.stop_reasons == {1: "max steps", -1: "max steps"}
+    assert res.stopped_at == {1: 15, -1: 9}
+    assert res.slices == list(range(9, 16))
+    assert len(fake.calls) == 7
+    only = propagate(FakeEnsemble(truth), start_box(truth, 12), N, direction=-1, max_steps=0)
+    assert only.slices == [12] and only.stopped_at == {-1: 12}
+
+
+def test_cancel_stops_without_further_predictions():
+    truth = disc_volume([(32, 40)] * N, [10] * N)
+    cancel = threading.Event()
+    inner = FakeEnsemble(truth)
+
+    def predict(box):
+        out = inner(box)
+        if len(inner.calls) == 4:
+            cancel.set()  # the user presses Cancel while slice start+3 is being predicted
+        return out
+
+    res = propagate(predict, start_box(truth, 6), N, direction=0, cancel=cancel)
+    assert res.stop_reasons == {1: "cancelled", -1: "cancelled"}
+    assert res.stopped_at == {1: 9, -1: 6}
+    assert res.slices == [6, 7, 8, 9]
+    assert len(inner.calls) == 4
+
+    cancel2 = threading.Event()
+    cancel2.set()
+    fake = FakeEnsemble(truth)
+    res2 = propagate(fake, start_box(truth, 6), N, direction=1, cancel=cancel2)
+    assert fake.calls == [] and res2.predictions == [] and res2.stop_reasons == {1: "cancelled"}
+
+
+def test_stray_fragment_does_not_widen_the_next_box():
+    truth = disc_volume([(32, 40)] * N, [8] * N)
+    extra = np.zeros_like(truth)
+    extra[10, 22:26, 50:53] = True  # a 12-px blob inside slice 10's box, not touching the disc
+    fake = FakeEnsemble(truth, extra=extra)
+    res = propagate(fake, start_box(truth, 10, margin=8), N, direction=1, max_steps=1, slice_shape=(ROWS, COLS))
+    assert res.slices == [10, 11]
+    assert res.predictions[1].box.xyxy == bbox_plus(truth[10], 5)
+    assert res.stats[10].area_px == truth[10].sum()
+
+
+def test_predict_error_keeps_accepted_slices():
+    truth = disc_volume([(32, 40)] * N, [10] * N)
+    res = propagate(FakeEnsemble(truth, fail_on=8), start_box(truth, 5), N, direction=1)
+    assert res.stop_reasons == {1: "error"}
+    assert res.stopped_at == {1: 8} and res.stops[1].last_accepted == 7
+    assert "decoder crashed" in res.stops[1].detail
+    assert res.slices == [5, 6, 7]
+
+
+def test_start_that_vanishes_and_bad_arguments():
+    truth = disc_volume([(32, 40)] * N, [10] * N)
+    empty_box = BoxPrompt(4, 3, (0, 0, 6, 6))
+    res = propagate(FakeEnsemble(truth), empty_box, N, direction=0)
+    assert res.stop_reasons == {1: "mask vanished", -1: "mask vanished"}
+    assert res.stopped_at == {1: 3, -1: 3} and res.predictions == []
+    with pytest.raises(ValueError):
+        propagate(FakeEnsemble(truth), start_box(truth, 3), N, direction=2)
+    with pytest.raises(ValueError):
+        propagate(FakeEnsemble(truth), start_box(truth, 3), 3)

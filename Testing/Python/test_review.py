@@ -1,0 +1,140 @@
+"""Review scores, volumes with intervals and the review queue (MuscleSAMLib.engine.review)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from MuscleSAMLib.engine.review import (
+    MuscleSliceScore,
+    muscle_volumes,
+    next_review_item,
+    review_queue,
+    score_member_probs,
+    score_slice,
+)
+from MuscleSAMLib.engine.types import BoxPrediction, BoxPrompt, Window
+
+H13 = -(1 / 3) * math.log(1 / 3) - (2 / 3) * math.log(2 / 3)  # entropy of a 1-of-3 vote, nats
+
+
+def square(shape, r0, r1, c0, c1):
+    m = np.zeros(shape, np.float32)
+    m[r0:r1, c0:c1] = 1.0
+    return m
+
+
+def test_expected_dsc_is_one_when_members_agree():
+    sq = square((40, 40), 10, 20, 10, 20)
+    s = score_member_probs(np.stack([sq, sq, sq]), slice_index=3, label=2, dilate_px=3)
+    assert s.expected_dsc == 1.0
+    assert s.area_px == 100 and s.member_area_px == (100, 100, 100)
+    assert s.mean_uncertainty < 1e-4  # crisp agreement: nothing to review
+
+
+def test_expected_dsc_and_uncertainty_when_members_disagree():
+    shape = (40, 40)
+    a = square(shape, 10, 20, 10, 20)
+    c = square(shape, 10, 20, 15, 25)  # member 2 shifted 5 columns
+    s0 = score_member_probs(np.stack([a, a, c]), slice_index=0, label=1, dilate_px=0)
+    # ensemble (majority) = a; DSC(c, a) = 2*50/200 = 0.5
+    assert s0.expected_dsc == pytest.approx((1 + 1 + 0.5) / 3)
+    assert s0.area_px == 100 and s0.member_area_px == (100, 100, 100)
+    # union of member masks = 10 x 15; 100 of its voxels are 2-of-3 or 1-of-3 votes
+    assert s0.mean_uncertainty == pytest.approx(100 * H13 / 150, rel=1e-4)
+    assert s0.mean_epistemic == pytest.approx(100 * H13 / 150, rel=1e-3)  # confident members disagree
+    # dilation by 3 px (Euclidean) adds certain background to the region
+    rr, cc = np.mgrid[:40, :40]
+    dr = np.maximum(np.maximum(10 - rr, rr - 19), 0)
+    dc = np.maximum(np.maximum(10 - cc, cc - 24), 0)
+    n_region = int((dr**2 + dc**2 <= 9).sum())
+    s3 = score_member_probs(np.stack([a, a, c]), slice_index=0, label=1, dilate_px=3)
+    assert s3.mean_uncertainty == pytest.approx(100 * H13 / n_region, rel=1e-3)
+
+
+def test_all_members_empty_gives_nan_scores():
+    z = np.zeros((3, 20, 20), np.float32)
+    s = score_member_probs(z, slice_index=0, label=1)
+    assert math.isnan(s.expected_dsc) and math.isnan(s.mean_uncertainty)
+    assert s.area_px == 0 and s.member_area_px == (0, 0, 0)
+    d = s.as_dict()
+    assert d["expected_dsc"] is None
+    json.dumps(d, allow_nan=False)
+
+
+def _pred(label, xyxy, members, slice_=4):
+    c0, r0, c1, r1 = xyxy
+    w = Window(r0, r1, c0, c1)
+    return BoxPrediction(BoxPrompt(label, slice_, xyxy), w, np.asarray(members, np.float32), np.ones(len(members)))
+
+
+def test_score_slice_combines_both_legs_and_pads_for_dilation():
+    shape = (30, 60)
+    one = np.ones((3, 10, 10), np.float32)
+    right = _pred(7, (0, 0, 10, 10), one)  # at the slice corner: dilation clipped by the slice
+    left = _pred(7, (40, 10, 50, 20), one * np.array([1, 1, 0], np.float32)[:, None, None])
+    other = _pred(2, (20, 0, 30, 10), one)
+    scores = score_slice([left, other, right], shape, dilate_px=2)
+    assert [s.label for s in scores] == [2, 7]
+    s7 = scores[1]
+    assert s7.slice == 4 and s7.area_px == 200 and s7.member_area_px == (200, 200, 100)
+    assert s7.expected_dsc == pytest.approx((1 + 1 + 2 * 100 / 300) / 3)
+    assert s7.mean_uncertainty > scores[0].mean_uncertainty
+    assert [s.label for s in score_slice([left, other, right], shape, locked={7})] == [2]
+
+
+def _score(slice_, label, unc, dsc, areas, area=None):
+    return MuscleSliceScore(slice_, label, unc, unc / 2, dsc, int(np.median(areas)) if area is None else area,
+                            tuple(areas))
+
+
+def test_volume_interval_contains_the_mean_and_follows_member_spread():
+    # pixel 0.5 x 0.8 mm, slices 5 mm -> 2 ul per pixel
+    tight = [_score(s, 1, 0.1, 0.9, (1000, 1010, 990)) for s in range(3)]
+    wide = [_score(s, 2, 0.1, 0.9, (800, 1000, 1200)) for s in range(3)]
+    vols = muscle_volumes(tight + wide, pixel_area_mm2=0.4, slice_thickness_mm=5.0)
+    v1, v2 = vols[1], vols[2]
+    assert v1.volume_ml == pytest.approx(3 * 1000 * 0.002)
+    assert v1.member_volumes_ml == pytest.approx((6.0, 6.06, 5.94))
+    assert v1.interval_minmax_ml == pytest.approx((5.94, 6.06))
+    sd = np.std([6.0, 6.06, 5.94], ddof=1)
+    assert v1.interval_normal_ml == pytest.approx((6.0 - 1.96 * sd, 6.0 + 1.96 * sd))
+    for v in (v1, v2):
+        lo, hi = v.interval_minmax_ml
+        assert lo <= v.member_mean_ml <= hi and lo <= v.volume_ml <= hi
+        lo, hi = v.interval_normal_ml
+        assert lo < v.member_mean_ml < hi
+    width = lambda iv: iv[1] - iv[0]  # noqa: E731
+    assert width(v2.interval_minmax_ml) == pytest.approx(20 * width(v1.interval_minmax_ml))
+    assert width(v2.interval_normal_ml) > 10 * width(v1.interval_normal_ml)
+    assert v2.n_slices == 3
+    json.dumps(v2.as_dict(), allow_nan=False)
+    single = muscle_volumes([_score(0, 3, 0.1, 1.0, (50,))], pixel_area_mm2=1, slice_thickness_mm=1)[3]
+    assert single.interval_minmax_ml == (0.05, 0.05) and math.isnan(single.member_sd_ml)
+    json.dumps(single.as_dict(), allow_nan=False)
+    with pytest.raises(ValueError, match="two scores"):
+        muscle_volumes(tight + tight[:1], pixel_area_mm2=0.4, slice_thickness_mm=5.0)
+    with pytest.raises(ValueError, match="member counts"):
+        muscle_volumes([tight[0], _score(9, 1, 0.1, 0.9, (1, 2))], pixel_area_mm2=1, slice_thickness_mm=1)
+
+
+def test_review_queue_order_and_next_item():
+    scores = [
+        _score(5, 1, 0.10, 0.95, (10, 10)),
+        _score(2, 3, 0.30, 0.80, (10, 10)),
+        _score(2, 1, 0.30, 0.80, (10, 10)),  # same as above but lower label -> first
+        _score(9, 2, 0.30, 0.60, (10, 10)),  # same uncertainty, lower expected DSC -> before both
+        _score(1, 4, math.nan, math.nan, (0, 0), area=0),  # nothing found: last
+        _score(7, 5, 0.45, 0.99, (10, 10)),  # most uncertain -> first
+    ]
+    q = review_queue(scores)
+    assert [(i.slice, i.label) for i in q] == [(7, 5), (9, 2), (2, 1), (2, 3), (5, 1), (1, 4)]
+    assert [i.rank for i in q] == list(range(6))
+    assert review_queue(list(reversed(scores))) == q
+    assert next_review_item(q, set()) == q[0]
+    assert next_review_item(q, {(7, 5), (9, 2)}) == q[2]
+    assert next_review_item(q, {i.key for i in q}) is None
+    json.dumps([i.as_dict() for i in q], allow_nan=False)
