@@ -3,15 +3,56 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
-from ..errors import MuscleSAMError
+from ..engine.boxes import load_boxes_file
+from ..segment_case import OUTPUT_FILES, load_ensemble, run_case
+from ..volumes import read_volume
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("segment", help="segment an image from box prompts with the ensemble", description="Segment an image from box prompts with the ensemble. (Not available in this version yet.)")
-    p.add_argument("image", metavar="IMAGE", help="image file (NIfTI, NRRD, MHA) or DICOM folder")
+    p = sub.add_parser("segment", help="segment an image from box prompts with the ensemble",
+                       description="Segment muscles in IMAGE from the box prompts in BOXES.json (format in README.md) and "
+                                   f"write {', '.join(OUTPUT_FILES)} into OUT on the input's grid.")
+    p.add_argument("image", metavar="IMAGE", type=Path, help="MRI (NIfTI, NRRD, MHA, or a DICOM series folder); for Dixon, the water image")
+    p.add_argument("--boxes", required=True, type=Path, help="boxes JSON file")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    add_ensemble_arguments(p)
     p.set_defaults(func=run)
 
 
+def add_ensemble_arguments(p: argparse.ArgumentParser) -> None:
+    """--ensemble/--manifest/--device/--threshold/--quiet, shared by segment, demo and evaluate."""
+    p.add_argument("--ensemble", help="ensemble name in the manifest (default: the manifest's default)")
+    p.add_argument("--manifest", type=Path, help="weights manifest (default: the shipped weights/manifest.json)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="compute device (default: CUDA if present)")
+    p.add_argument("--threshold", type=float, default=0.5, help="mean probability needed to label a voxel (default 0.5)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def run(args: argparse.Namespace) -> int:
-    raise MuscleSAMError("`musclesam segment` is not available in this version yet; see README.md for what is")
+    volume = read_volume(args.image)
+    boxes, rejected = load_boxes_file(args.boxes, volume)
+    for where, why in rejected:
+        print(f"musclesam segment: warning: {where} skipped: {why}", file=sys.stderr)
+    loaded = load_ensemble(args.ensemble, args.manifest, args.device)
+    report = run_case(volume, boxes, loaded, args.out, rejected_input=rejected, show_progress=not args.quiet,
+                      threshold=args.threshold)
+    print_summary(report, args.out)
+    return 0
+
+
+def print_summary(report: dict, out: Path) -> None:
+    """A short human-readable table of what was segmented."""
+    print(f"{'muscle':28s} {'volume ml':>10s} {'interval (min-max)':>20s} {'uncertainty':>12s}")
+    for label, m in report["per_muscle"].items():
+        lo, hi = m["interval_minmax_ml"]
+        unc = m["mean_uncertainty_nats"]
+        print(f"{label + ' ' + m['name']:28s} {m['volume_ml']:10.1f} {f'{lo:.1f}-{hi:.1f}':>20s} {unc if unc is None else round(unc, 3)!s:>12s}")
+    if report["review_queue"]:
+        top = report["review_queue"][0]
+        print(f"review first: slice {top['slice']}, label {top['label']}")
+    if report["boxes_rejected"]:
+        print(f"{len(report['boxes_rejected'])} box(es) rejected: see report.json")
+    print(f"wrote {out}")

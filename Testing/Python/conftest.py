@@ -45,3 +45,32 @@ def make_image(array_kji: np.ndarray, direction, spacing=(0.8, 0.9, 5.0), origin
 def ramp_array() -> np.ndarray:
     """A (k, j, i) = (6, 20, 30) int16 volume whose every voxel value is unique."""
     return (np.arange(6 * 20 * 30, dtype=np.int16).reshape(6, 20, 30) + 1)
+
+
+def write_random_decoder_ensemble(folder: Path, members: int = 2, seed: int = 0, arch: str = "demo_xs",
+                                  **spec_fields) -> Path:
+    """A manifest + safetensors files for a random-weight ``decoder`` ensemble (tests only)."""
+    import torch
+
+    from MuscleSAMLib.models.architectures import build_sam
+    from MuscleSAMLib.models.ensemble import synthetic_spec
+    from MuscleSAMLib.models.manifest import WeightFile, replace_spec, save_manifest
+    from MuscleSAMLib.models.safe_load import save_safetensors_atomic
+
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    base = None
+    for m in range(members):
+        torch.manual_seed(seed + m)
+        state = build_sam(arch).state_dict()
+        if base is None:
+            enc = {k: v for k, v in state.items() if k.startswith("image_encoder.")}
+            base = WeightFile("encoder.safetensors", folder / "encoder.safetensors",
+                              save_safetensors_atomic(enc, folder / "encoder.safetensors"))
+        head = {k: v for k, v in state.items() if not k.startswith("image_encoder.")}
+        name = f"member{m}.safetensors"
+        files.append(WeightFile(name, folder / name, save_safetensors_atomic(head, folder / name)))
+    spec = synthetic_spec(arch, "decoder", name="random-test", **spec_fields)
+    spec = replace_spec(spec, members=tuple(files), base=base, default=True, licence="test", version="0")
+    save_manifest(folder / "manifest.json", [spec])
+    return folder / "manifest.json"

@@ -1,0 +1,245 @@
+"""The interactive segmentation engine: a volume + box prompts -> per-member probabilities, fast.
+
+One :class:`Segmenter` per loaded volume and ensemble. It normalises the volume once, encodes slices
+(or box crops) through the ensemble with an :class:`EmbeddingCache` so a second box on a slice runs
+only the decoders, precomputes the current slice and its neighbours on ONE persistent worker thread
+(cancellable), and batches all boxes of a slice (all members) into one decoder call.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from ..intensity import IntensityWindow, intensity_window, normalize_mri
+from ..models.ensemble import Ensemble
+from ..slice_geometry import box_window
+from .boxes import validate_box
+from .embedding_cache import EmbeddingCache
+from .types import BoxPrediction, BoxPrompt, SlicePrediction, Window
+from .worker import CancelledByUser, PersistentWorker
+
+STORE_MARGIN = 0.25  # probabilities are kept in the box grown by 25 % per side (>= 8 px); ~0 outside
+
+
+@dataclass
+class EngineStats:
+    """Counters for the UI, reports and tests (e.g. a cached slice runs no encoder)."""
+
+    encoder_calls: int = 0
+    decoder_calls: int = 0
+    encode_seconds: float = 0.0
+    decode_seconds: float = 0.0
+    boxes: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+class Segmenter:
+    """Box prompts on one volume -> :class:`SlicePrediction` objects (see module docstring).
+
+    ``image`` is the canonical (slices, rows, cols) MRI array (any intensity scale; it is normalised
+    here per METHODS.md). ``volume_id`` names the volume in the shared cache.
+    """
+
+    def __init__(self, ensemble: Ensemble, image: np.ndarray, volume_id: str = "volume",
+                 cache: EmbeddingCache | None = None, worker: PersistentWorker | None = None,
+                 window: IntensityWindow | None = None, spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> None:
+        if image.ndim != 3:
+            raise ValueError(f"expected a canonical (slices, rows, cols) volume, got shape {image.shape}")
+        self.ensemble = ensemble
+        self.window = window or intensity_window(image)
+        self.image = normalize_mri(image, self.window)
+        self.volume_id = volume_id
+        self.spacing = tuple(float(v) for v in spacing)  # canonical (slice, row, col) mm, for volumes
+        self.cache = cache or EmbeddingCache()
+        self._worker = worker
+        self._lock = threading.RLock()  # one model call at a time (the worker and the caller share it)
+        self.stats = EngineStats()
+
+    # ------------------------------------------------------------------ geometry
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.image.shape)  # type: ignore[return-value]
+
+    @property
+    def crops(self) -> bool:
+        """True when the ensemble's prompt geometry is one crop around each box."""
+        return self.ensemble.spec.prompt_geometry == "box_crop"
+
+    def _crop_window(self, box: BoxPrompt) -> Window:
+        r0, r1, c0, c1 = box_window(box.xyxy, self.shape[1:], margin=self.ensemble.spec.crop_margin)
+        return Window(r0, r1, c0, c1)
+
+    # ------------------------------------------------------------------ encoder with cache
+    def _cache_key(self, k: int, crop: Window | None) -> tuple:
+        return (self.volume_id, int(k), self.ensemble.group_key, None if crop is None else (crop.r0, crop.r1, crop.c0, crop.c1))
+
+    def embedding(self, k: int, crop: Window | None = None):
+        """Cached (embeddings, ResizePad) of slice ``k`` (or of ``crop`` of it)."""
+        key = self._cache_key(k, crop)
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit
+        with self._lock:
+            hit = self.cache.get(key)
+            if hit is not None:
+                return hit
+            pixels = self.image[k] if crop is None else self.image[k][crop.slices]
+            t0 = time.perf_counter()
+            x, geo = self.ensemble.preprocess(pixels)
+            emb = self.ensemble.encode(x)
+            self.stats.encode_seconds += time.perf_counter() - t0
+            self.stats.encoder_calls += 1
+            self.cache.put(key, (emb, geo))
+            return emb, geo
+
+    def _encode_crops(self, k: int, crops: Sequence[Window], cancel: threading.Event | None) -> None:
+        """Encode the not-yet-cached crops of slice ``k`` as one encoder batch and cache each."""
+        todo = [c for c in dict.fromkeys(crops) if self._cache_key(k, c) not in self.cache]
+        if not todo:
+            return
+        _check_cancel(cancel)
+        with self._lock:
+            t0 = time.perf_counter()
+            prepared = [self.ensemble.preprocess(self.image[k][c.slices]) for c in todo]
+            emb = self.ensemble.encode(torch.cat([x for x, _ in prepared]))
+            self.stats.encode_seconds += time.perf_counter() - t0
+            self.stats.encoder_calls += 1
+            for i, (c, (_, geo)) in enumerate(zip(todo, prepared)):
+                one = emb[i:i + 1] if self.ensemble.kind == "decoder" else emb[:, i:i + 1]
+                self.cache.put(self._cache_key(k, c), (one.clone(), geo))
+
+    # ------------------------------------------------------------------ prediction
+    def predict_slice(self, k: int, boxes: Sequence[BoxPrompt], cancel: threading.Event | None = None) -> SlicePrediction:
+        """Predict every box of slice ``k``: one encoder pass (cached) and one batched decoder call.
+
+        Boxes that cannot run (degenerate, outside, wrong slice) are listed in ``rejected`` with a
+        reason; the others still run.
+        """
+        result = SlicePrediction(slice=int(k), shape=self.shape[1:])
+        good: list[BoxPrompt] = []
+        for b in boxes:
+            reason = validate_box(b, self.shape) if b.slice == k else f"box is on slice {b.slice}, not {k}"
+            if reason:
+                result.rejected.append((b, reason))
+            else:
+                good.append(b)
+        if not good:
+            return result
+        t0 = time.perf_counter()
+        if self.crops:
+            crops = [self._crop_window(b) for b in good]
+            self._encode_crops(k, crops, cancel)
+            for b, crop in zip(good, crops):
+                _check_cancel(cancel)
+                emb, geo = self.embedding(k, crop)
+                local = np.array([[b.xyxy[0] - crop.c0, b.xyxy[1] - crop.r0, b.xyxy[2] - crop.c0, b.xyxy[3] - crop.r0]], float)
+                out = self._decode(emb, geo, local)
+                result.boxes.append(BoxPrediction(b, crop, out.probs[:, 0], out.iou_pred[:, 0]))
+        else:
+            _check_cancel(cancel)
+            emb, geo = self.embedding(k)
+            _check_cancel(cancel)
+            xyxy = np.array([b.xyxy for b in good], dtype=np.float64)
+            out = self._decode(emb, geo, xyxy)
+            for n, b in enumerate(good):
+                r0, r1, c0, c1 = box_window(b.xyxy, self.shape[1:], margin=STORE_MARGIN)
+                win = Window(r0, r1, c0, c1)
+                result.boxes.append(BoxPrediction(b, win, np.ascontiguousarray(out.probs[:, n][(slice(None), *win.slices)]),
+                                                  out.iou_pred[:, n]))
+        result.timings["seconds"] = time.perf_counter() - t0
+        self.stats.boxes += len(good)
+        return result
+
+    def _decode(self, emb, geo, xyxy: np.ndarray):
+        with self._lock:
+            t0 = time.perf_counter()
+            out = self.ensemble.decode(emb, geo, xyxy)
+            self.stats.decode_seconds += time.perf_counter() - t0
+            self.stats.decoder_calls += 1
+        return out
+
+    def predict(self, boxes: Iterable[BoxPrompt], cancel: threading.Event | None = None,
+                progress: Callable[[int, int], None] | None = None) -> dict[int, SlicePrediction]:
+        """Predict boxes on any slices, grouped per slice (one encoder pass per slice). Cancellable."""
+        by_slice: dict[int, list[BoxPrompt]] = {}
+        rejected: list[tuple[BoxPrompt, str]] = []
+        for b in boxes:
+            if 0 <= b.slice < self.shape[0]:
+                by_slice.setdefault(b.slice, []).append(b)
+            else:
+                rejected.append((b, f"slice {b.slice} does not exist ({self.shape[0]} slices)"))
+        results: dict[int, SlicePrediction] = {}
+        for i, k in enumerate(sorted(by_slice)):
+            _check_cancel(cancel)
+            results[k] = self.predict_slice(k, by_slice[k], cancel)
+            if progress:
+                progress(i + 1, len(by_slice))
+        if rejected:
+            k0 = min(results) if results else -1
+            holder = results.setdefault(k0, SlicePrediction(slice=k0, shape=self.shape[1:]))
+            holder.rejected.extend(rejected)
+        return results
+
+    def predict_box(self, box: BoxPrompt) -> BoxPrediction:
+        """One box (e.g. for propagation); raises ValueError with the reason if it cannot run."""
+        res = self.predict_slice(box.slice, [box])
+        if res.rejected:
+            raise ValueError(f"{box.source or box.xyxy}: {res.rejected[0][1]}")
+        return res.boxes[0]
+
+    # ------------------------------------------------------------------ background work
+    @property
+    def worker(self) -> PersistentWorker:
+        """The one persistent worker thread (created on first use)."""
+        if self._worker is None:
+            self._worker = PersistentWorker()
+        return self._worker
+
+    def precompute(self, center: int, radius: int = 1) -> tuple[Future, threading.Event]:
+        """Encode slice ``center`` and its neighbours in the background (whole-slice geometry only)."""
+        order = [center] + [center + s * d for d in range(1, radius + 1) for s in (1, -1)]
+        order = [k for k in order if 0 <= k < self.shape[0]]
+
+        def job(cancel: threading.Event) -> list[int]:
+            done = []
+            if self.crops:
+                return done  # crops depend on the box: nothing to precompute
+            for k in order:
+                _check_cancel(cancel)
+                self.embedding(k)
+                done.append(k)
+            return done
+
+        return self.worker.submit(job)
+
+    def submit(self, boxes: Sequence[BoxPrompt]) -> tuple[Future, threading.Event]:
+        """Run :meth:`predict` on the worker; returns (future, cancel event)."""
+        return self.worker.submit(lambda cancel: self.predict(boxes, cancel=cancel))
+
+    def cancel(self) -> None:
+        """Cancel whatever the worker is doing or has queued."""
+        if self._worker is not None:
+            self._worker.cancel_all()
+
+
+def _check_cancel(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise CancelledByUser("cancelled by the user")
+
+
+def default_device(requested: str | None = None) -> torch.device:
+    """CUDA when present (or requested), else CPU; a clear error when CUDA is asked for but absent."""
+    from ..errors import InputError
+
+    if requested in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA GPU is available here; use --device cpu")
+    return torch.device(requested)

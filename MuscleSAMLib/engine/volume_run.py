@@ -1,0 +1,108 @@
+"""Run box prompts over a whole volume: predict per slice, assemble muscles, score for review.
+
+The result holds canonical 3D arrays (label map, probability of the reported label, total and
+epistemic uncertainty in nats) plus per-slice-per-muscle scores, per-muscle volumes with member
+intervals, the ranked review queue, and every rejected box with its reason.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import numpy as np
+from tqdm import tqdm
+
+from .assembly import assemble_slice
+from .review import MuscleSliceScore, MuscleVolume, ReviewItem, muscle_volumes, review_queue, score_slice
+from .segmenter import Segmenter
+from .types import BoxPrompt, SlicePrediction
+
+
+@dataclass
+class VolumeResult:
+    """Everything one run over a volume produced (canonical orientation)."""
+
+    labels: np.ndarray
+    probability: np.ndarray
+    uncertainty_total: np.ndarray
+    uncertainty_epistemic: np.ndarray
+    scores: list[MuscleSliceScore]
+    volumes: dict[int, MuscleVolume]
+    queue: list[ReviewItem]
+    predictions: dict[int, SlicePrediction]
+    rejected: list[tuple[BoxPrompt, str]] = field(default_factory=list)
+    iou_pred: dict[str, list[float]] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def segment_volume(segmenter: Segmenter, boxes: Iterable[BoxPrompt], *, current: np.ndarray | None = None,
+                   locked: frozenset[int] = frozenset(), threshold: float = 0.5, show_progress: bool = False,
+                   cancel: threading.Event | None = None,
+                   progress: Callable[[int, int], None] | None = None) -> VolumeResult:
+    """Predict ``boxes`` on ``segmenter``'s volume and assemble the 3D result.
+
+    ``current``: the existing canonical label map (e.g. the user's segmentation); voxels of
+    ``locked`` labels in it are never overwritten, and other labels on slices without boxes are kept.
+    """
+    t0 = time.perf_counter()
+    shape = segmenter.shape
+    boxes = list(boxes)
+    n_slices_with_boxes = len({b.slice for b in boxes if 0 <= b.slice < shape[0]})
+    bar = tqdm(total=n_slices_with_boxes, desc="segmenting slices", unit="slice", disable=not show_progress)
+
+    def step(done: int, total: int) -> None:
+        bar.update(1)
+        if progress:
+            progress(done, total)
+
+    try:
+        predictions = segmenter.predict(boxes, cancel=cancel, progress=step)
+    finally:
+        bar.close()
+    labels = np.zeros(shape, np.uint8) if current is None else np.array(current, dtype=np.uint8, copy=True)
+    probability = np.zeros(shape, np.float32)
+    total = np.zeros(shape, np.float32)
+    epistemic = np.zeros(shape, np.float32)
+    scores: list[MuscleSliceScore] = []
+    rejected: list[tuple[BoxPrompt, str]] = []
+    iou: dict[str, list[float]] = {}
+    for k, pred in sorted(predictions.items()):
+        rejected.extend(pred.rejected)
+        if not pred.boxes:
+            continue
+        cur = None if current is None else current[k]
+        assembled = assemble_slice(pred.boxes, pred.shape, current=cur, locked=locked, threshold=threshold)
+        labels[k] = assembled.labels
+        probability[k] = assembled.probability
+        total[k] = assembled.uncertainty.total
+        epistemic[k] = assembled.uncertainty.epistemic
+        rejected.extend((b, "label is locked (finished); box not used") for b in assembled.ignored_locked)
+        scores.extend(score_slice(pred.boxes, pred.shape, locked=locked))
+        for bp in pred.boxes:
+            iou.setdefault(str(bp.box.label), []).append(float(np.mean(bp.iou_pred)))
+    spacing = segmenter.spacing
+    volumes = muscle_volumes(scores, pixel_area_mm2=spacing[1] * spacing[2], slice_thickness_mm=spacing[0]) if scores else {}
+    return VolumeResult(labels=labels, probability=probability, uncertainty_total=total, uncertainty_epistemic=epistemic,
+                        scores=scores, volumes=volumes, queue=review_queue(scores), predictions=predictions,
+                        rejected=rejected, iou_pred=iou,
+                        timings={"total_seconds": time.perf_counter() - t0,
+                                 "encode_seconds": segmenter.stats.encode_seconds,
+                                 "decode_seconds": segmenter.stats.decode_seconds,
+                                 "encoder_calls": segmenter.stats.encoder_calls,
+                                 "decoder_calls": segmenter.stats.decoder_calls})
+
+
+def summarise_slices(result: VolumeResult) -> list[dict]:
+    """Per slice: number of muscles and the mean uncertainty over its muscles (for the review table)."""
+    by_slice: dict[int, list[MuscleSliceScore]] = {}
+    for s in result.scores:
+        by_slice.setdefault(s.slice, []).append(s)
+    out = []
+    for k, items in sorted(by_slice.items()):
+        vals = [s.mean_uncertainty for s in items if not math.isnan(s.mean_uncertainty)]
+        out.append({"slice": k, "muscles": len(items), "mean_uncertainty_nats": float(np.mean(vals)) if vals else None})
+    return out

@@ -1,0 +1,142 @@
+"""The engine on real volumes with random-weight ensembles: cache reuse, batching, cancel, outputs on grid."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import DIRECTIONS, write_random_decoder_ensemble
+from MuscleSAMLib.engine.boxes import boxes_from_labels
+from MuscleSAMLib.engine.segmenter import Segmenter
+from MuscleSAMLib.engine.types import BoxPrompt
+from MuscleSAMLib.engine.volume_run import segment_volume
+from MuscleSAMLib.engine.worker import CancelledByUser
+from MuscleSAMLib.models.ensemble import Ensemble
+from MuscleSAMLib.phantoms import make_thigh_phantom
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_thigh_phantom(seed=1, shape=(4, 96, 144), spacing=(6.0, 2.0, 2.0))
+
+
+@pytest.fixture(scope="module")
+def ensemble():
+    return Ensemble.random("demo_xs", "decoder", members=3, seed=0)
+
+
+def test_second_box_on_a_slice_runs_no_encoder(phantom, ensemble):
+    seg = Segmenter(ensemble, phantom.water)
+    boxes = boxes_from_labels(phantom.labels, slices=[1])
+    seg.predict_slice(1, boxes[:1])
+    assert seg.stats.encoder_calls == 1
+    res = seg.predict_slice(1, boxes[1:3])
+    assert seg.stats.encoder_calls == 1 and seg.stats.decoder_calls == 2  # cached: decoders only, batched
+    assert len(res.boxes) == 2
+    for bp in res.boxes:
+        assert bp.member_probs.shape[0] == 3 and bp.member_probs.shape[1:] == bp.window.shape
+        assert 0 <= bp.member_probs.min() and bp.member_probs.max() <= 1
+
+
+def test_batched_boxes_equal_one_by_one(phantom, ensemble):
+    seg = Segmenter(ensemble, phantom.water)
+    boxes = boxes_from_labels(phantom.labels, slices=[2])[:4]
+    together = seg.predict_slice(2, boxes).boxes
+    alone = [seg.predict_slice(2, [b]).boxes[0] for b in boxes]
+    for a, b in zip(together, alone):
+        np.testing.assert_allclose(a.member_probs, b.member_probs, atol=1e-4)
+
+
+def test_bad_box_reported_good_ones_run(phantom, ensemble):
+    seg = Segmenter(ensemble, phantom.water)
+    good = boxes_from_labels(phantom.labels, slices=[0])[0]
+    bad = BoxPrompt(label=3, slice=0, xyxy=(10, 10, 10, 30), source="box #7")
+    gone = BoxPrompt(label=3, slice=99, xyxy=(10, 10, 20, 30), source="box #8")
+    out = seg.predict([good, bad, gone])
+    rejected = [r for p in out.values() for r in p.rejected]
+    assert {b.source for b, _ in rejected} == {"box #7", "box #8"}
+    assert sum(len(p.boxes) for p in out.values()) == 1
+
+
+def test_precompute_on_worker_then_cancel(phantom, ensemble):
+    seg = Segmenter(ensemble, phantom.water)
+    fut, _ = seg.precompute(center=1, radius=1)
+    assert sorted(fut.result(timeout=60)) == [0, 1, 2]
+    assert seg.stats.encoder_calls == 3
+    seg.predict_slice(0, boxes_from_labels(phantom.labels, slices=[0])[:1])
+    assert seg.stats.encoder_calls == 3  # precomputed slice used
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(CancelledByUser):
+        seg.predict(boxes_from_labels(phantom.labels), cancel=cancel)
+
+
+def test_box_crop_geometry_caches_per_crop(phantom):
+    ens = Ensemble.random("demo_xs", "decoder", members=2, seed=1, prompt_geometry="box_crop", box_mask_prompt=True)
+    seg = Segmenter(ens, phantom.water)
+    boxes = boxes_from_labels(phantom.labels, slices=[1])[:3]
+    res = seg.predict_slice(1, boxes)
+    assert seg.stats.encoder_calls == 1  # all crops of a slice in one encoder batch
+    seg.predict_slice(1, boxes[:1])
+    assert seg.stats.encoder_calls == 1
+    direct = ens.predict(seg.image[1], np.array([b.xyxy for b in boxes], float))
+    for n, bp in enumerate(res.boxes):
+        np.testing.assert_allclose(bp.full_slice((96, 144), members=True), direct.probs[:, n], atol=1e-4)
+
+
+def test_volume_run_gives_maps_scores_and_queue(phantom, ensemble):
+    seg = Segmenter(ensemble, phantom.water, spacing=(6.0, 2.0, 2.0))
+    boxes = boxes_from_labels(phantom.labels, slices=[1, 2])
+    res = segment_volume(seg, boxes)
+    assert res.labels.shape == phantom.labels.shape
+    assert res.uncertainty_total.max() <= np.log(2) + 1e-6 and res.uncertainty_epistemic.min() >= 0
+    assert res.queue and res.queue[0].mean_uncertainty >= res.queue[-1].mean_uncertainty
+    assert seg.stats.encoder_calls == 2  # one encoder pass per slice for all its boxes
+
+
+@pytest.mark.parametrize("orientation", ["LPS", "RAS", "oblique"])
+def test_segment_cli_writes_outputs_on_the_input_grid(tmp_path, phantom, orientation):
+    manifest = write_random_decoder_ensemble(tmp_path / "weights", members=2)
+    img = sitk.GetImageFromArray(phantom.water)
+    img.SetSpacing((2.0, 2.0, 6.0))
+    img.SetDirection(DIRECTIONS[orientation])
+    img.SetOrigin((-100.0, 50.0, 10.0))
+    image_path = tmp_path / "water.nrrd"
+    sitk.WriteImage(img, str(image_path))
+    # a box around muscle 3 on stored slice 2 (ijk: stored axes i, j; canonical mapping inside)
+    ys, xs = np.nonzero(phantom.labels[2] == 3)
+    left = xs < phantom.labels.shape[2] // 2
+    box = [int(xs[left].min()), int(ys[left].min()), int(xs[left].max()), int(ys[left].max())]
+    boxes = {"boxes": [{"label": 3, "slice": 2, "xyxy": box}, {"label": 3, "slice": 2, "xyxy": [1, 1, 1, 1]}]}
+    (tmp_path / "boxes.json").write_text(json.dumps(boxes))
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "MuscleSAMLib.cli", "segment", str(image_path), "--boxes",
+                           str(tmp_path / "boxes.json"), "--out", str(out), "--manifest", str(manifest), "--quiet",
+                           "--threshold", "0.0"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "box #1 skipped" in proc.stderr
+    for name in ("labels.nii.gz", "labels.seg.nrrd", "probability.nii.gz", "uncertainty_total.nii.gz",
+                 "uncertainty_epistemic.nii.gz", "report.json", "overlay.png"):
+        assert (out / name).is_file(), name
+    lab = sitk.ReadImage(str(out / "labels.nii.gz"))
+    assert lab.GetSize() == img.GetSize()
+    np.testing.assert_allclose(lab.GetDirection(), img.GetDirection(), atol=1e-6)
+    np.testing.assert_allclose(lab.GetOrigin(), img.GetOrigin(), atol=1e-4)
+    arr = sitk.GetArrayFromImage(lab)
+    # threshold 0 labels every voxel the box's window covers: the prediction sits on the drawn box
+    inside = arr[2, box[1]:box[3] + 1, box[0]:box[2] + 1]
+    assert (inside == 3).all()
+    assert (arr[[0, 1, 3]] == 0).all()  # nothing on other slices
+    report = json.loads((out / "report.json").read_text())
+    assert report["provenance"]["manifest_sha256"] and report["boxes_used"] == 1
+    assert report["boxes_rejected"][0]["box"].endswith("box #1")
+    assert report["per_muscle"]["3"]["interval_minmax_ml"][0] <= report["per_muscle"]["3"]["interval_minmax_ml"][1]
