@@ -28,7 +28,7 @@ def write_overlay(mri_0_255: np.ndarray, labels: np.ndarray, uncertainty01: np.n
     Arrays are canonical (slices, rows, cols). ``boxes`` (optional BoxPrompts) are drawn dashed.
     """
     slices = list(slices)
-    fig, axes = plt.subplots(1, len(slices), figsize=(4.2 * len(slices) + 0.8, 4.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(slices), figsize=(max(4.2 * len(slices) + 0.8, 7.5), 5.2), squeeze=False)
     heat_cmap = plt.get_cmap("inferno").copy()
     heat_cmap.set_bad(alpha=0.0)
     im = None
@@ -55,8 +55,8 @@ def write_overlay(mri_0_255: np.ndarray, labels: np.ndarray, uncertainty01: np.n
     handles = [Line2D([0], [0], color=np.array(segments[v].get("color", (0, 255, 0))) / 255.0, lw=2,
                       label=segments[v].get("abbrev", str(v))) for v in sorted(present) if v in segments]
     if handles:
-        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 11), fontsize=8, frameon=False)
-    fig.suptitle(title + "  (research use only, not for clinical use)")
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6 if len(slices) < 3 else 11), fontsize=8, frameon=False)
+    fig.suptitle(title + "\nresearch use only, not for clinical use", fontsize=10)
     dest = Path(path)
     with atomic_path(dest) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
