@@ -1,0 +1,609 @@
+"""Ensemble runtime: one manifest entry turned into encode/decode calls over all M members at once.
+
+Kinds (DESIGN.md "Ensemble kinds"):
+
+- ``decoder``: one shared image encoder (one pass per slice), M prompt-encoder + mask-decoder heads.
+- ``lora``: one shared base with M LoRA adapter sets; the encoder runs all members as ONE batched
+  forward pass (members-major batch). For decoding each member's adapters are folded into its own
+  copy of the (small) decoder, so every kind decodes the same way.
+- ``full``: M complete models.
+
+Decoding always runs all members and all boxes of a slice in one call: either ``torch.func.vmap``
+over the members' stacked parameters or a loop over members with all boxes batched, whichever
+``batch_mode`` picks (``"auto"`` uses the measured faster one; see :data:`VMAP_MAX_BOXES`).
+Member probabilities come from sigmoid AFTER the logits are brought back to the slice grid
+(:func:`model_to_slice`), as SAM's postprocessing does.
+
+Member files override base keys (see weights/README.md): a ``decoder`` member may not override
+image-encoder weights, a ``lora`` member only adds adapters (+ optional decoder/prompt-encoder
+weights), a ``full`` member is a whole model (the base, if any, fills keys it lacks).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import warnings
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import GeometryError, InputError, WeightsError
+from ..slice_geometry import ResizePad, box_window, model_to_slice, resize_pad
+from .architectures import ArchSpec, build_sam, get_arch
+from .lora import apply_lora, is_lora_key, load_lora_state_dict, lora_member, lora_state_dict, merge_lora
+from .manifest import DEFAULT_BOX_MASK_LOGIT, KINDS, PROMPT_GEOMETRIES, EnsembleSpec, LoRASpec
+from .safe_load import load_into, load_state_dict
+
+#: "auto" batch mode uses vmap over members up to this many boxes, a member loop above (CPU timings:
+#: vmap wins for a single box, per-member batched calls win from ~5 boxes on).
+VMAP_MAX_BOXES = 2
+BATCH_MODES = ("auto", "vmap", "loop")
+_HEAD_PREFIXES = ("prompt_encoder.", "mask_decoder.")
+_ENC_PREFIX = "image_encoder."
+
+
+@dataclass(frozen=True)
+class DecodeResult:
+    """Member predictions for N boxes of one slice (numpy, float32).
+
+    ``logits_lowres`` (M, N, L, L) is the decoder's grid over the padded model input (L = 256 for
+    official SAM, 64 for the demo layouts; in box-crop geometry each box's grid covers its crop),
+    ``probs`` (M, N, rows, cols) the member probabilities on the slice grid, ``iou_pred`` (M, N) SAM's
+    predicted IoU. ``windows`` (N, 4) gives, for box-crop geometry, each crop as (x0, y0, x1, y1)
+    half-open slice pixels (probabilities outside it are 0); None for whole-slice geometry.
+    """
+
+    logits_lowres: np.ndarray
+    probs: np.ndarray
+    iou_pred: np.ndarray
+    windows: np.ndarray | None = None
+
+    @property
+    def mean(self) -> np.ndarray:
+        """Ensemble-mean probability (N, rows, cols): probabilities averaged, never logits."""
+        return self.probs.mean(axis=0)
+
+
+class PromptHead(nn.Module):
+    """One member's prompt encoder + mask decoder: boxes (and optional dense mask prompt) -> logits."""
+
+    def __init__(self, prompt_encoder: nn.Module, mask_decoder: nn.Module) -> None:
+        super().__init__()
+        self.prompt_encoder = prompt_encoder
+        self.mask_decoder = mask_decoder
+
+    def forward(self, image_embedding: torch.Tensor, boxes: torch.Tensor,
+                masks: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(1, C, h, w) embedding, (N, 4) model-space boxes, (N, 1, L, L) mask logits or None ->
+        (N, 1, L, L) low-res logits and (N, 1) IoU predictions (single-mask output)."""
+        sparse, dense = self.prompt_encoder(points=None, boxes=boxes, masks=masks)
+        return self.mask_decoder(image_embeddings=image_embedding, image_pe=self.prompt_encoder.get_dense_pe(),
+                                 sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                 multimask_output=False)
+
+
+class MemberStack:
+    """M modules of identical structure run on one input as one call (vmap) or as a loop.
+
+    ``vmap`` uses ``torch.func.stack_module_state`` + ``functional_call`` over a meta-device skeleton;
+    ``loop`` keeps the modules. ``keep`` says which representations to hold ("vmap", "loop", "both").
+    """
+
+    def __init__(self, modules: Sequence[nn.Module], keep: str = "both") -> None:
+        self.count = len(modules)
+        self.modules: list[nn.Module] | None = list(modules) if keep in ("loop", "both") else None
+        self.params: dict[str, torch.Tensor] | None = None
+        self.buffers: dict[str, torch.Tensor] | None = None
+        self.skeleton: nn.Module | None = None
+        if keep in ("vmap", "both"):
+            self.params, self.buffers = torch.func.stack_module_state(list(modules))
+            self.skeleton = copy.deepcopy(modules[0]).to("meta")
+
+    def __call__(self, args: Sequence[Any], per_member: Sequence[bool], mode: str) -> Any:
+        """Run every member on ``args``; ``per_member[i]`` says args[i] has a leading member axis.
+
+        Returns the members' outputs stacked on a new leading axis (tuples stacked element-wise).
+        """
+        if mode == "vmap" and self.skeleton is None:
+            mode = "loop"
+        if mode == "loop" and self.modules is None:
+            mode = "vmap"
+        if mode == "vmap":
+            skeleton = self.skeleton
+
+            def one(p: dict, b: dict, *a: Any) -> Any:
+                return torch.func.functional_call(skeleton, (p, b), tuple(a))
+
+            in_dims = (0, 0) + tuple(0 if pm and a is not None else None for a, pm in zip(args, per_member))
+            return torch.func.vmap(one, in_dims=in_dims)(self.params, self.buffers, *args)
+        assert self.modules is not None
+        outs = [mod(*[a[m] if pm and a is not None else a for a, pm in zip(args, per_member)])
+                for m, mod in enumerate(self.modules)]
+        if isinstance(outs[0], tuple):
+            return tuple(torch.stack(parts) for parts in zip(*outs))
+        return torch.stack(outs)
+
+    def to(self, device: torch.device) -> "MemberStack":
+        """Move every held representation to ``device``."""
+        if self.modules is not None:
+            self.modules = [m.to(device) for m in self.modules]
+        if self.params is not None:
+            self.params = {k: v.to(device) for k, v in self.params.items()}
+            self.buffers = {k: v.to(device) for k, v in (self.buffers or {}).items()}
+        return self
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """'cpu' (default), 'cuda[:i]' when available (else CPU with a warning), or 'auto'."""
+    if device is None or str(device) == "cpu":
+        return torch.device("cpu")
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        warnings.warn("CUDA was asked for but is not available; running on the CPU", RuntimeWarning, stacklevel=3)
+        return torch.device("cpu")
+    return dev
+
+
+def box_mask_prompt(boxes_model: torch.Tensor, input_size: int, grid: int,
+                    value: float = DEFAULT_BOX_MASK_LOGIT) -> torch.Tensor:
+    """Dense mask prompt from boxes: (N, 4) model-space boxes -> (N, 1, grid, grid) logits.
+
+    The grid covers the padded model input (like SAM's low-res logits): a cell whose centre lies in the
+    half-open box gets +value, every other cell -value (value 4 -> sigmoid 0.98). The cell holding the
+    box centre is always inside, so a box smaller than a cell still shows. Training must build the
+    prompt with this same function.
+    """
+    b = torch.as_tensor(boxes_model, dtype=torch.float32)
+    cell = input_size / grid
+    centres = (torch.arange(grid, dtype=torch.float32, device=b.device) + 0.5) * cell
+    inx = (centres[None, :] >= b[:, 0:1]) & (centres[None, :] < b[:, 2:3])  # (N, grid) columns
+    iny = (centres[None, :] >= b[:, 1:2]) & (centres[None, :] < b[:, 3:4])  # (N, grid) rows
+    cx = ((b[:, 0] + b[:, 2]) / 2 / cell).long().clamp(0, grid - 1)
+    cy = ((b[:, 1] + b[:, 3]) / 2 / cell).long().clamp(0, grid - 1)
+    idx = torch.arange(b.shape[0], device=b.device)
+    inx[idx, cx] = True
+    iny[idx, cy] = True
+    inside = iny[:, :, None] & inx[:, None, :]
+    return torch.where(inside, value, -value).to(torch.float32)[:, None]
+
+
+def _check_boxes(boxes_xyxy: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """(N, 4) finite boxes with positive size that overlap the slice, as float64."""
+    b = np.asarray(boxes_xyxy, dtype=np.float64)
+    if b.ndim == 1 and b.shape == (4,):
+        b = b[None]
+    if b.ndim != 2 or b.shape[1] != 4 or b.shape[0] == 0:
+        raise InputError(f"boxes must have shape (N, 4) with N >= 1, got {b.shape}")
+    if not np.isfinite(b).all():
+        raise InputError("boxes contain NaN or infinite coordinates")
+    bad = np.nonzero((b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1]))[0]
+    if bad.size:
+        raise GeometryError(f"box {b[bad[0]].tolist()} has no area (need x1 > x0 and y1 > y0)")
+    out = np.nonzero((b[:, 0] >= cols) | (b[:, 1] >= rows) | (b[:, 2] <= 0) | (b[:, 3] <= 0))[0]
+    if out.size:
+        raise GeometryError(f"box {b[out[0]].tolist()} lies outside the {rows}x{cols} slice")
+    return b
+
+
+def _xyxy(window_rrcc: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """(r0, r1, c0, c1) window -> (x0, y0, x1, y1)."""
+    r0, r1, c0, c1 = window_rrcc
+    return int(c0), int(r0), int(c1), int(r1)
+
+
+def _float32(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Floating tensors as float32 (checkpoints may be half precision); others unchanged."""
+    return {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
+
+
+def _split(state: Mapping[str, torch.Tensor]) -> tuple[dict, dict, list[str]]:
+    """Sam state -> (image-encoder state without prefix, head state, keys belonging to neither)."""
+    enc = {k[len(_ENC_PREFIX):]: v for k, v in state.items() if k.startswith(_ENC_PREFIX)}
+    head = {k: v for k, v in state.items() if k.startswith(_HEAD_PREFIXES)}
+    other = sorted(k for k in state if not k.startswith(_ENC_PREFIX) and not k.startswith(_HEAD_PREFIXES))
+    return enc, head, other
+
+
+def _tensor_digest(parts: Sequence[Mapping[str, torch.Tensor]]) -> str:
+    """sha256 over names and bytes of tensors (group key of in-memory ensembles)."""
+    h = hashlib.sha256()
+    for state in parts:
+        for k in sorted(state):
+            t = state[k].detach().to("cpu").contiguous()
+            h.update(k.encode())
+            h.update(str(tuple(t.shape)).encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _meta_sam(arch: ArchSpec) -> nn.Module:
+    """An unallocated Sam (filled later with load_into(assign=True))."""
+    with torch.device("meta"):
+        return build_sam(arch)
+
+
+class Ensemble:
+    """Runtime of one manifest entry (see module docstring). Build with :meth:`from_spec`,
+    :meth:`from_states`, :meth:`from_models` or :meth:`random`."""
+
+    def __init__(self, spec: EnsembleSpec, encoder: nn.Module | MemberStack, heads: MemberStack,
+                 device: torch.device, group_key: str, batch_mode: str = "auto") -> None:
+        if batch_mode not in BATCH_MODES:
+            raise ValueError(f"batch_mode must be one of {BATCH_MODES}")
+        self.spec = spec
+        self.arch: ArchSpec = spec.arch
+        self.kind: str = spec.kind
+        self.members: int = heads.count
+        self.device = device
+        self.group_key = group_key
+        self.batch_mode = batch_mode
+        self._encoder = encoder
+        self._heads = heads
+        self._mean = torch.tensor(spec.pixel_mean, dtype=torch.float32).view(3, 1, 1)
+        self._std = torch.tensor(spec.pixel_std, dtype=torch.float32).view(3, 1, 1)
+
+    # ---------------------------------------------------------------- construction
+
+    @classmethod
+    def from_spec(cls, spec: EnsembleSpec, device: str | torch.device | None = "cpu",
+                  batch_mode: str = "auto") -> "Ensemble":
+        """Load a manifest entry: every file checksum-verified before it is read (WeightsError)."""
+        base = load_state_dict(spec.base.path, spec.base.sha256) if spec.base else {}
+        members = [load_state_dict(f.path, f.sha256) for f in spec.members]
+        key_src = {"arch": spec.arch.to_dict(), "input": spec.input_size, "mean": spec.pixel_mean,
+                   "std": spec.pixel_std, "kind": spec.kind, "geometry": spec.prompt_geometry,
+                   "base": spec.base.sha256 if spec.base else None}
+        if spec.kind != "decoder":
+            key_src["members"] = [f.sha256 for f in spec.members]
+            key_src["lora"] = [spec.lora.rank, spec.lora.alpha, list(spec.lora.targets)] if spec.lora else None
+        group_key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()[:24]
+        return cls.from_states(spec, base, members, device=device, batch_mode=batch_mode, group_key=group_key,
+                               names=[str(f.path) for f in spec.members], base_name=str(spec.base.path) if spec.base else "")
+
+    @classmethod
+    def from_states(cls, spec: EnsembleSpec, base_state: Mapping[str, torch.Tensor],
+                    member_states: Sequence[Mapping[str, torch.Tensor]], *, device: str | torch.device | None = "cpu",
+                    batch_mode: str = "auto", group_key: str | None = None, names: Sequence[str] | None = None,
+                    base_name: str = "") -> "Ensemble":
+        """Build from in-memory state dicts (keys as in a Sam); ``spec`` supplies kind, arch, geometry.
+
+        ``spec.members`` may be empty here (the member count comes from ``member_states``).
+        """
+        if spec.kind not in KINDS:
+            raise WeightsError(f"unknown ensemble kind {spec.kind!r}; known: {', '.join(KINDS)}")
+        if not member_states:
+            raise WeightsError(f"ensemble {spec.name!r} has no members")
+        arch = spec.arch
+        dev = resolve_device(device)
+        names = list(names) if names else [f"member {m}" for m in range(len(member_states))]
+        base_name = base_name or "base weights"
+        base = _float32(base_state)
+        mstates = [_float32(s) for s in member_states]
+        enc_digest: list[Mapping[str, torch.Tensor]] = []
+        if spec.kind == "decoder":
+            encoder, heads, enc_digest = cls._build_decoder_kind(arch, base, mstates, names, base_name)
+        elif spec.kind == "full":
+            encoder, heads, enc_digest = cls._build_full_kind(arch, base, mstates, names, base_name, batch_mode)
+        else:
+            encoder, heads, enc_digest = cls._build_lora_kind(arch, spec.lora or LoRASpec(), base, mstates, names, base_name)
+        if group_key is None:
+            group_key = hashlib.sha256((spec.kind + spec.prompt_geometry + json.dumps(arch.to_dict(), sort_keys=True)
+                                        + str(spec.pixel_mean) + str(spec.pixel_std)
+                                        + _tensor_digest(enc_digest)).encode()).hexdigest()[:24]
+        if isinstance(encoder, MemberStack):
+            encoder.to(dev)
+        else:
+            encoder.to(dev).eval()
+        heads.to(dev)
+        return cls(spec, encoder, heads, dev, group_key, batch_mode)
+
+    @staticmethod
+    def _head(arch: ArchSpec, state: Mapping[str, torch.Tensor], what: str) -> PromptHead:
+        """A PromptHead filled (strictly) from prompt_encoder.* / mask_decoder.* keys."""
+        sam = _meta_sam(arch)
+        head = PromptHead(sam.prompt_encoder, sam.mask_decoder)
+        load_into(head, state, strict=True, what=what, arch=arch.name, assign=True)
+        return head.eval()
+
+    @staticmethod
+    def _encoder(arch: ArchSpec, state: Mapping[str, torch.Tensor], what: str) -> nn.Module:
+        """An image encoder filled (strictly) from its prefix-free state."""
+        enc = _meta_sam(arch).image_encoder
+        load_into(enc, state, strict=True, what=what, arch=f"{arch.name} image encoder", assign=True)
+        return enc.eval()
+
+    @classmethod
+    def _build_decoder_kind(cls, arch: ArchSpec, base: dict, members: list[dict], names: list[str],
+                            base_name: str) -> tuple[nn.Module, MemberStack, list]:
+        enc_state, base_head, other = _split(base)
+        if other:
+            raise WeightsError(f"checkpoint {base_name} does not match architecture {arch.name}: unexpected keys {other[:10]}")
+        encoder = cls._encoder(arch, enc_state, base_name)
+        heads = []
+        for m, (state, name) in enumerate(zip(members, names)):
+            if any(k.startswith(_ENC_PREFIX) for k in state):
+                raise WeightsError(f"member file {name} overrides image-encoder weights; a decoder ensemble "
+                                   "shares one encoder (use kind full)")
+            heads.append(cls._head(arch, {**base_head, **state}, name))
+        return encoder, MemberStack(heads), [enc_state]
+
+    @classmethod
+    def _build_full_kind(cls, arch: ArchSpec, base: dict, members: list[dict], names: list[str], base_name: str,
+                         batch_mode: str) -> tuple[MemberStack, MemberStack, list]:
+        encoders, heads, digest = [], [], []
+        for state, name in zip(members, names):
+            enc_state, head_state, other = _split({**base, **state})
+            if other:
+                raise WeightsError(f"checkpoint {name} does not match architecture {arch.name}: unexpected keys {other[:10]}")
+            encoders.append(cls._encoder(arch, enc_state, name))
+            heads.append(cls._head(arch, head_state, name))
+            digest.append(enc_state)
+        keep = "vmap" if batch_mode == "vmap" else "loop"  # big encoders: hold one representation only
+        return MemberStack(encoders, keep=keep), MemberStack(heads), digest
+
+    @classmethod
+    def _build_lora_kind(cls, arch: ArchSpec, lora: LoRASpec, base: dict, members: list[dict], names: list[str],
+                         base_name: str) -> tuple[nn.Module, MemberStack, list]:
+        sam = _meta_sam(arch)
+        _, _, other = _split(base)
+        if other:
+            raise WeightsError(f"checkpoint {base_name} does not match architecture {arch.name}: unexpected keys {other[:10]}")
+        load_into(sam, {k: v for k, v in base.items() if not is_lora_key(k)}, strict=True, what=base_name,
+                  arch=arch.name, assign=True)
+        apply_lora(sam, rank=lora.rank, members=len(members), alpha=lora.alpha, targets=lora.targets)
+        head_lora = PromptHead(sam.prompt_encoder, sam.mask_decoder)
+        head_keys = set(head_lora.state_dict())
+        heads = []
+        for m, (state, name) in enumerate(zip(members, names)):
+            load_lora_state_dict(sam, state, member=m, what=name)
+            overrides = {k: v for k, v in state.items() if not is_lora_key(k)}
+            bad = sorted(k for k in overrides if k not in head_keys)
+            if bad:
+                raise WeightsError(f"LoRA member file {name} has keys that are neither adapters nor decoder/prompt-"
+                                   f"encoder weights (encoder weights need kind full): {bad[:10]}")
+            head = head_lora
+            if overrides:
+                head = copy.deepcopy(head_lora)
+                load_into(head, overrides, strict=False, what=name, arch=arch.name)
+            heads.append(merge_lora(head, m).eval())
+        encoder = sam.image_encoder.eval()
+        digest = [{k: v for k, v in base.items() if k.startswith(_ENC_PREFIX)},
+                  {k: v for k, v in lora_state_dict(sam).items() if k.startswith(_ENC_PREFIX)}]
+        return encoder, MemberStack(heads), digest
+
+    @classmethod
+    def from_models(cls, kind: str, models: Sequence[nn.Module], *, spec: EnsembleSpec | None = None,
+                    lora: LoRASpec | None = None, device: str | torch.device | None = "cpu",
+                    batch_mode: str = "auto", **spec_fields: Any) -> "Ensemble":
+        """Ensemble from trained Sam models (training/tests).
+
+        ``decoder``: M Sams; the encoder of the first is shared. ``full``: M Sams. ``lora``: M Sams each
+        with ``apply_lora(members=1)`` and identical frozen bases (member 0 adapters + their decoder
+        heads are taken). ``spec_fields`` (e.g. box_mask_prompt=True) fill a synthetic spec when
+        ``spec`` is None.
+        """
+        models = list(models)
+        if not models:
+            raise WeightsError("from_models needs at least one model")
+        first = {k: v.detach() for k, v in models[0].state_dict().items()}
+        if kind == "lora":
+            base = {k: v for k, v in first.items() if not is_lora_key(k)}
+            members = []
+            for mod in models:
+                st = mod.state_dict()
+                enc = {k: v for k, v in st.items() if k.startswith(_ENC_PREFIX) and not is_lora_key(k)}
+                if any(not torch.equal(v, base[k]) for k, v in enc.items()):
+                    raise WeightsError("LoRA members must share one frozen image encoder (they differ)")
+                heads = {k: v.detach() for k, v in st.items() if k.startswith(_HEAD_PREFIXES) and not is_lora_key(k)}
+                members.append({**lora_state_dict(mod, member=0), **heads})
+        elif kind == "decoder":
+            base = {k: v for k, v in first.items() if k.startswith(_ENC_PREFIX)}
+            members = [{k: v.detach() for k, v in m.state_dict().items() if k.startswith(_HEAD_PREFIXES)} for m in models]
+        else:
+            base, members = {}, [{k: v.detach() for k, v in m.state_dict().items()} for m in models]
+        if spec is None:
+            arch = spec_fields.pop("arch", None)
+            if arch is None:
+                raise WeightsError("from_models without a spec needs arch=...")
+            spec = synthetic_spec(arch, kind, lora=lora, **spec_fields)
+        return cls.from_states(spec, base, members, device=device, batch_mode=batch_mode)
+
+    @classmethod
+    def random(cls, arch: str | ArchSpec = "demo_xs", kind: str = "decoder", members: int = 3, seed: int = 0, *,
+               device: str | torch.device | None = "cpu", lora_rank: int = 4, batch_mode: str = "auto",
+               **spec_fields: Any) -> "Ensemble":
+        """Randomly initialised ensemble for tests (members differ; reproducible for a seed; the global
+        torch RNG is left untouched)."""
+        a = get_arch(arch)
+        lora = LoRASpec(rank=lora_rank, alpha=float(lora_rank)) if kind == "lora" else None
+        spec = synthetic_spec(a, kind, lora=lora, **spec_fields)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            sams = [build_sam(a) for _ in range(1 if kind == "lora" else members)]
+            if kind == "lora":
+                apply_lora(sams[0], rank=lora_rank, members=members, alpha=float(lora_rank), seed=seed)
+                with torch.no_grad():  # non-zero B so members differ (trained adapters would)
+                    for name, p in sams[0].named_parameters():
+                        if name.endswith("lora_B"):
+                            p.normal_(0.0, 0.05)
+        if kind == "lora":
+            st = sams[0].state_dict()
+            base = {k: v for k, v in st.items() if not is_lora_key(k)}
+            mstates = [lora_state_dict(sams[0], member=m) for m in range(members)]
+        elif kind == "decoder":
+            base = {k: v for k, v in sams[0].state_dict().items() if k.startswith(_ENC_PREFIX)}
+            mstates = [{k: v for k, v in s.state_dict().items() if k.startswith(_HEAD_PREFIXES)} for s in sams]
+        else:
+            base, mstates = {}, [s.state_dict() for s in sams]
+        return cls.from_states(spec, base, mstates, device=device, batch_mode=batch_mode)
+
+    # ---------------------------------------------------------------- inference
+
+    @property
+    def input_size(self) -> int:
+        """Side of the square model input."""
+        return self.spec.input_size
+
+    @property
+    def lowres_size(self) -> int:
+        """Side L of the low-resolution logit grid (and of the dense mask prompt)."""
+        return self.arch.lowres_size
+
+    def preprocess(self, slice2d_0_255: np.ndarray) -> tuple[torch.Tensor, ResizePad]:
+        """(rows, cols) slice in 0..255 -> normalised (1, 3, S, S) CPU tensor and its geometry.
+
+        Three identical channels, longest side resized to S, normalised with the spec's pixel mean/std,
+        then the bottom/right padding is zero (SAM normalises first, then pads).
+        """
+        s = np.asarray(slice2d_0_255)
+        if s.ndim != 2 or min(s.shape) < 1:
+            raise InputError(f"expected a 2D slice, got shape {s.shape}")
+        if not np.isfinite(s).all():
+            raise InputError("slice contains NaN or infinite values")
+        resized, geo = resize_pad(s.astype(np.float32, copy=False), self.input_size)
+        h, w = geo.resized_shape
+        out = torch.zeros((3, self.input_size, self.input_size), dtype=torch.float32)
+        out[:, :h, :w] = (resized[:, :h, :w] - self._mean) / self._std
+        return out[None], geo
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) preprocessed images -> embeddings.
+
+        ``decoder``: (B, C, h, w), one shared pass. ``lora``: (M, B, C, h, w), members batched in one
+        forward pass. ``full``: (M, B, C, h, w).
+        """
+        if images.ndim != 4 or images.shape[1] != 3 or images.shape[-2:] != (self.input_size, self.input_size):
+            raise InputError(f"images must be (B, 3, {self.input_size}, {self.input_size}), got {tuple(images.shape)}")
+        x = images.to(self.device, torch.float32)
+        with torch.inference_mode():
+            if self.kind == "decoder":
+                return self._encoder(x)
+            if self.kind == "lora":
+                with lora_member(self._encoder, None):
+                    y = self._encoder(x.repeat(self.members, 1, 1, 1))  # members-major batch
+                return y.view(self.members, x.shape[0], *y.shape[1:])
+            return self._encoder((x,), (False,), "loop" if self._encoder.modules is not None else "vmap")
+
+    def _mode(self, n_boxes: int) -> str:
+        if self.batch_mode != "auto":
+            return self.batch_mode
+        return "vmap" if n_boxes <= VMAP_MAX_BOXES else "loop"
+
+    def decode(self, embeddings: torch.Tensor, geo: ResizePad, boxes_xyxy: np.ndarray,
+               mask_prompts: np.ndarray | torch.Tensor | None = None) -> DecodeResult:
+        """All members x all N boxes of one slice in one batched call -> :class:`DecodeResult`.
+
+        ``embeddings``: this slice's output of :meth:`encode` (B=1; the batch axis may be dropped).
+        ``boxes_xyxy``: (N, 4) half-open slice pixels. ``mask_prompts``: optional dense prompts as
+        low-res logits, (N, L, L) shared or (M, N, L, L) per member (e.g. a previous
+        ``logits_lowres``); when None and the spec sets ``box_mask_prompt``, the box itself is used
+        (:func:`box_mask_prompt`).
+        """
+        if geo.size != self.input_size:
+            raise InputError(f"geometry is for input {geo.size}, the ensemble takes {self.input_size}")
+        boxes = _check_boxes(boxes_xyxy, geo.rows, geo.cols)
+        n, mm, L = boxes.shape[0], self.members, self.lowres_size
+        emb = embeddings.to(self.device, torch.float32)
+        if self.kind == "decoder":
+            emb = emb[None] if emb.ndim == 3 else emb
+            if emb.ndim != 4 or emb.shape[0] != 1:
+                raise InputError(f"decoder-kind embeddings must be (1, C, h, w), got {tuple(embeddings.shape)}")
+        else:
+            emb = emb[:, None] if emb.ndim == 4 and emb.shape[0] == mm and embeddings.ndim == 4 else emb
+            if emb.ndim != 5 or emb.shape[0] != mm or emb.shape[1] != 1:
+                raise InputError(f"{self.kind}-kind embeddings must be ({mm}, 1, C, h, w), got {tuple(embeddings.shape)}")
+        bm = torch.as_tensor(geo.box_to_model(boxes), dtype=torch.float32, device=self.device)
+        masks, masks_per_member = self._mask_input(bm, mask_prompts, n, mm, L)
+        with torch.inference_mode():
+            lowres, iou = self._heads((emb, bm, masks), (self.kind != "decoder", False, masks_per_member),
+                                      self._mode(n))
+            lowres, iou = lowres[:, :, 0], iou[:, :, 0]  # (M, N, L, L), (M, N)
+            probs = np.empty((mm, n, geo.rows, geo.cols), dtype=np.float32)
+            for m in range(mm):  # one member at a time: bounded memory at the model-size upsampling
+                probs[m] = torch.sigmoid(model_to_slice(lowres[m], geo)).cpu().numpy()
+        return DecodeResult(lowres.float().cpu().numpy(), probs, iou.float().cpu().numpy())
+
+    def _mask_input(self, boxes_model: torch.Tensor, mask_prompts: Any, n: int, mm: int,
+                    L: int) -> tuple[torch.Tensor | None, bool]:
+        """Dense prompt as (N, 1, L, L) shared or (M, N, 1, L, L) per member, or None."""
+        if mask_prompts is None:
+            if not self.spec.box_mask_prompt:
+                return None, False
+            return box_mask_prompt(boxes_model, self.input_size, L, self.spec.box_mask_logit).to(self.device), False
+        t = torch.as_tensor(np.asarray(mask_prompts) if not isinstance(mask_prompts, torch.Tensor) else mask_prompts,
+                            dtype=torch.float32).to(self.device)
+        if t.shape == (n, L, L):
+            return t[:, None], False
+        if t.shape == (mm, n, L, L):
+            return t[:, :, None], True
+        raise InputError(f"mask_prompts must be ({n}, {L}, {L}) or ({mm}, {n}, {L}, {L}), got {tuple(t.shape)}")
+
+    def predict(self, slice2d_0_255: np.ndarray, boxes_xyxy: np.ndarray,
+                mask_prompts: np.ndarray | torch.Tensor | None = None) -> DecodeResult:
+        """Uncached convenience: preprocess + encode + decode, honouring the spec's prompt geometry.
+
+        ``box_crop``: each box's crop window (:func:`~MuscleSAMLib.slice_geometry.box_window` with the
+        spec's ``crop_margin``, the convention training uses) is encoded on its own (all crops as one
+        encoder batch) and decoded with the box in crop coordinates; probabilities are pasted back onto
+        the slice (0 outside the window) and ``windows`` is filled.
+        """
+        s = np.asarray(slice2d_0_255)
+        if self.spec.prompt_geometry == "slice":
+            img, geo = self.preprocess(s)
+            return self.decode(self.encode(img), geo, boxes_xyxy, mask_prompts)
+        if s.ndim != 2:
+            raise InputError(f"expected a 2D slice, got shape {s.shape}")
+        rows, cols = s.shape
+        boxes = _check_boxes(boxes_xyxy, rows, cols)
+        windows = np.array([_xyxy(box_window(tuple(int(v) for v in b), (rows, cols), margin=self.spec.crop_margin))
+                            for b in boxes], dtype=np.int64)
+        crops = [self.preprocess(s[y0:y1, x0:x1]) for x0, y0, x1, y1 in windows]
+        emb = self.encode(torch.cat([c[0] for c in crops]))
+        n, mm = boxes.shape[0], self.members
+        probs = np.zeros((mm, n, rows, cols), dtype=np.float32)
+        logits = np.empty((mm, n, self.lowres_size, self.lowres_size), dtype=np.float32)
+        iou = np.empty((mm, n), dtype=np.float32)
+        for i, ((x0, y0, x1, y1), (_, geo)) in enumerate(zip(windows, crops)):
+            e = emb[i:i + 1] if self.kind == "decoder" else emb[:, i:i + 1]
+            mp = None
+            if mask_prompts is not None:
+                mpa = mask_prompts
+                mp = mpa[i:i + 1] if np.ndim(mpa) == 3 else mpa[:, i:i + 1]
+            r = self.decode(e, geo, boxes[i:i + 1] - np.array([x0, y0, x0, y0], dtype=np.float64), mp)
+            probs[:, i, y0:y1, x0:x1] = r.probs[:, 0]
+            logits[:, i], iou[:, i] = r.logits_lowres[:, 0], r.iou_pred[:, 0]
+        return DecodeResult(logits, probs, iou, windows)
+
+    def __repr__(self) -> str:
+        return (f"Ensemble(name={self.spec.name!r}, kind={self.kind}, arch={self.arch.name}, members={self.members}, "
+                f"input={self.input_size}, device={self.device}, group_key={self.group_key})")
+
+
+def synthetic_spec(arch: str | ArchSpec, kind: str, *, lora: LoRASpec | None = None, name: str = "",
+                   **fields: Any) -> EnsembleSpec:
+    """An EnsembleSpec with no files (for in-memory ensembles); normalisation defaults to the arch's."""
+    a = get_arch(arch)
+    if kind not in KINDS:
+        raise WeightsError(f"unknown ensemble kind {kind!r}; known: {', '.join(KINDS)}")
+    geometry = fields.get("prompt_geometry", "slice")
+    if geometry not in PROMPT_GEOMETRIES:
+        raise WeightsError(f"prompt_geometry {geometry!r} is not one of {', '.join(PROMPT_GEOMETRIES)}")
+    defaults: dict[str, Any] = dict(pixel_mean=a.pixel_mean, pixel_std=a.pixel_std, members=(),
+                                    crop_margin=0.25 if geometry == "box_crop" else 0.0,
+                                    licence="none (in-memory)", version="0")
+    defaults.update(fields)
+    if kind == "lora" and lora is None:
+        lora = LoRASpec()
+    return EnsembleSpec(name=name or f"in-memory-{a.name}-{kind}", kind=kind, arch=a, arch_name=a.name,
+                        input_size=a.img_size, lora=lora, **defaults)
+
+
+__all__ = ["BATCH_MODES", "DecodeResult", "Ensemble", "MemberStack", "PromptHead", "VMAP_MAX_BOXES",
+           "box_mask_prompt", "resolve_device", "synthetic_spec"]
