@@ -25,7 +25,6 @@ from .models.ensemble import Ensemble
 from .models.manifest import load_manifest
 from .outputs.overlay import write_overlay
 from .outputs.seg_nrrd import write_seg_nrrd
-from .preview import pick_slices
 from .sample_data import REPO_ROOT, muscle_names
 from .version import __version__
 from .volumes import Volume, write_like
@@ -53,17 +52,17 @@ def load_ensemble(name: str | None = None, manifest: str | Path | None = None, d
 
 def run_case(volume: Volume, boxes: Sequence[BoxPrompt], loaded: LoadedEnsemble, out_dir: str | Path, *,
              rejected_input: Sequence[tuple[str, str]] = (), show_progress: bool = True,
-             threshold: float = 0.5) -> dict:
+             threshold: float = 0.5, fat: Volume | None = None) -> dict:
     """Segment ``boxes`` on ``volume`` and write every output file; returns the report dict."""
     torch.set_grad_enabled(False)
     seg = Segmenter(loaded.ensemble, volume.canonical_array, volume_id=volume.source, spacing=volume.canonical_spacing)
     result = segment_volume(seg, boxes, show_progress=show_progress, threshold=threshold)
-    return write_case_outputs(volume, result, seg, loaded, out_dir, boxes=boxes, rejected_input=rejected_input)
+    return write_case_outputs(volume, result, seg, loaded, out_dir, boxes=boxes, rejected_input=rejected_input, fat=fat)
 
 
 def write_case_outputs(volume: Volume, result: VolumeResult, seg: Segmenter, loaded: LoadedEnsemble,
                        out_dir: str | Path, *, boxes: Sequence[BoxPrompt] = (),
-                       rejected_input: Sequence[tuple[str, str]] = ()) -> dict:
+                       rejected_input: Sequence[tuple[str, str]] = (), fat: Volume | None = None) -> dict:
     """Write the label map, .seg.nrrd, float maps, report and overlay into ``out_dir``."""
     out = Path(out_dir)
     names = muscle_names()
@@ -78,8 +77,24 @@ def write_case_outputs(volume: Volume, result: VolumeResult, seg: Segmenter, loa
     write_overlay(seg.image, result.labels, result.uncertainty_total / np.log(2.0), shown, out / "overlay.png", names,
                   title=f"{Path(volume.source).name}: {loaded.ensemble.spec.name}", boxes=boxes)
     report = build_report(volume, result, loaded, boxes, rejected_input)
+    if fat is not None:
+        for label, ff in fat_fractions(result.labels, fat.canonical_array, volume.canonical_array).items():
+            report["per_muscle"].setdefault(str(label), {}).update(ff)
+        report["conventions"]["fat_fraction"] = "fat / (fat + water) per voxel inside the predicted muscle (voxels with fat + water > 0)"
     write_json_atomic(out / "report.json", report)
     return report
+
+
+def fat_fractions(labels: np.ndarray, fat: np.ndarray, water: np.ndarray) -> dict[int, dict]:
+    """Per muscle: mean and median Dixon fat fraction fat/(fat+water) inside its predicted voxels."""
+    total = fat.astype(np.float64) + water.astype(np.float64)
+    ff = np.divide(fat, total, out=np.zeros_like(total), where=total > 0)
+    out = {}
+    for label in (int(v) for v in np.unique(labels) if v != 0):
+        vals = ff[(labels == label) & (total > 0)]
+        out[label] = {"fat_fraction_mean": float(vals.mean()) if vals.size else None,
+                      "fat_fraction_median": float(np.median(vals)) if vals.size else None}
+    return out
 
 
 def build_report(volume: Volume, result: VolumeResult, loaded: LoadedEnsemble, boxes: Sequence[BoxPrompt],

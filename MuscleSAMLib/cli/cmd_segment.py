@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..engine.boxes import load_boxes_file
 from ..segment_case import OUTPUT_FILES, load_ensemble, run_case
-from ..volumes import read_volume
+from ..volumes import read_dixon_pair, read_volume
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -17,6 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    f"write {', '.join(OUTPUT_FILES)} into OUT on the input's grid.")
     p.add_argument("image", metavar="IMAGE", type=Path, help="MRI (NIfTI, NRRD, MHA, or a DICOM series folder); for Dixon, the water image")
     p.add_argument("--boxes", required=True, type=Path, help="boxes JSON file")
+    p.add_argument("--fat", type=Path, help="Dixon fat image on the same grid as IMAGE (adds per-muscle fat fraction)")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     add_ensemble_arguments(p)
     p.set_defaults(func=run)
@@ -33,11 +34,14 @@ def add_ensemble_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     volume = read_volume(args.image)
+    fat = None
+    if args.fat is not None:
+        fat, volume = read_dixon_pair(args.fat, args.image)
     boxes, rejected = load_boxes_file(args.boxes, volume)
     for where, why in rejected:
         print(f"musclesam segment: warning: {where} skipped: {why}", file=sys.stderr)
     loaded = load_ensemble(args.ensemble, args.manifest, args.device)
-    report = run_case(volume, boxes, loaded, args.out, rejected_input=rejected, show_progress=not args.quiet,
+    report = run_case(volume, boxes, loaded, args.out, rejected_input=rejected, show_progress=not args.quiet, fat=fat,
                       threshold=args.threshold)
     print_summary(report, args.out)
     return 0

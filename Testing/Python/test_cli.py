@@ -1,4 +1,4 @@
-"""CLI: every sub-command has help, user errors exit 2 with one line naming the file, demo writes its preview."""
+"""CLI: every sub-command has help, user errors exit 2 with one line naming the file, demo runs end to end."""
 
 from __future__ import annotations
 
@@ -38,14 +38,21 @@ def test_sample_prints_existing_paths(capsys):
     assert "Apache" in Path(paths["readme"]).read_text()
 
 
-def test_demo_writes_preview_and_summary(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "MuscleSAMLib.cli", "demo", "--out", str(tmp_path)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+def test_demo_segments_the_sample_and_reports_agreement(tmp_path):
+    from conftest import write_random_decoder_ensemble
+
+    manifest = write_random_decoder_ensemble(tmp_path / "w", members=2)
+    out = tmp_path / "demo"
+    proc = subprocess.run([sys.executable, "-m", "MuscleSAMLib.cli", "demo", "--out", str(out), "--manifest", str(manifest),
+                           "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["shape_canonical_slices_rows_cols"] == [16, 512, 512]
-    png = tmp_path / "preview.png"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    for name in ("labels.nii.gz", "labels.seg.nrrd", "uncertainty_total.nii.gz", "report.json", "overlay.png", "agreement.json"):
+        assert (out / name).is_file(), name
+    agreement = json.loads((out / "agreement.json").read_text())
+    assert agreement["baseline_boxfill"]["mean"]["dsc"] == pytest.approx(0.767, abs=0.002)  # METHODS.md
+    assert "silver" in agreement["what"]
+    png = out / "overlay.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 50_000
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -55,11 +62,12 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 def test_corrupt_image_gives_one_line_naming_it_and_exit_code_2(tmp_path):
     bad = tmp_path / "scan.nii.gz"
     bad.write_bytes(b"garbage" * 100)
-    proc = _cli("demo", "--image", str(bad), "--out", str(tmp_path / "out"))
+    (tmp_path / "b.json").write_text('{"boxes": [{"label": 3, "slice": 0, "xyxy": [1, 1, 5, 5]}]}')
+    proc = _cli("segment", str(bad), "--boxes", str(tmp_path / "b.json"), "--out", str(tmp_path / "out"))
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and str(bad) in lines[0] and "Traceback" not in proc.stderr
-    assert not (tmp_path / "out" / "summary.json").exists()
+    assert not (tmp_path / "out").exists()
 
 
 def test_dixon_pair_on_different_grids_exit_code_2(tmp_path):
@@ -69,7 +77,8 @@ def test_dixon_pair_on_different_grids_exit_code_2(tmp_path):
     sitk.WriteImage(img, str(water))
     img.SetOrigin((5.0, 0.0, 0.0))
     sitk.WriteImage(img, str(fat))
-    proc = _cli("demo", "--image", str(water), "--fat", str(fat), "--out", str(tmp_path / "out"))
+    (tmp_path / "b.json").write_text('{"boxes": [{"label": 3, "slice": 0, "xyxy": [1, 1, 5, 5]}]}')
+    proc = _cli("segment", str(water), "--fat", str(fat), "--boxes", str(tmp_path / "b.json"), "--out", str(tmp_path / "out"))
     assert proc.returncode == 2
     assert "different grids (origin" in proc.stderr and str(fat) in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
