@@ -12,16 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from ..atomic import write_json_atomic
-from ..engine.boxes import load_boxes_file
-from ..engine.segmenter import Segmenter
-from ..engine.volume_run import segment_volume
-from ..evaluation import baseline_scores, evaluate_result, mean_metrics
 from ..sample_data import SAMPLE_DIR, sample_case
-from ..segment_case import load_ensemble, write_case_outputs
-from ..volumes import read_volume
 from .cmd_segment import add_ensemble_arguments, print_summary
 
 SAMPLE_BOXES = SAMPLE_DIR / "Thigh_001_boxes.json"
@@ -41,6 +33,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # heavy imports here so `musclesam --help` and input errors answer fast
+    import numpy as np
+    from ..engine.boxes import load_boxes_file
+    from ..engine.segmenter import Segmenter
+    from ..engine.volume_run import segment_volume
+    from ..evaluation import baseline_scores, evaluate_result, mean_metrics
+    from ..segment_case import load_ensemble, write_case_outputs
+    from ..volumes import read_volume
     case = sample_case()
     if args.image is not None and args.boxes is None:
         from ..errors import InputError

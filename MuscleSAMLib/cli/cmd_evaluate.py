@@ -6,9 +6,6 @@ import argparse
 import math
 from pathlib import Path
 
-from ..evaluation import METRIC_KEYS, evaluate_case
-from ..segment_case import load_ensemble
-from ..volumes import check_same_grid, read_volume
 from .cmd_segment import add_ensemble_arguments
 
 
@@ -27,6 +24,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # heavy imports here so `musclesam --help` and input errors answer fast
+    from ..evaluation import METRIC_KEYS, evaluate_case
+    from ..segment_case import load_ensemble
+    from ..volumes import check_same_grid, read_volume
     image = read_volume(args.image)
     labels = read_volume(args.labels, allow_labels=True)
     check_same_grid(image, labels, "image", "label map")  # before the (slower) ensemble load
@@ -39,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
 
 def print_metrics(report: dict) -> None:
     """Mean metrics beside the baselines."""
+    from ..evaluation import METRIC_KEYS
+
     mean = report["mean"]
     print(f"{report['ensemble']} on {Path(report['image']).name} ({report['boxes']} boxes):")
     for key in METRIC_KEYS:

@@ -6,15 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..engine.boxes import load_boxes_file
-from ..segment_case import OUTPUT_FILES, load_ensemble, run_case
-from ..volumes import read_dixon_pair, read_volume
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("segment", help="segment an image from box prompts with the ensemble",
                        description="Segment muscles in IMAGE from the box prompts in BOXES.json (format in README.md) and "
-                                   f"write {', '.join(OUTPUT_FILES)} into OUT on the input's grid.")
+                                   "write labels.nii.gz, labels.seg.nrrd, probability.nii.gz, uncertainty_total.nii.gz, "
+                                   "uncertainty_epistemic.nii.gz, report.json and overlay.png into OUT on the input's grid.")
     p.add_argument("image", metavar="IMAGE", type=Path, help="MRI (NIfTI, NRRD, MHA, or a DICOM series folder); for Dixon, the water image")
     p.add_argument("--boxes", required=True, type=Path, help="boxes JSON file")
     p.add_argument("--fat", type=Path, help="Dixon fat image on the same grid as IMAGE (adds per-muscle fat fraction)")
@@ -33,6 +31,10 @@ def add_ensemble_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # heavy imports here so `musclesam --help` and input errors answer fast
+    from ..engine.boxes import load_boxes_file
+    from ..segment_case import load_ensemble, run_case
+    from ..volumes import read_dixon_pair, read_volume
     volume = read_volume(args.image)
     fat = None
     if args.fat is not None:
