@@ -151,8 +151,7 @@ class Segmenter:
             for n, b in enumerate(good):
                 r0, r1, c0, c1 = box_window(b.xyxy, self.shape[1:], margin=STORE_MARGIN)
                 win = Window(r0, r1, c0, c1)
-                result.boxes.append(BoxPrediction(b, win, np.ascontiguousarray(out.probs[:, n][(slice(None), *win.slices)]),
-                                                  out.iou_pred[:, n]))
+                result.boxes.append(BoxPrediction(b, win, out.probs_window(n, r0, r1, c0, c1), out.iou_pred[:, n]))
         result.timings["seconds"] = time.perf_counter() - t0
         self.stats.boxes += len(good)
         return result

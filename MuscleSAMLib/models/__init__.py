@@ -12,6 +12,7 @@ from .ensemble import (
     PromptHead,
     box_mask_prompt,
     resolve_device,
+    slice_resize_matrices,
     synthetic_spec,
 )
 from .lora import (
@@ -43,7 +44,7 @@ from .safe_load import load_into, load_state_dict, save_safetensors_atomic, sha2
 __all__ = [
     "ARCHITECTURES", "ArchSpec", "build_sam", "count_parameters", "get_arch",
     "BATCH_MODES", "DecodeResult", "Ensemble", "MemberStack", "PromptHead", "box_mask_prompt",
-    "resolve_device", "synthetic_spec",
+    "resolve_device", "slice_resize_matrices", "synthetic_spec",
     "DEFAULT_TARGETS", "LORA_TARGETS", "MemberLoRALinear", "apply_lora", "is_lora_key", "load_lora_state_dict",
     "lora_member", "lora_modules", "lora_state_dict", "merge_lora",
     "KINDS", "PROMPT_GEOMETRIES", "EnsembleSpec", "LoRASpec", "Manifest", "WeightFile", "load_manifest",

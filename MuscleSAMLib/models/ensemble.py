@@ -22,10 +22,10 @@ weights), a ``full`` member is a whole model (the base, if any, fills keys it la
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import warnings
-from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -47,21 +47,89 @@ _HEAD_PREFIXES = ("prompt_encoder.", "mask_decoder.")
 _ENC_PREFIX = "image_encoder."
 
 
-@dataclass(frozen=True)
+@functools.lru_cache(maxsize=64)
+def _bilinear_matrix(n_in: int, n_out: int) -> torch.Tensor:
+    """(n_out, n_in) float64 matrix equal to 1-D ``F.interpolate(mode="bilinear", align_corners=False)``."""
+    scale = n_in / n_out
+    src = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * scale - 0.5).clamp(min=0.0)
+    i0 = src.floor().long().clamp(max=n_in - 1)
+    i1 = (i0 + 1).clamp(max=n_in - 1)
+    lam = src - i0
+    a = torch.zeros(n_out, n_in, dtype=torch.float64)
+    rows = torch.arange(n_out)
+    a.index_put_((rows, i0), 1.0 - lam, accumulate=True)
+    a.index_put_((rows, i1), lam, accumulate=True)
+    return a
+
+
+@functools.lru_cache(maxsize=64)
+def slice_resize_matrices(geo: ResizePad, grid: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Ry (rows, grid), Rx (cols, grid)) float32 with ``Ry @ X @ Rx.T == model_to_slice(X, geo)``.
+
+    :func:`model_to_slice` (upsample to the model size, crop the padding, resize to the slice) is
+    separable and linear, so any window of its output is two small matrix products: this is how
+    :meth:`DecodeResult.probs_window` computes one box's neighbourhood without the whole slice.
+    """
+    h, w = geo.resized_shape
+    up = _bilinear_matrix(grid, geo.size)
+    ry = _bilinear_matrix(h, geo.rows) @ up[:h]
+    rx = _bilinear_matrix(w, geo.cols) @ up[:w]
+    return ry.float(), rx.float()
+
+
 class DecodeResult:
     """Member predictions for N boxes of one slice (numpy, float32).
 
     ``logits_lowres`` (M, N, L, L) is the decoder's grid over the padded model input (L = 256 for
     official SAM, 64 for the demo layouts; in box-crop geometry each box's grid covers its crop),
-    ``probs`` (M, N, rows, cols) the member probabilities on the slice grid, ``iou_pred`` (M, N) SAM's
-    predicted IoU. ``windows`` (N, 4) gives, for box-crop geometry, each crop as (x0, y0, x1, y1)
-    half-open slice pixels (probabilities outside it are 0); None for whole-slice geometry.
+    ``iou_pred`` (M, N) SAM's predicted IoU. ``probs`` (M, N, rows, cols) are the member probabilities
+    on the slice grid, computed on first access (sigmoid after :func:`model_to_slice`);
+    :meth:`probs_window` gives one box's window without computing the whole slice (same values).
+    ``windows`` (N, 4): in box-crop geometry each crop as (x0, y0, x1, y1) half-open slice pixels
+    (probabilities outside it are 0); None for whole-slice geometry.
     """
 
-    logits_lowres: np.ndarray
-    probs: np.ndarray
-    iou_pred: np.ndarray
-    windows: np.ndarray | None = None
+    def __init__(self, logits_lowres: np.ndarray, iou_pred: np.ndarray, geo: ResizePad | None = None,
+                 probs: np.ndarray | None = None, windows: np.ndarray | None = None) -> None:
+        if probs is None and geo is None:
+            raise ValueError("DecodeResult needs the geometry or the probabilities")
+        self.logits_lowres = logits_lowres
+        self.iou_pred = iou_pred
+        self.geo = geo
+        self.windows = windows
+        self._probs = probs
+
+    @property
+    def members(self) -> int:
+        """M."""
+        return int(self.logits_lowres.shape[0])
+
+    @property
+    def boxes(self) -> int:
+        """N."""
+        return int(self.logits_lowres.shape[1])
+
+    @property
+    def probs(self) -> np.ndarray:
+        """(M, N, rows, cols) float32 member probabilities on the slice grid (computed once)."""
+        if self._probs is None:
+            assert self.geo is not None
+            geo, m, n = self.geo, self.members, self.boxes
+            out = np.empty((m, n, geo.rows, geo.cols), dtype=np.float32)
+            with torch.inference_mode():
+                for i in range(m):  # one member at a time: bounded memory at the model-size upsampling
+                    out[i] = torch.sigmoid(model_to_slice(torch.from_numpy(self.logits_lowres[i]), geo)).numpy()
+            self._probs = out
+        return self._probs
+
+    def probs_window(self, n: int, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        """(M, r1-r0, c1-c0) probabilities of box ``n`` inside rows r0:r1, cols c0:c1 of the slice."""
+        if self._probs is not None or self.geo is None:
+            return np.ascontiguousarray(self.probs[:, n, r0:r1, c0:c1])
+        ry, rx = slice_resize_matrices(self.geo, int(self.logits_lowres.shape[-1]))
+        with torch.inference_mode():
+            x = torch.from_numpy(self.logits_lowres[:, n])
+            return torch.sigmoid(ry[r0:r1] @ x @ rx[c0:c1].T).numpy()
 
     @property
     def mean(self) -> np.ndarray:
@@ -219,7 +287,7 @@ def _tensor_digest(parts: Sequence[Mapping[str, torch.Tensor]]) -> str:
             t = state[k].detach().to("cpu").contiguous()
             h.update(k.encode())
             h.update(str(tuple(t.shape)).encode())
-            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
@@ -500,6 +568,9 @@ class Ensemble:
                mask_prompts: np.ndarray | torch.Tensor | None = None) -> DecodeResult:
         """All members x all N boxes of one slice in one batched call -> :class:`DecodeResult`.
 
+        The decoders run here; slice-grid probabilities are computed when first read
+        (``result.probs``) or per box window (``result.probs_window``), which is much cheaper.
+
         ``embeddings``: this slice's output of :meth:`encode` (B=1; the batch axis may be dropped).
         ``boxes_xyxy``: (N, 4) half-open slice pixels. ``mask_prompts``: optional dense prompts as
         low-res logits, (N, L, L) shared or (M, N, L, L) per member (e.g. a previous
@@ -525,10 +596,7 @@ class Ensemble:
             lowres, iou = self._heads((emb, bm, masks), (self.kind != "decoder", False, masks_per_member),
                                       self._mode(n))
             lowres, iou = lowres[:, :, 0], iou[:, :, 0]  # (M, N, L, L), (M, N)
-            probs = np.empty((mm, n, geo.rows, geo.cols), dtype=np.float32)
-            for m in range(mm):  # one member at a time: bounded memory at the model-size upsampling
-                probs[m] = torch.sigmoid(model_to_slice(lowres[m], geo)).cpu().numpy()
-        return DecodeResult(lowres.float().cpu().numpy(), probs, iou.float().cpu().numpy())
+        return DecodeResult(lowres.float().cpu().numpy(), iou.float().cpu().numpy(), geo=geo)
 
     def _mask_input(self, boxes_model: torch.Tensor, mask_prompts: Any, n: int, mm: int,
                     L: int) -> tuple[torch.Tensor | None, bool]:
@@ -579,7 +647,7 @@ class Ensemble:
             r = self.decode(e, geo, boxes[i:i + 1] - np.array([x0, y0, x0, y0], dtype=np.float64), mp)
             probs[:, i, y0:y1, x0:x1] = r.probs[:, 0]
             logits[:, i], iou[:, i] = r.logits_lowres[:, 0], r.iou_pred[:, 0]
-        return DecodeResult(logits, probs, iou, windows)
+        return DecodeResult(logits, iou, probs=probs, windows=windows)
 
     def __repr__(self) -> str:
         return (f"Ensemble(name={self.spec.name!r}, kind={self.kind}, arch={self.arch.name}, members={self.members}, "
@@ -606,4 +674,4 @@ def synthetic_spec(arch: str | ArchSpec, kind: str, *, lora: LoRASpec | None = N
 
 
 __all__ = ["BATCH_MODES", "DecodeResult", "Ensemble", "MemberStack", "PromptHead", "VMAP_MAX_BOXES",
-           "box_mask_prompt", "resolve_device", "synthetic_spec"]
+           "box_mask_prompt", "resolve_device", "slice_resize_matrices", "synthetic_spec"]

@@ -20,6 +20,7 @@ from MuscleSAMLib.models import (
     ARCHITECTURES,
     ArchSpec,
     Ensemble,
+    LoRASpec,
     MemberLoRALinear,
     apply_lora,
     box_mask_prompt,
@@ -470,7 +471,7 @@ def test_bad_boxes_and_inputs():
         e.preprocess(np.zeros((2, 3, 4)))
 
 
-def _save_ensemble(tmp_path: Path, ens: Ensemble, kind: str) -> Path:
+def _save_ensemble(tmp_path: Path, kind: str) -> tuple[Path, list]:
     """Write a random ensemble as files + manifest the way training does (via the public helpers)."""
     torch.manual_seed(7)
     sams = [build_sam(TINY) for _ in range(2)]
@@ -496,7 +497,7 @@ def _save_ensemble(tmp_path: Path, ens: Ensemble, kind: str) -> Path:
 
 @pytest.mark.parametrize("kind", ["decoder", "lora"])
 def test_from_spec_loads_verified_files(tmp_path, kind):
-    p, sams = _save_ensemble(tmp_path, None, kind)
+    p, sams = _save_ensemble(tmp_path, kind)
     spec = load_manifest(p).get()
     e = Ensemble.from_spec(spec)
     assert e.members == 2 and e.kind == kind and re.fullmatch(r"[0-9a-f]{24}", e.group_key)
@@ -523,3 +524,39 @@ def test_decoder_member_may_not_override_encoder(tmp_path):
     e = Ensemble.random(TINY, "decoder", members=1)
     with pytest.raises(WeightsError, match="overrides image-encoder weights"):
         Ensemble.from_states(e.spec, {k: v for k, v in st.items() if k.startswith("image_encoder.")}, [st])
+
+
+def test_probs_window_equals_full_slice_probs(ens):
+    img, geo = ens.preprocess(_slice(45, 77, seed=9))
+    r = ens.decode(ens.encode(img), geo, BOXES[:2])
+    win = r.probs_window(1, 3, 40, 20, 77)  # before the full slice is computed: separable matrices
+    assert win.shape == (3, 37, 57)
+    np.testing.assert_allclose(win, r.probs[:, 1, 3:40, 20:77], atol=1e-5)
+    np.testing.assert_allclose(r.probs_window(0, 0, 45, 0, 77), r.probs[:, 0], atol=1e-6)
+
+
+def test_from_models_and_vmapped_full_encoders():
+    torch.manual_seed(3)
+    sams = [build_sam(TINY) for _ in range(2)]
+    img = _images(1, seed=2)
+    dec = Ensemble.from_models("decoder", sams, arch=TINY)
+    full_loop = Ensemble.from_models("full", sams, arch=TINY)
+    full_vmap = Ensemble.from_models("full", sams, arch=TINY, batch_mode="vmap")
+    e_dec, e_loop, e_vmap = dec.encode(img), full_loop.encode(img), full_vmap.encode(img)
+    torch.testing.assert_close(e_loop, e_vmap, atol=1e-5, rtol=0)
+    torch.testing.assert_close(e_dec, e_loop[0], atol=1e-6, rtol=0)  # decoder kind shares member 0's encoder
+    assert dec.group_key != full_loop.group_key
+    for s in sams:
+        apply_lora(s, rank=2, members=1, alpha=2.0, seed=0)
+    sams[1].image_encoder.load_state_dict(sams[0].image_encoder.state_dict())
+    lo = Ensemble.from_models("lora", sams, arch=TINY, lora=LoRASpec(2, 2.0))
+    assert lo.encode(img).shape == (2, 1, 32, 8, 8)
+
+
+def test_cuda_request_falls_back_to_cpu(monkeypatch):
+    from MuscleSAMLib.models import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.warns(RuntimeWarning, match="CUDA"):
+        assert resolve_device("cuda").type == "cpu"
+    assert resolve_device("auto").type == "cpu" and resolve_device(None).type == "cpu"
