@@ -20,9 +20,11 @@ import torch
 from .atomic import write_json_atomic
 from .engine.segmenter import Segmenter, default_device
 from .engine.types import BoxPrompt
-from .engine.volume_run import VolumeResult, segment_volume, summarise_slices
+from .biomarkers import muscle_biomarkers
+from .engine.volume_run import VolumeResult, member_label_masks, segment_volume, summarise_slices
 from .models.ensemble import Ensemble
 from .models.manifest import load_manifest
+from .outputs.biomarker_files import write_biomarker_csv, write_biomarker_plot
 from .outputs.overlay import write_overlay
 from .outputs.seg_nrrd import write_seg_nrrd
 from .sample_data import REPO_ROOT, muscle_names
@@ -31,7 +33,7 @@ from .volumes import Volume, write_like
 
 DEFAULT_MANIFEST = REPO_ROOT / "weights" / "manifest.json"
 OUTPUT_FILES = ("labels.nii.gz", "labels.seg.nrrd", "probability.nii.gz", "uncertainty_total.nii.gz",
-                "uncertainty_epistemic.nii.gz", "report.json", "overlay.png")
+                "uncertainty_epistemic.nii.gz", "report.json", "overlay.png", "biomarkers.csv", "biomarkers.png")
 
 
 @dataclass
@@ -77,24 +79,17 @@ def write_case_outputs(volume: Volume, result: VolumeResult, seg: Segmenter, loa
     write_overlay(seg.image, result.labels, result.uncertainty_total / np.log(2.0), shown, out / "overlay.png", names,
                   title=f"{Path(volume.source).name}: {loaded.ensemble.spec.name}", boxes=boxes)
     report = build_report(volume, result, loaded, boxes, rejected_input)
-    if fat is not None:
-        for label, ff in fat_fractions(result.labels, fat.canonical_array, volume.canonical_array).items():
-            report["per_muscle"].setdefault(str(label), {}).update(ff)
-        report["conventions"]["fat_fraction"] = "fat / (fat + water) per voxel inside the predicted muscle (voxels with fat + water > 0)"
+    water = volume.canonical_array if fat is not None else None
+    rows = muscle_biomarkers(result.labels, volume.canonical_spacing, member_masks=member_label_masks(result, result.labels.shape),
+                             fat=fat.canonical_array if fat is not None else None, water=water)
+    report["biomarkers"] = [b.as_dict() for b in rows]
+    report["conventions"]["biomarkers"] = ("per muscle and side (patient right = low canonical columns; midline = mean column "
+                                           "of all muscle voxels); intervals = min-max over members' own masks; fat fraction = "
+                                           "fat/(fat+water) per voxel" + ("" if fat is not None else " (no --fat given)"))
+    write_biomarker_csv(rows, names, out / "biomarkers.csv")
+    write_biomarker_plot(rows, names, out / "biomarkers.png", title=Path(volume.source).name)
     write_json_atomic(out / "report.json", report)
     return report
-
-
-def fat_fractions(labels: np.ndarray, fat: np.ndarray, water: np.ndarray) -> dict[int, dict]:
-    """Per muscle: mean and median Dixon fat fraction fat/(fat+water) inside its predicted voxels."""
-    total = fat.astype(np.float64) + water.astype(np.float64)
-    ff = np.divide(fat, total, out=np.zeros_like(total), where=total > 0)
-    out = {}
-    for label in (int(v) for v in np.unique(labels) if v != 0):
-        vals = ff[(labels == label) & (total > 0)]
-        out[label] = {"fat_fraction_mean": float(vals.mean()) if vals.size else None,
-                      "fat_fraction_median": float(np.median(vals)) if vals.size else None}
-    return out
 
 
 def build_report(volume: Volume, result: VolumeResult, loaded: LoadedEnsemble, boxes: Sequence[BoxPrompt],

@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_ensemble(args.ensemble, args.manifest, args.device)
     seg = Segmenter(loaded.ensemble, volume.canonical_array, volume_id=volume.source, spacing=volume.canonical_spacing)
     result = segment_volume(seg, boxes, show_progress=not args.quiet, threshold=args.threshold)
-    report = write_case_outputs(volume, result, seg, loaded, args.out, boxes=boxes, rejected_input=rejected)
+    fat = read_volume(case.fat) if args.image is None else None  # the sample is a Dixon pair
+    report = write_case_outputs(volume, result, seg, loaded, args.out, boxes=boxes, rejected_input=rejected, fat=fat)
     print_summary(report, args.out)
     if args.image is None:
         truth = np.rint(read_volume(case.labels, allow_labels=True).canonical_array).astype(np.int32)

@@ -106,3 +106,22 @@ def summarise_slices(result: VolumeResult) -> list[dict]:
         vals = [s.mean_uncertainty for s in items if not math.isnan(s.mean_uncertainty)]
         out.append({"slice": k, "muscles": len(items), "mean_uncertainty_nats": float(np.mean(vals)) if vals else None})
     return out
+
+
+def member_label_masks(result: VolumeResult, shape: tuple[int, int, int]) -> dict[int, np.ndarray]:
+    """{label: (M, slices, rows, cols) bool}: each member's own mask (p_m >= 0.5) of every muscle.
+
+    Per slice, a muscle's member maps are those of its box with the highest mean (see assembly);
+    member masks are not contested between muscles (each member's view of that muscle alone).
+    """
+    from .assembly import combine_label_predictions
+
+    out: dict[int, np.ndarray] = {}
+    for k, pred in result.predictions.items():
+        if not pred.boxes:
+            continue
+        for label, per in combine_label_predictions(pred.boxes).items():
+            if label not in out:
+                out[label] = np.zeros((per.members.shape[0], *shape), bool)
+            out[label][(slice(None), k, *per.window.slices)] |= per.members >= 0.5
+    return out
