@@ -21,6 +21,7 @@ from .atomic import write_json_atomic
 from .engine.segmenter import Segmenter, default_device
 from .engine.types import BoxPrompt
 from .biomarkers import muscle_biomarkers
+from .corrections.bundle import prompts_document
 from .engine.volume_run import VolumeResult, member_label_masks, segment_volume, summarise_slices
 from .models.ensemble import Ensemble
 from .models.manifest import load_manifest
@@ -33,7 +34,7 @@ from .volumes import Volume, write_like
 
 DEFAULT_MANIFEST = REPO_ROOT / "weights" / "manifest.json"
 OUTPUT_FILES = ("labels.nii.gz", "labels.seg.nrrd", "probability.nii.gz", "uncertainty_total.nii.gz",
-                "uncertainty_epistemic.nii.gz", "report.json", "overlay.png", "biomarkers.csv", "biomarkers.png")
+                "uncertainty_epistemic.nii.gz", "report.json", "overlay.png", "biomarkers.csv", "biomarkers.png", "prompts.json")
 
 
 @dataclass
@@ -88,6 +89,7 @@ def write_case_outputs(volume: Volume, result: VolumeResult, seg: Segmenter, loa
                                            "fat/(fat+water) per voxel" + ("" if fat is not None else " (no --fat given)"))
     write_biomarker_csv(rows, names, out / "biomarkers.csv")
     write_biomarker_plot(rows, names, out / "biomarkers.png", title=Path(volume.source).name)
+    write_json_atomic(out / "prompts.json", prompts_document(boxes, volume))
     write_json_atomic(out / "report.json", report)
     return report
 

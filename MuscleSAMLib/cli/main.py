@@ -12,11 +12,11 @@ from typing import Sequence
 
 from ..errors import MuscleSAMError
 from ..version import __version__
-from . import cmd_bench, cmd_demo, cmd_evaluate, cmd_sample, cmd_segment, cmd_train, cmd_web
+from . import cmd_bench, cmd_demo, cmd_evaluate, cmd_export, cmd_sample, cmd_segment, cmd_train, cmd_web
 
 EXIT_USER_ERROR = 2
 
-COMMANDS = (cmd_demo, cmd_segment, cmd_evaluate, cmd_train, cmd_bench, cmd_web, cmd_sample)
+COMMANDS = (cmd_demo, cmd_segment, cmd_evaluate, cmd_export, cmd_train, cmd_bench, cmd_web, cmd_sample)
 
 
 def build_parser() -> argparse.ArgumentParser:

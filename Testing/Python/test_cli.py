@@ -14,7 +14,7 @@ import SimpleITK as sitk
 from MuscleSAMLib.cli.main import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[2]
-COMMANDS = ["demo", "segment", "evaluate", "train", "bench", "web", "sample"]
+COMMANDS = ["demo", "segment", "evaluate", "export", "train", "bench", "web", "sample"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -1,0 +1,1 @@
+"""Corrections: the per-case bundle of corrected labels, prediction, uncertainty, edits and provenance."""

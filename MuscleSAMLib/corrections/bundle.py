@@ -1,0 +1,194 @@
+"""The corrections bundle: everything needed to audit a corrected case and to learn from it.
+
+Written atomically as a whole: files go into a temp folder beside the destination, which is renamed
+into place only when complete; an existing bundle is swapped out and removed only after the new one
+is in place, so an error (read-only folder, full disk) leaves no partial bundle and the previous one
+untouched.
+
+Contents (all images on the input's grid)::
+
+    corrected_labels.nii.gz, corrected_labels.seg.nrrd   the user's corrected labels
+    prediction_labels.nii.gz                             the model's prediction (if any)
+    probability.nii.gz, uncertainty_total.nii.gz, uncertainty_epistemic.nii.gz   (if given)
+    edit_map.nii.gz     0 unchanged, 1 added (muscle where the prediction had background),
+                        2 removed (background where the prediction had muscle), 3 relabelled
+    prompts.json        box prompts in canonical, file-index (ijk) and RAS coordinates
+    interaction_log.json, provenance.json, report.json, biomarkers_*.csv
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..atomic import write_json_atomic
+from ..biomarkers import muscle_biomarkers
+from ..engine.boxes import boxes_to_json
+from ..engine.types import BoxPrompt
+from ..errors import GeometryError, InputError
+from ..metrics.uncertainty_quality import auroc, error_share_in_top
+from ..outputs.biomarker_files import write_biomarker_csv, write_biomarker_plot
+from ..outputs.seg_nrrd import write_seg_nrrd
+from ..sample_data import muscle_names
+from ..version import __version__
+from ..volumes import Volume, write_like
+
+BUNDLE_FORMAT = 1
+REQUIRED_FILES = ("corrected_labels.nii.gz", "prompts.json", "provenance.json", "report.json")
+EDIT_CODES = {0: "unchanged", 1: "added", 2: "removed", 3: "relabelled"}
+
+
+def edit_map(prediction: np.ndarray, corrected: np.ndarray) -> np.ndarray:
+    """uint8 map of what the user changed (codes in :data:`EDIT_CODES`)."""
+    if prediction.shape != corrected.shape:
+        raise GeometryError(f"prediction {prediction.shape} and correction {corrected.shape} differ in shape")
+    out = np.zeros(prediction.shape, np.uint8)
+    out[(prediction == 0) & (corrected > 0)] = 1
+    out[(prediction > 0) & (corrected == 0)] = 2
+    out[(prediction > 0) & (corrected > 0) & (prediction != corrected)] = 3
+    return out
+
+
+def uncertainty_edit_check(uncertainty: np.ndarray, edits: np.ndarray, prediction: np.ndarray,
+                           corrected: np.ndarray, margin_px: int = 5) -> dict:
+    """Did the uncertainty map point at what the user edited?
+
+    Region: the union of predicted and corrected muscle voxels dilated by ``margin_px`` in-plane
+    (where an edit was possible to see). AUROC of total uncertainty for edited voxels, and the share
+    of edited voxels among the most uncertain 5 % / 10 % of the region.
+    """
+    from scipy import ndimage
+
+    region = ndimage.binary_dilation((prediction > 0) | (corrected > 0),
+                                     structure=np.ones((1, 3, 3), bool), iterations=margin_px)
+    edited = edits > 0
+    return {
+        "auroc_edit": auroc(uncertainty, edited, region),
+        "edit_share_top5pct": error_share_in_top(uncertainty, edited, 0.05, region),
+        "edit_share_top10pct": error_share_in_top(uncertainty, edited, 0.10, region),
+        "edited_voxels": int(edited.sum()),
+        "region_voxels": int(region.sum()),
+        "region": f"predicted or corrected muscle, dilated {margin_px} px in-plane",
+    }
+
+
+def prompts_document(boxes: Sequence[BoxPrompt], volume: Volume) -> dict:
+    """Prompts in canonical, file-index (ijk, inclusive) and RAS (mm, two corners) coordinates."""
+    canon = volume.canonical_image
+    ras = []
+    for b in boxes:
+        c0, r0, c1, r1 = b.xyxy
+        corners = []
+        for c, r in ((c0 - 0.5, r0 - 0.5), (c1 - 0.5, r1 - 0.5)):
+            x, y, z = canon.TransformContinuousIndexToPhysicalPoint((float(c), float(r), float(b.slice)))
+            corners.append([-x, -y, z])  # LPS -> RAS
+        ras.append({"label": b.label, "corners": corners})
+    return {
+        "canonical": [{"label": b.label, "slice": b.slice, "xyxy_half_open": list(b.xyxy), "source": b.source} for b in boxes],
+        "ijk": boxes_to_json(boxes, volume),
+        "ras": {"coordinates": "ras", "boxes": ras},
+    }
+
+
+def write_bundle(dest: str | Path, image: Volume, corrected: np.ndarray, *, prediction: np.ndarray | None = None,
+                 probability: np.ndarray | None = None, uncertainty_total: np.ndarray | None = None,
+                 uncertainty_epistemic: np.ndarray | None = None, prompts: Sequence[BoxPrompt] = (),
+                 interaction_log: Sequence[dict] = (), provenance: dict | None = None, fat: Volume | None = None,
+                 member_masks: dict[int, np.ndarray] | None = None) -> Path:
+    """Write a corrections bundle to ``dest`` (a folder) atomically; returns ``dest``.
+
+    Arrays are canonical (slices, rows, cols) on ``image``'s grid; ``corrected`` is the user's label map.
+    """
+    shape = image.canonical_array.shape
+    for name, arr in (("corrected labels", corrected), ("prediction", prediction), ("probability", probability),
+                      ("uncertainty", uncertainty_total), ("epistemic uncertainty", uncertainty_epistemic)):
+        if arr is not None and tuple(arr.shape) != tuple(shape):
+            raise GeometryError(f"{name} has shape {tuple(arr.shape)}, the image {image.source} has {tuple(shape)}")
+    dest = Path(dest)
+    names = muscle_names()
+    parent = dest.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=parent))
+    except OSError as exc:
+        raise InputError(f"{parent}: cannot write the bundle here ({exc.strerror}); choose another folder") from None
+    try:
+        corrected_u8 = corrected.astype(np.uint8)
+        write_like(corrected_u8, image, tmp / "corrected_labels.nii.gz")
+        write_seg_nrrd(corrected_u8, image, tmp / "corrected_labels.seg.nrrd", names,
+                       status={int(v): "completed" for v in np.unique(corrected_u8) if v})
+        report: dict[str, Any] = {"format": BUNDLE_FORMAT, "image": image.source}
+        spacing = image.canonical_spacing
+        ff_kw = {"fat": fat.canonical_array, "water": image.canonical_array} if fat is not None else {}
+        corrected_rows = muscle_biomarkers(corrected_u8, spacing, **ff_kw)
+        write_biomarker_csv(corrected_rows, names, tmp / "biomarkers_corrected.csv")
+        report["biomarkers_corrected"] = [b.as_dict() for b in corrected_rows]
+        if prediction is not None:
+            pred_u8 = prediction.astype(np.uint8)
+            write_like(pred_u8, image, tmp / "prediction_labels.nii.gz")
+            edits = edit_map(pred_u8, corrected_u8)
+            write_like(edits, image, tmp / "edit_map.nii.gz")
+            report["edits"] = {code_name: int((edits == code).sum()) for code, code_name in EDIT_CODES.items() if code}
+            report["edits_per_muscle"] = {
+                str(v): {"added": int(((corrected_u8 == v) & (pred_u8 != v)).sum()),
+                         "removed": int(((pred_u8 == v) & (corrected_u8 != v)).sum())}
+                for v in sorted(set(np.unique(pred_u8)) | set(np.unique(corrected_u8))) if v}
+            pred_rows = muscle_biomarkers(pred_u8, spacing, member_masks=member_masks, **ff_kw)
+            write_biomarker_csv(pred_rows, names, tmp / "biomarkers_prediction.csv")
+            write_biomarker_plot(pred_rows, names, tmp / "biomarkers_prediction.png", title="prediction")
+            report["biomarkers_prediction"] = [b.as_dict() for b in pred_rows]
+            if uncertainty_total is not None:
+                report["uncertainty_vs_edits"] = uncertainty_edit_check(uncertainty_total, edits, pred_u8, corrected_u8)
+        for fname, arr in (("probability.nii.gz", probability), ("uncertainty_total.nii.gz", uncertainty_total),
+                           ("uncertainty_epistemic.nii.gz", uncertainty_epistemic)):
+            if arr is not None:
+                write_like(arr.astype(np.float32), image, tmp / fname)
+        write_json_atomic(tmp / "prompts.json", prompts_document(prompts, image))
+        write_json_atomic(tmp / "interaction_log.json", list(interaction_log))
+        prov = {"software": f"musclesam {__version__}", "bundle_format": BUNDLE_FORMAT,
+                "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "image": image.source, **(provenance or {})}
+        write_json_atomic(tmp / "provenance.json", prov)
+        write_json_atomic(tmp / "report.json", report)
+        _swap_into_place(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def _swap_into_place(tmp: Path, dest: Path) -> None:
+    """Rename the finished temp folder onto ``dest``; an old bundle is removed only afterwards."""
+    old = None
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+        os.replace(dest, old)
+    try:
+        os.replace(tmp, dest)
+    except OSError:
+        if old is not None:
+            os.replace(old, dest)  # put the previous bundle back
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def check_bundle(path: str | Path, image: Volume | None = None) -> Path:
+    """Validate a bundle folder (required files present; on ``image``'s grid if given); returns it."""
+    p = Path(path)
+    if not p.is_dir():
+        raise InputError(f"{p}: not a corrections bundle folder")
+    missing = [f for f in REQUIRED_FILES if not (p / f).is_file()]
+    if missing:
+        raise InputError(f"{p}: incomplete bundle, missing {', '.join(missing)}")
+    if image is not None:
+        from ..volumes import check_same_grid, read_volume
+
+        check_same_grid(image, read_volume(p / "corrected_labels.nii.gz", allow_labels=True), "image", "bundle labels")
+    return p
