@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,14 +179,34 @@ def _check_file_holds_pixels(p: Path, reader: sitk.ImageFileReader) -> None:
     n_voxels = int(np.prod(reader.GetSize(), dtype=np.int64))
     bytes_per_voxel = sitk.Image(1, 1, reader.GetPixelID()).GetSizeOfPixelComponent() * reader.GetNumberOfComponents()
     needed = n_voxels * bytes_per_voxel
-    if p.suffix.lower() == ".gz":
+    suffix = p.suffix.lower()
+    if suffix == ".gz":
         size = _gzip_payload_size(p)
-    elif p.suffix.lower() in _UNCOMPRESSED_SINGLE_FILE and not _header_says_compressed(p):
+        with gzip.open(p, "rb") as fh:
+            head = fh.read(4096)
+    elif suffix in _UNCOMPRESSED_SINGLE_FILE and not _header_says_compressed(p):
         size = p.stat().st_size
+        with open(p, "rb") as fh:
+            head = fh.read(4096)
     else:
         return
+    needed += _header_length(head)
     if size < needed:
-        raise InputError(f"{p}: file is truncated ({size} bytes of data, its pixels alone need {needed})")
+        raise InputError(f"{p}: file is truncated ({size} bytes of data, header and pixels need {needed})")
+
+
+def _header_length(head: bytes) -> int:
+    """Bytes before the pixel data, from the file's first bytes (NIfTI-1/2, MHA, NRRD); 0 if unknown."""
+    for order in ("<", ">"):
+        if len(head) >= 112 and struct.unpack(order + "i", head[:4])[0] == 348:
+            return int(struct.unpack(order + "f", head[108:112])[0])
+        if len(head) >= 176 and struct.unpack(order + "i", head[:4])[0] == 540:
+            return int(struct.unpack(order + "q", head[168:176])[0])
+    for marker in (b"ElementDataFile = LOCAL\n", b"ElementDataFile = LOCAL\r\n", b"\n\n"):
+        at = head.find(marker)
+        if at >= 0 and (marker != b"\n\n" or head.startswith(b"NRRD")):
+            return at + len(marker)
+    return 0
 
 
 def _gzip_payload_size(p: Path) -> int:
