@@ -1,0 +1,400 @@
+"""MuscleSAMLogic: MRML nodes in, MRML nodes out; the engine runs on ONE persistent worker thread.
+
+Rules every front end relies on:
+
+* Every check (volume, boxes, ensemble, locks) happens before anything is submitted, and every MRML
+  write happens in :meth:`Job.finish` on the calling (main) thread after the worker succeeded: a bad
+  input, an error or a Cancel leaves the scene exactly as it was.
+* One prompt at a time: starting a run while one is in flight raises :class:`Busy`.
+* Only the voxels a run changed are written into the segmentation; completed (locked) segments never.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from ..engine.embedding_cache import EmbeddingCache
+from ..engine.propagation import propagate as propagate_box
+from ..engine.segmenter import Segmenter
+from ..engine.types import BoxPrompt
+from ..engine.volume_run import VolumeResult, segment_volume
+from ..engine.worker import PersistentWorker
+from ..errors import InputError, WeightsError
+from ..models.manifest import load_manifest
+from ..sample_data import REPO_ROOT, muscle_names
+from . import geometry, overlays, prompts, review_table, segments
+from .jobs import Busy, Job
+from .mrml import find_owned_node
+from .outcomes import DisplaySettings, EnsembleChoice, RunOutcome
+from .session import Session
+
+if TYPE_CHECKING:
+    from ..segment_case import LoadedEnsemble
+
+DEFAULT_MANIFEST = REPO_ROOT / "weights" / "manifest.json"  # as segment_case (imported lazily: it pulls matplotlib)
+FLAG_UNCERTAINTY_NATS = 0.3  # same rule as the CLI's .seg.nrrd: a scored slice above this flags the muscle
+Prompt = Any  # a BoxPrompt or a vtkMRMLMarkupsROINode
+
+
+class MuscleSAMLogic:
+    """The scene bridge (no Qt): see the module docstring and each method."""
+
+    def __init__(self, flag_uncertainty_nats: float = FLAG_UNCERTAINTY_NATS, cache_bytes: int = 1 << 30) -> None:
+        self.worker = PersistentWorker("musclesam-worker")
+        self.cache = EmbeddingCache(cache_bytes)
+        self.loaded: "LoadedEnsemble | None" = None
+        self.display = DisplaySettings()
+        self.flag_uncertainty_nats = float(flag_uncertainty_nats)
+        self._sessions: dict[str, Session] = {}
+        self._job: Job | None = None
+
+    # ------------------------------------------------------------------ ensemble
+    @staticmethod
+    def ensemble_choices(manifest: str | Path | None = None) -> list[EnsembleChoice]:
+        """Entries of the manifest (the shipped one by default) for the ensemble selector."""
+        m = load_manifest(manifest or DEFAULT_MANIFEST)
+        default = m.get(None).name
+        return [EnsembleChoice(e.name, e.name == default, not e.missing_files(), e.licence, e.description,
+                               tuple(str(p) for p in e.missing_files())) for e in m.ensembles]
+
+    def load_ensemble(self, name: str | None = None, manifest: str | Path | None = None, device: str | None = None,
+                      pump: Callable[[], Any] | None = None) -> "LoadedEnsemble":
+        """Load (checksums verified) on the worker thread; a missing file is a clear :class:`WeightsError`."""
+        spec = load_manifest(manifest or DEFAULT_MANIFEST).get(name)
+        missing = spec.missing_files()
+        if missing:
+            raise WeightsError(f"ensemble '{spec.name}' is not installed: missing {', '.join(str(p) for p in missing)}")
+        self._check_idle()
+        from ..segment_case import load_ensemble  # noqa: PLC0415
+
+        future, cancel = self.worker.submit(lambda cancel: load_ensemble(spec.name, manifest, device))
+        job: Job[Any] = Job(future, cancel, lambda loaded: loaded, self._close, what="loading the ensemble")
+        self._job = job
+        job.wait(pump)
+        self.use_ensemble(job.finish())
+        return self.loaded  # type: ignore[return-value]
+
+    def use_ensemble(self, loaded: "LoadedEnsemble") -> None:
+        """Use an already loaded ensemble (tests, servers); previous sessions are dropped."""
+        self.loaded = loaded
+        self._sessions.clear()
+        self.cache.clear()
+
+    @property
+    def on_cpu(self) -> bool:
+        """True when the loaded ensemble runs on the CPU (the module shows a persistent warning)."""
+        return self.loaded is None or str(self.loaded.ensemble.device).startswith("cpu")
+
+    # ------------------------------------------------------------------ sessions
+    def session(self, volume_node: Any) -> Session:
+        """The engine session of ``volume_node`` (rebuilt when its voxels or geometry changed)."""
+        geometry.check_volume_node(volume_node)
+        if self.loaded is None:
+            raise InputError("no ensemble loaded: press Initialize first")
+        key = (volume_node.GetID(), volume_node.GetImageData().GetMTime(),
+               tuple(np.round(geometry.ijk_to_world(volume_node).ravel(), 6)))
+        s = self._sessions.get(volume_node.GetID())
+        if s is None or s.key != key:
+            vol = geometry.volume_from_node(volume_node)
+            seg = Segmenter(self.loaded.ensemble, vol.canonical_array, volume_id=f"{key[0]}@{key[1]}", cache=self.cache,
+                            worker=self.worker, spacing=vol.canonical_spacing)
+            s = Session(key, vol, seg)
+            self._sessions[volume_node.GetID()] = s
+        return s
+
+    def initialize(self, volume_node: Any, name: str | None = None, manifest: str | Path | None = None,
+                   device: str | None = None, center_ras: Sequence[float] | None = None,
+                   pump: Callable[[], Any] | None = None) -> Session:
+        """Load the ensemble (if needed) and encode the slice at ``center_ras`` (default: middle) and its neighbours."""
+        geometry.check_volume_node(volume_node)
+        if self.loaded is None or (name is not None and self.loaded.ensemble.spec.name != name):
+            self.load_ensemble(name, manifest, device, pump)
+        s = self.session(volume_node)
+        n = s.segmenter.shape[0]
+        k = n // 2
+        if center_ras is not None:
+            k = int(np.clip(np.floor(geometry.ras_to_canonical(s.volume, center_ras)[0, 2] + 0.5), 0, n - 1))
+        self._check_idle()
+        future, cancel = s.segmenter.precompute(k, radius=1)
+        job: Job[Any] = Job(future, cancel, lambda done: done, self._close, what="encoding the current slice")
+        self._job = job
+        job.wait(pump)
+        job.finish()
+        return s
+
+    # ------------------------------------------------------------------ prompts
+    def box_from_roi(self, volume_node: Any, roi_node: Any, label: Any | None = None) -> BoxPrompt:
+        """The axial box prompt of a markups ROI (RAS -> canonical pixels; see prompts.py)."""
+        geometry.check_volume_node(volume_node)
+        return prompts.box_from_roi(self._volume(volume_node), roi_node, label)
+
+    def box_from_ras(self, volume_node: Any, label: Any, corner0: Sequence[float], corner1: Sequence[float]) -> BoxPrompt:
+        """A box from two world-RAS corners on one axial slice."""
+        geometry.check_volume_node(volume_node)
+        return prompts.box_from_ras(self._volume(volume_node), label, corner0, corner1)
+
+    @staticmethod
+    def new_box_roi(scene: Any, label: Any, center: Sequence[float] | None = None, size: Sequence[float] | None = None) -> Any:
+        """A new ROI node tagged with muscle ``label`` (to place interactively or set directly)."""
+        return prompts.new_box_roi(scene, label, center, size)
+
+    @staticmethod
+    def start_box_placement(scene: Any, label: Any) -> Any:
+        """A new ROI for ``label`` and the scene's interaction node switched to placing it."""
+        roi = prompts.new_box_roi(scene, label)
+        selection = scene.GetNodeByID("vtkMRMLSelectionNodeSingleton")
+        interaction = scene.GetNodeByID("vtkMRMLInteractionNodeSingleton")
+        if selection is not None and interaction is not None:
+            selection.SetReferenceActivePlaceNodeClassName("vtkMRMLMarkupsROINode")
+            selection.SetActivePlaceNodeID(roi.GetID())
+            interaction.SetPlaceModePersistence(0)
+            interaction.SetCurrentInteractionMode(interaction.Place)
+        return roi
+
+    def boxes_from_labelmap(self, volume_node: Any, labelmap_node: Any, values: Iterable[int] | None = None,
+                            slices: Iterable[int] | None = None) -> list[BoxPrompt]:
+        """One tight box per muscle component per axial slice of a label map on the volume's grid
+        (e.g. an earlier segmentation, or reference labels in a self-test); ``slices`` are the node's K."""
+        from ..engine.boxes import boxes_from_labels  # noqa: PLC0415
+
+        vol = self._volume(volume_node)
+        labels = geometry.volume_from_node_labels(labelmap_node, vol)
+        canon_slices = None
+        if slices is not None:
+            wanted = {int(k) for k in slices}
+            canon_slices = [k for k in range(labels.shape[0]) if geometry.stored_slice_index(vol, k) in wanted]
+        return boxes_from_labels(labels, values=values, slices=canon_slices)
+
+    def _volume(self, volume_node: Any):
+        return self.session(volume_node).volume if self.loaded is not None else geometry.volume_from_node(volume_node)
+
+    def _boxes(self, volume_node: Any, items: Iterable[Prompt]) -> list[BoxPrompt]:
+        vol = self.session(volume_node).volume
+        out = []
+        for item in items:
+            if item is not None:
+                out.append(item if isinstance(item, BoxPrompt) else prompts.box_from_roi(vol, item))
+        if not out:
+            raise InputError("no box: place a box around a muscle first")
+        return out
+
+    # ------------------------------------------------------------------ runs
+    @property
+    def busy(self) -> bool:
+        """True while a prediction is in flight (a second prompt is refused)."""
+        return self._job is not None and not self._job.finished
+
+    def _check_idle(self) -> None:
+        if self.busy:
+            raise Busy("a prediction is already running; wait for it or press Cancel")
+
+    def _close(self, job: Job) -> None:
+        if self._job is job:
+            self._job = None
+
+    def cancel(self) -> None:
+        """Cancel the running prediction (and anything queued on the worker)."""
+        if self._job is not None:
+            self._job.cancel()
+        self.worker.cancel_all()
+
+    def segmentation_for(self, volume_node: Any) -> Any | None:
+        """The muscle segmentation MuscleSAM created for ``volume_node`` (None before the first run)."""
+        return find_owned_node(volume_node.GetScene(), "vtkMRMLSegmentationNode", "segmentation", volume_node.GetID())
+
+    def _before(self, volume_node: Any, seg_node: Any | None) -> tuple[Any | None, np.ndarray, frozenset[int]]:
+        seg_node = seg_node or self.segmentation_for(volume_node)
+        dims = volume_node.GetImageData().GetDimensions()
+        if seg_node is None:
+            return None, np.zeros((dims[2], dims[1], dims[0]), np.uint8), frozenset()
+        return seg_node, segments.read_labels(seg_node, volume_node), segments.locked_labels(seg_node)
+
+    def start_segment(self, volume_node: Any, boxes: Iterable[Prompt], segmentation_node: Any | None = None) -> Job[RunOutcome]:
+        """Submit a Segment run for ``boxes`` (BoxPrompts or ROI nodes); finish() writes the scene."""
+        self._check_idle()
+        s = self.session(volume_node)
+        box_list = self._boxes(volume_node, boxes)
+        seg_node, before, locked = self._before(volume_node, segmentation_node)
+        for b in box_list:
+            if b.label in locked:
+                raise InputError(f"{muscle_names()[b.label]['name']} is locked (completed); unlock it to segment it again")
+        current = geometry.to_canonical(before, s.volume)
+        started = time.perf_counter()
+
+        def work(cancel) -> VolumeResult:
+            return segment_volume(s.segmenter, box_list, current=current, locked=locked, cancel=cancel)
+
+        def finish(result: VolumeResult) -> RunOutcome:
+            return self._apply(volume_node, seg_node, s, before, box_list, result, {}, started)
+
+        future, cancel = self.worker.submit(work)
+        self._job = Job(future, cancel, finish, self._close, what="segmentation")
+        return self._job
+
+    def segment(self, volume_node: Any, boxes: Iterable[Prompt], segmentation_node: Any | None = None,
+                pump: Callable[[], Any] | None = None) -> RunOutcome:
+        """Segment ``boxes`` and write the result (blocking; ``pump`` keeps a UI responsive)."""
+        job = self.start_segment(volume_node, boxes, segmentation_node)
+        job.wait(pump)
+        return job.finish()
+
+    def start_propagate(self, volume_node: Any, box: Prompt, segmentation_node: Any | None = None, direction: int = 0,
+                        max_steps: int | None = None) -> Job[RunOutcome]:
+        """Submit propagation of one box through neighbouring slices (stops on vanishing/uncertain masks)."""
+        self._check_idle()
+        s = self.session(volume_node)
+        start = self._boxes(volume_node, [box])[0]
+        seg_node, before, locked = self._before(volume_node, segmentation_node)
+        if start.label in locked:
+            raise InputError(f"{muscle_names()[start.label]['name']} is locked (completed); unlock it to propagate it")
+        current = geometry.to_canonical(before, s.volume)
+        seg = s.segmenter
+        started = time.perf_counter()
+
+        def work(cancel):
+            res = propagate_box(seg.predict_box, start, seg.shape[0], direction=direction, max_steps=max_steps,
+                                cancel=cancel, slice_shape=seg.shape[1:])
+            boxes = [p.box for p in res.predictions]
+            if not boxes:
+                stop = next(iter(res.stops.values()))
+                raise InputError(f"propagation found nothing to keep on slice {stop.stopped_at}: {stop.reason} {stop.detail}".strip())
+            return segment_volume(seg, boxes, current=current, locked=locked, cancel=cancel), res
+
+        def finish(out) -> RunOutcome:
+            result, res = out
+            stops = {d: f"{st.reason} at slice {geometry.stored_slice_index(s.volume, st.stopped_at)}" for d, st in res.stops.items()}
+            return self._apply(volume_node, seg_node, s, before, [p.box for p in res.predictions], result, stops, started)
+
+        future, cancel = self.worker.submit(work)
+        self._job = Job(future, cancel, finish, self._close, what="propagation")
+        return self._job
+
+    def propagate(self, volume_node: Any, box: Prompt, segmentation_node: Any | None = None, direction: int = 0,
+                  max_steps: int | None = None, pump: Callable[[], Any] | None = None) -> RunOutcome:
+        """Propagate ``box`` and write the result (blocking; ``pump`` keeps a UI responsive)."""
+        job = self.start_propagate(volume_node, box, segmentation_node, direction, max_steps)
+        job.wait(pump)
+        return job.finish()
+
+    def _apply(self, volume_node: Any, seg_node: Any | None, s: Session, before: np.ndarray, boxes: list[BoxPrompt],
+               result: VolumeResult, stops: dict[int, str], started: float) -> RunOutcome:
+        """Main thread: merge the run into the session and write segments, maps and the review table."""
+        touched = s.merge(result)
+        s.boxes.extend(boxes)
+        s.log.append({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "action": "propagate" if stops else "segment",
+                      "boxes": [{"label": b.label, "slice": b.slice, "xyxy": list(b.xyxy), "source": b.source} for b in boxes],
+                      "rejected": len(result.rejected), "seconds": round(time.perf_counter() - started, 3)})
+        after = geometry.to_stored(result.labels, s.volume)
+        if seg_node is None:
+            seg_node = self.segmentation_for(volume_node) or segments.new_segmentation(volume_node)
+            seg_node.SetAttribute("MuscleSAM.Role", "segmentation")
+            seg_node.SetAttribute("MuscleSAM.VolumeID", volume_node.GetID())
+        else:
+            segments.prepare_segmentation(seg_node, volume_node)
+        changed = segments.write_changes(seg_node, volume_node, before, after)
+        predicted = sorted({b.label for b in boxes})
+        flagged = s.flagged(self.flag_uncertainty_nats)
+        segments.set_statuses(seg_node, {lab: segments.STATUS_FLAGGED if lab in flagged else segments.STATUS_IN_PROGRESS
+                                         for lab in predicted})
+        heat = self.show_uncertainty(volume_node)
+        prob = overlays.write_float_volume(volume_node, "probability", f"{volume_node.GetName()} probability",
+                                           geometry.to_stored(s.probability, s.volume))
+        overlays.style_probability(prob)
+        if self.display.agreement_outlines:
+            self.show_agreement_outlines(volume_node, True)
+        table = review_table.write_review_table(volume_node, s)
+        rejected = [(b.source or f"label {b.label} slice {b.slice}", why) for b, why in result.rejected]
+        return RunOutcome(seg_node, heat, prob, table, boxes, changed, sorted(flagged & set(predicted)), rejected,
+                          [geometry.stored_slice_index(s.volume, k) for k in touched], time.perf_counter() - started, stops)
+
+    # ------------------------------------------------------------------ display
+    def show_uncertainty(self, volume_node: Any, kind: str | None = None, opacity: float | None = None,
+                         threshold: float | None = None, window_max: float | None = None) -> Any:
+        """Write/refresh the heatmap of ``kind`` and show it over the MRI (settings are remembered)."""
+        s = self._session_with_run(volume_node)
+        d = self.display
+        if kind is not None and kind not in overlays.KINDS:
+            raise InputError(f"unknown uncertainty kind {kind!r}; use one of {', '.join(overlays.KINDS)}")
+        d.kind = kind or d.kind
+        d.opacity = d.opacity if opacity is None else float(opacity)
+        d.threshold = d.threshold if threshold is None else float(threshold)
+        d.window_max = d.window_max if window_max is None else float(window_max)
+        node = overlays.write_float_volume(volume_node, "uncertainty", f"{volume_node.GetName()} uncertainty",
+                                           geometry.to_stored(s.uncertainty(d.kind), s.volume))
+        node.SetAttribute("MuscleSAM.UncertaintyKind", d.kind)
+        overlays.style_heatmap(node, d.threshold, d.window_max)
+        overlays.add_color_legend(node, f"{d.kind} uncertainty (nats)")
+        overlays.show_as_foreground(volume_node, node, d.opacity)
+        return node
+
+    def show_agreement_outlines(self, volume_node: Any, show: bool = True) -> Any | None:
+        """'All members agree' / 'any member' outlines (a separate segmentation); hidden when ``show`` is False."""
+        self.display.agreement_outlines = bool(show)
+        existing = find_owned_node(volume_node.GetScene(), "vtkMRMLSegmentationNode", "agreement", volume_node.GetID())
+        if not show:
+            if existing is not None and existing.GetDisplayNode() is not None:
+                existing.GetDisplayNode().SetVisibility(False)
+            return existing
+        s = self._session_with_run(volume_node)
+        node = overlays.write_agreement(volume_node, geometry.to_stored(s.all_agree.astype(np.uint8), s.volume),
+                                        geometry.to_stored(s.any_member.astype(np.uint8), s.volume))
+        node.GetDisplayNode().SetVisibility(True)
+        return node
+
+    def _session_with_run(self, volume_node: Any) -> Session:
+        s = self._sessions.get(volume_node.GetID()) if volume_node is not None else None
+        if s is None or not s.runs:
+            raise InputError("no prediction yet for this volume: place a box and press Segment first")
+        return s
+
+    # ------------------------------------------------------------------ review
+    def review_table(self, volume_node: Any) -> Any:
+        """The review table node of ``volume_node`` (refreshed)."""
+        return review_table.write_review_table(volume_node, self._session_with_run(volume_node))
+
+    def next_uncertain(self, volume_node: Any, jump: bool = True) -> review_table.ReviewTarget | None:
+        """The next most uncertain (slice, muscle) not yet visited; slice views jump there when ``jump``."""
+        target = review_table.review_target(self._session_with_run(volume_node))
+        if target is not None and jump:
+            review_table.jump_slices(volume_node.GetScene(), target.ras)
+        return target
+
+    def remaining_reviews(self, volume_node: Any) -> int:
+        """How many review places are left (for the "Next most uncertain (N)" button)."""
+        s = self._sessions.get(volume_node.GetID()) if volume_node is not None else None
+        return s.remaining() if s is not None else 0
+
+    # ------------------------------------------------------------------ segments and export
+    @staticmethod
+    def lock_segment(segmentation_node: Any, label: Any, locked: bool = True) -> None:
+        """Mark a muscle completed (locked: never overwritten) or back to in progress."""
+        lab = prompts.resolve_label(label)
+        segments.set_segment_status(segmentation_node, lab, segments.STATUS_COMPLETED if locked else segments.STATUS_IN_PROGRESS)
+
+    def export_corrected(self, volume_node: Any, segmentation_node: Any, folder: str | Path, fat_node: Any | None = None) -> Path:
+        """Write the (user-edited) segmentation as a bundle folder, atomically (see export.py)."""
+        geometry.check_volume_node(volume_node)
+        if segmentation_node is None:
+            raise InputError("no segmentation to export: segment first or choose a segmentation")
+        s = self._sessions.get(volume_node.GetID())
+        vol = s.volume if s is not None else geometry.volume_from_node(volume_node)
+        fat = None
+        if fat_node is not None:
+            fat = geometry.volume_from_node(fat_node)
+            if not fat.same_grid(vol):
+                raise InputError(f"fat image '{fat_node.GetName()}' is not on the grid of '{volume_node.GetName()}'")
+        from .export import export_bundle  # noqa: PLC0415
+
+        stored = segments.read_labels(segmentation_node, volume_node)
+        statuses = {lab: segments.segment_status(segmentation_node, lab) for lab in segments.muscle_segment_ids(segmentation_node)}
+        return export_bundle(folder, vol, geometry.to_canonical(stored, vol), s, self.loaded, statuses,
+                             volume_node.GetName(), fat)
+
+    def shutdown(self) -> None:
+        """Cancel work and stop the worker thread (module cleanup)."""
+        self.cancel()
+        self.worker.shutdown(wait=False)

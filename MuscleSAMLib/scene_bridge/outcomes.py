@@ -1,0 +1,49 @@
+"""Small result and settings types of the scene bridge (no MRML imports)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..engine.types import BoxPrompt
+from .overlays import UNCERTAINTY_MAX_NATS
+
+
+@dataclass(frozen=True)
+class EnsembleChoice:
+    """One manifest entry for the ensemble selector."""
+
+    name: str
+    default: bool
+    installed: bool
+    licence: str
+    description: str
+    missing: tuple[str, ...] = ()
+
+
+@dataclass
+class DisplaySettings:
+    """How the heatmap is shown (kept across runs)."""
+
+    kind: str = "total"
+    opacity: float = 0.5
+    threshold: float = 0.05
+    window_max: float = UNCERTAINTY_MAX_NATS
+    agreement_outlines: bool = False
+
+
+@dataclass
+class RunOutcome:
+    """What a Segment / Propagate run changed in the scene."""
+
+    segmentation_node: Any
+    heatmap_node: Any
+    probability_node: Any
+    table_node: Any
+    boxes: list[BoxPrompt]
+    changed_labels: list[int]
+    flagged_labels: list[int]
+    rejected: list[tuple[str, str]]
+    slices: list[int]
+    seconds: float
+    stops: dict[int, str] = field(default_factory=dict)

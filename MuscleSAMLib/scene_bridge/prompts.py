@@ -1,0 +1,193 @@
+"""Box prompts from the scene: markups ROI nodes and plain RAS boxes -> engine :class:`BoxPrompt`.
+
+An ROI is a 3D box (possibly rotated, possibly under a transform). Its prompt lies on the axial slice
+nearest to its centre; the prompt rectangle is the bounding rectangle, in that slice's pixel grid, of
+the ROI projected along the slice axis when the ROI is at most one slice thick (a box drawn on an
+axial view, even where the view cuts an oblique volume's slices at an angle), or of the part of the
+ROI inside that slice's slab when it is thicker (a 3D box). An ROI tilted or rotated more than
+:data:`MAX_TILT_DEG` against the volume's axial grid (drawn on a reformatted view) is refused, as is
+one outside the volume.
+
+Which voxels: those whose centres lie inside the rectangle (edges inclusive), clipped to the image,
+at least 2 x 2 (the engine's minimum); the result is a half-open canonical ``xyxy``. For edges on
+voxel boundaries this equals the engine's boxes-JSON reader (``engine/boxes.py``); for other edges
+that reader rounds each edge to the nearest index (floor(x + 0.5)), which can differ by one voxel.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..engine.boxes import label_lookup, validate_box
+from ..engine.types import BoxPrompt
+from ..errors import GeometryError, InputError
+from ..sample_data import muscle_names
+from ..volumes import Volume
+from .geometry import canonical_to_ras, ras_to_canonical
+from .mrml import LABEL_ATTR, ROLE_ATTR, matrix_to_numpy, numpy_to_matrix
+
+MAX_TILT_DEG = 20.0
+EDGE_TOL = 1e-6  # voxels: a centre this close to an edge counts as inside
+BOX_ROLE = "box"
+
+
+def resolve_label(raw: Any) -> int:
+    """Muscle label from a value, abbreviation or name (as the boxes JSON accepts)."""
+    key = str(raw).strip().lower()
+    table = label_lookup()
+    if key not in table:
+        raise InputError(f"unknown muscle {raw!r}; use 1-11 or an abbreviation such as 'VL'")
+    return table[key]
+
+
+def roi_label(roi: Any, label: Any | None = None) -> int:
+    """The muscle an ROI prompts: ``label`` if given, else the ROI's MuscleSAM.Label attribute."""
+    raw = label if label is not None else roi.GetAttribute(LABEL_ATTR)
+    if raw is None:
+        raise InputError(f"ROI '{roi.GetName()}' has no muscle; pick the muscle before placing the box")
+    return resolve_label(raw)
+
+
+def roi_corners_ras(roi: Any) -> np.ndarray:
+    """The 8 world-RAS corners (8, 3) of a markups ROI (its rotation and parent transforms applied)."""
+    half = np.asarray(roi.GetSize(), dtype=np.float64) / 2.0
+    m = matrix_to_numpy(roi.GetObjectToWorldMatrix())
+    local = np.array([[sx * half[0], sy * half[1], sz * half[2], 1.0] for sx, sy, sz in itertools.product((-1, 1), repeat=3)])
+    return (m @ local.T).T[:, :3]
+
+
+def _tilt_degrees(corners_idx: np.ndarray, spacing: Sequence[float]) -> float:
+    """Largest angle (deg) between an ROI edge direction and its nearest canonical axis (in mm)."""
+    mm = corners_idx * np.asarray(spacing, dtype=np.float64)  # (col, row, slice) spacing
+    worst = 0.0
+    for a, b in ((0, 4), (0, 2), (0, 1)):  # the three edge directions of the itertools.product order
+        v = mm[b] - mm[a]
+        n = np.linalg.norm(v)
+        if n < 1e-6:
+            continue
+        worst = max(worst, float(np.degrees(np.arccos(min(1.0, np.max(np.abs(v)) / n)))))
+    return worst
+
+
+def _thickness_along_slice_axis(roi: Any, volume: Volume) -> float:
+    """The ROI's size (mm) along its own axis closest to the volume's slice axis."""
+    m = matrix_to_numpy(roi.GetObjectToWorldMatrix())[:3, :3]
+    size = np.asarray(roi.GetSize(), dtype=np.float64) * np.linalg.norm(m, axis=0)
+    d = np.asarray(volume.canonical_image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    slice_axis_ras = np.array([-1.0, -1.0, 1.0]) * d[:, 2]
+    axes = m / np.maximum(np.linalg.norm(m, axis=0), 1e-12)
+    return float(size[int(np.argmax(np.abs(axes.T @ slice_axis_ras)))])
+
+
+def _slab_section(corners_idx: np.ndarray, k: int) -> np.ndarray:
+    """(col, row) vertices of the ROI box clipped to the slab of slice ``k`` (k - 0.5 <= slice <= k + 0.5)."""
+    lo_plane, hi_plane = k - 0.5, k + 0.5
+    pts = [c[:2] for c in corners_idx if lo_plane - EDGE_TOL <= c[2] <= hi_plane + EDGE_TOL]
+    n = len(corners_idx)
+    for a in range(n):
+        for b in range(a + 1, n):
+            if bin(a ^ b).count("1") != 1:  # only the 12 edges of the box
+                continue
+            pa, pb = corners_idx[a], corners_idx[b]
+            for plane in (lo_plane, hi_plane):
+                if (pa[2] - plane) * (pb[2] - plane) < 0:
+                    t = (plane - pa[2]) / (pb[2] - pa[2])
+                    pts.append((pa + t * (pb - pa))[:2])
+    return np.array(pts)
+
+
+def box_from_canonical_rect(volume: Volume, label: int, lo: np.ndarray, hi: np.ndarray, k: int, source: str) -> BoxPrompt:
+    """A rectangle in continuous canonical (col, row) indices on slice ``k`` -> BoxPrompt of the voxels
+    whose centres lie inside it (edges inclusive), clipped to the image; refused when outside or < 2 x 2."""
+    n_slices, rows, cols = volume.canonical_array.shape
+    if not 0 <= k < n_slices:
+        raise GeometryError(f"{source}: box lies on slice {k}, outside the volume's {n_slices} axial slices")
+    c0, r0 = (int(np.ceil(v - EDGE_TOL)) for v in lo[:2])
+    c1, r1 = (int(np.floor(v + EDGE_TOL)) + 1 for v in hi[:2])
+    if c1 - c0 < 2 or r1 - r0 < 2:
+        raise GeometryError(f"{source}: box covers only {max(c1 - c0, 0)} x {max(r1 - r0, 0)} voxels of the axial slice "
+                            "(drawn on a sagittal or coronal view?); draw at least 2 x 2 voxels on the axial view")
+    cc0, rr0, cc1, rr1 = max(c0, 0), max(r0, 0), min(c1, cols), min(r1, rows)
+    if cc1 - cc0 < 2 or rr1 - rr0 < 2:
+        raise GeometryError(f"{source}: box lies outside the volume")
+    box = BoxPrompt(label=int(label), slice=int(k), xyxy=(cc0, rr0, cc1, rr1), source=source)
+    reason = validate_box(box, (n_slices, rows, cols))
+    if reason:
+        raise GeometryError(f"{source}: {reason}")
+    return box
+
+
+def box_from_roi(volume: Volume, roi: Any, label: Any | None = None) -> BoxPrompt:
+    """The axial box prompt of a markups ROI node on ``volume`` (see the module docstring)."""
+    lab = roi_label(roi, label)
+    source = f"ROI '{roi.GetName()}'"
+    if roi.GetNumberOfControlPoints() == 0:
+        raise InputError(f"{source} is not placed yet: draw it on an axial slice first")
+    idx = ras_to_canonical(volume, roi_corners_ras(roi))
+    spacing = volume.canonical_image.GetSpacing()
+    tilt = _tilt_degrees(idx, spacing)
+    if tilt > MAX_TILT_DEG:
+        raise GeometryError(f"{source} is rotated {tilt:.0f} degrees against the volume's axial slices (drawn on a "
+                            "reformatted view?); draw the box on the axial view")
+    n_slices = volume.canonical_array.shape[0]
+    k = int(np.floor(idx[:, 2].mean() + 0.5))
+    if not 0 <= k < n_slices:
+        raise GeometryError(f"{source}: box lies on slice {k}, outside the volume's {n_slices} axial slices")
+    thickness_mm = _thickness_along_slice_axis(roi, volume)
+    section = idx[:, :2] if thickness_mm <= spacing[2] + EDGE_TOL else _slab_section(idx, k)
+    if len(section) == 0:  # cannot happen for a box whose centre is on slice k; be explicit anyway
+        raise GeometryError(f"{source} does not reach axial slice {k}")
+    return box_from_canonical_rect(volume, lab, section.min(axis=0), section.max(axis=0), k, source)
+
+
+def box_from_ras(volume: Volume, label: Any, corner0: Sequence[float], corner1: Sequence[float],
+                 source: str = "RAS box") -> BoxPrompt:
+    """A box given by two opposite world-RAS corners on one axial slice (voxel-centre rule as for ROIs)."""
+    lab = resolve_label(label)
+    idx = ras_to_canonical(volume, np.array([corner0, corner1], dtype=np.float64))
+    if abs(idx[0, 2] - idx[1, 2]) > 1.0:
+        raise GeometryError(f"{source} spans slices {idx[:, 2].min():.1f}..{idx[:, 2].max():.1f}; draw it on one axial slice")
+    k = int(np.floor(idx[:, 2].mean() + 0.5))
+    return box_from_canonical_rect(volume, lab, idx[:, :2].min(axis=0), idx[:, :2].max(axis=0), k, source)
+
+
+def roi_for_box(scene: Any, volume: Volume, box: BoxPrompt, name: str | None = None) -> Any:
+    """A markups ROI node exactly over canonical ``box`` (one slice thick, aligned with the volume's grid).
+
+    Its edges lie on voxel boundaries, so :func:`box_from_roi` gives ``box`` back (to show stored or
+    propagated boxes, or in tests).
+    """
+    c0, r0, c1, r1 = box.xyxy
+    centre = canonical_to_ras(volume, (c0 + c1 - 1) / 2.0, (r0 + r1 - 1) / 2.0, box.slice)
+    d = np.asarray(volume.canonical_image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    sx, sy, sz = volume.canonical_image.GetSpacing()
+    object_to_node = np.eye(4)
+    object_to_node[:3, :3] = np.diag([-1.0, -1.0, 1.0]) @ d  # canonical (col, row, slice) axes in RAS
+    object_to_node[:3, 3] = centre
+    roi = new_box_roi(scene, box.label, name=name)
+    roi.SetAndObserveObjectToNodeMatrix(numpy_to_matrix(object_to_node))
+    roi.SetSize((c1 - c0) * sx, (r1 - r0) * sy, sz)
+    return roi
+
+
+def new_box_roi(scene: Any, label: Any, center: Sequence[float] | None = None, size: Sequence[float] | None = None,
+                name: str | None = None) -> Any:
+    """A new markups ROI tagged with a muscle (name and colour from the muscle table)."""
+    lab = resolve_label(label)
+    info = muscle_names()[lab]
+    roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", scene.GenerateUniqueName(name or f"box {info['abbrev']}"))
+    roi.SetAttribute(LABEL_ATTR, str(lab))
+    roi.SetAttribute(ROLE_ATTR, BOX_ROLE)
+    if center is not None and size is not None:
+        roi.SetCenter(*[float(v) for v in center])
+        roi.SetSize(*[float(v) for v in size])
+    roi.CreateDefaultDisplayNodes()
+    display = roi.GetDisplayNode()
+    if display is not None and "color" in info:
+        rgb = [c / 255.0 for c in info["color"]]
+        display.SetSelectedColor(*rgb)
+        display.SetColor(*rgb)
+    return roi

@@ -1,0 +1,80 @@
+"""The review queue as a vtkMRMLTableNode, and where to go next (slice + RAS centre)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from ..sample_data import muscle_names
+from .geometry import canonical_to_ras, stored_slice_index
+from .mrml import nodes_by_class, owned_node
+from .session import Session
+
+COLUMNS = ("rank", "slice", "muscle", "uncertainty (nats)", "expected DSC", "volume (ml)", "volume low (ml)", "volume high (ml)")
+
+
+@dataclass(frozen=True)
+class ReviewTarget:
+    """A place to review: muscle ``label`` on axial slice ``slice`` (the node's own K index)."""
+
+    rank: int
+    slice: int
+    canonical_slice: int
+    label: int
+    muscle: str
+    ras: tuple[float, float, float]
+    uncertainty: float
+    expected_dsc: float
+    remaining: int
+
+
+def _fmt(x: float, digits: int = 3) -> str:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def write_review_table(volume_node: Any, session: Session) -> Any:
+    """Get/create the review table of ``volume_node`` and fill it from the session's queue."""
+    scene = volume_node.GetScene()
+    table = owned_node(scene, "vtkMRMLTableNode", "review", volume_node, f"{volume_node.GetName()} review")
+    names = muscle_names()
+    volumes = session.volumes
+    was = table.StartModify()
+    try:
+        table.RemoveAllColumns()
+        for name in COLUMNS:
+            table.AddColumn().SetName(name)
+        for item in session.queue:
+            vol = volumes.get(item.label)
+            lo, hi = vol.interval_minmax_ml if vol else (math.nan, math.nan)
+            row = table.AddEmptyRow()
+            values = (str(item.rank + 1), str(stored_slice_index(session.volume, item.slice)),
+                      names.get(item.label, {}).get("name", str(item.label)), _fmt(item.mean_uncertainty),
+                      _fmt(item.expected_dsc), _fmt(vol.volume_ml if vol else math.nan, 1), _fmt(lo, 1), _fmt(hi, 1))
+            for col, value in enumerate(values):
+                table.SetCellText(row, col, value)
+    finally:
+        table.EndModify(was)
+    return table
+
+
+def review_target(session: Session) -> ReviewTarget | None:
+    """The next unvisited, most uncertain (slice, muscle), marked visited; None when all are visited."""
+    item = session.next_item()
+    if item is None:
+        return None
+    session.visited.add(item.key)
+    col, row = session.centre_of(item.slice, item.label)
+    ras = canonical_to_ras(session.volume, col, row, item.slice)
+    return ReviewTarget(rank=item.rank + 1, slice=stored_slice_index(session.volume, item.slice), canonical_slice=item.slice,
+                        label=item.label, muscle=muscle_names().get(item.label, {}).get("name", str(item.label)),
+                        ras=tuple(float(v) for v in ras), uncertainty=float(item.mean_uncertainty),
+                        expected_dsc=float(item.expected_dsc), remaining=session.remaining())
+
+
+def jump_slices(scene: Any, ras: tuple[float, float, float]) -> int:
+    """Centre every slice view on ``ras`` (world); returns how many views moved."""
+    nodes = nodes_by_class(scene, "vtkMRMLSliceNode")
+    for node in nodes:
+        node.JumpSliceByCentering(*ras)
+    return len(nodes)

@@ -1,0 +1,135 @@
+"""What MuscleSAM remembers about one volume between runs (pure numpy; no MRML).
+
+Each run predicts only its own boxes (so a user's edits of other muscles are never re-predicted
+away). Its maps are merged into the session's canonical maps inside the windows its predictions
+covered; its review scores replace the scores of the same (slice, muscle). The review queue, muscle
+volumes and the "visited" set follow from the merged scores.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..engine.review import MuscleSliceScore, MuscleVolume, ReviewItem, muscle_volumes, next_review_item, review_queue
+from ..engine.segmenter import Segmenter
+from ..engine.types import BoxPrompt
+from ..engine.volume_run import VolumeResult
+from ..volumes import Volume
+
+
+@dataclass
+class Session:
+    """One volume's engine, prompts, merged maps (canonical) and review state."""
+
+    key: tuple
+    volume: Volume
+    segmenter: Segmenter
+    probability: np.ndarray = field(init=False)
+    total: np.ndarray = field(init=False)
+    epistemic: np.ndarray = field(init=False)
+    all_agree: np.ndarray = field(init=False)
+    any_member: np.ndarray = field(init=False)
+    prediction: np.ndarray = field(init=False)
+    scores: dict[tuple[int, int], MuscleSliceScore] = field(default_factory=dict)
+    boxes: list[BoxPrompt] = field(default_factory=list)
+    visited: set[tuple[int, int]] = field(default_factory=set)
+    log: list[dict] = field(default_factory=list)  # interaction log (runs, boxes, times) for the bundle
+    runs: int = 0
+
+    def __post_init__(self) -> None:
+        shape = self.segmenter.shape
+        self.probability = np.zeros(shape, np.float32)
+        self.total = np.zeros(shape, np.float32)
+        self.epistemic = np.zeros(shape, np.float32)
+        self.all_agree = np.zeros(shape, bool)
+        self.any_member = np.zeros(shape, bool)
+        self.prediction = np.zeros(shape, np.uint8)
+
+    @property
+    def aleatoric(self) -> np.ndarray:
+        """Expected member entropy = total - epistemic (nats)."""
+        return np.clip(self.total - self.epistemic, 0.0, None)
+
+    def uncertainty(self, kind: str) -> np.ndarray:
+        """The canonical map of ``kind`` ('total', 'epistemic' or 'aleatoric')."""
+        maps = {"total": self.total, "epistemic": self.epistemic}
+        if kind == "aleatoric":
+            return self.aleatoric
+        if kind not in maps:
+            raise ValueError(f"unknown uncertainty kind {kind!r}; use total, epistemic or aleatoric")
+        return maps[kind]
+
+    def merge(self, result: VolumeResult) -> list[int]:
+        """Fold one run into the session; returns the canonical slices it touched."""
+        touched = []
+        predicted: set[tuple[int, int]] = set()
+        for k, pred in sorted(result.predictions.items()):
+            if not pred.boxes:
+                continue
+            touched.append(k)
+            covered = np.zeros(pred.shape, bool)
+            agree = np.zeros(pred.shape, bool)
+            anyone = np.zeros(pred.shape, bool)
+            for bp in pred.boxes:
+                w = bp.window.slices
+                covered[w] = True
+                members = bp.member_probs >= 0.5
+                agree[w] |= members.all(axis=0)
+                anyone[w] |= members.any(axis=0)
+                predicted.add((k, int(bp.box.label)))
+            for mine, theirs in ((self.probability, result.probability), (self.total, result.uncertainty_total),
+                                 (self.epistemic, result.uncertainty_epistemic)):
+                mine[k][covered] = theirs[k][covered]
+            self.all_agree[k][covered] = agree[covered]
+            self.any_member[k][covered] = anyone[covered]
+            self.prediction[k] = result.labels[k]
+        for key in predicted:
+            self.scores.pop(key, None)
+        for s in result.scores:
+            self.scores[(s.slice, s.label)] = s
+        self.visited -= predicted
+        self.runs += 1
+        return touched
+
+    @property
+    def queue(self) -> list[ReviewItem]:
+        """All merged scores ranked for review (most uncertain first)."""
+        return review_queue(self.scores.values())
+
+    @property
+    def volumes(self) -> dict[int, MuscleVolume]:
+        """Per-muscle predicted volume with member intervals over the scored slices."""
+        if not self.scores:
+            return {}
+        sk, sr, sc = self.segmenter.spacing
+        return muscle_volumes(self.scores.values(), pixel_area_mm2=sr * sc, slice_thickness_mm=sk)
+
+    def next_item(self) -> ReviewItem | None:
+        """The most uncertain (slice, muscle) not visited yet (NaN-uncertainty items excluded)."""
+        item = next_review_item(self.queue, self.visited)
+        if item is None or math.isnan(item.mean_uncertainty):
+            return None
+        return item
+
+    def remaining(self) -> int:
+        """How many queue items with a finite uncertainty are not visited yet."""
+        return sum(1 for q in self.queue if q.key not in self.visited and not math.isnan(q.mean_uncertainty))
+
+    def flagged(self, threshold_nats: float) -> set[int]:
+        """Muscles with a scored slice whose mean uncertainty exceeds ``threshold_nats``."""
+        return {s.label for s in self.scores.values() if not math.isnan(s.mean_uncertainty) and s.mean_uncertainty > threshold_nats}
+
+    def centre_of(self, slice_index: int, label: int) -> tuple[float, float]:
+        """(col, row) centre of ``label`` on a canonical slice: its predicted pixels, else its boxes."""
+        rows, cols = np.nonzero(self.prediction[slice_index] == label)
+        if rows.size:
+            return float(cols.mean()), float(rows.mean())
+        boxes = [b for b in self.boxes if b.slice == slice_index and b.label == label]
+        if boxes:
+            c0, r0, c1, r1 = boxes[-1].xyxy
+            return (c0 + c1 - 1) / 2.0, (r0 + r1 - 1) / 2.0
+        _, h, w = self.prediction.shape
+        return (w - 1) / 2.0, (h - 1) / 2.0
