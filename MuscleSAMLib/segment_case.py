@@ -25,8 +25,6 @@ from .corrections.bundle import prompts_document
 from .engine.volume_run import VolumeResult, member_label_masks, segment_volume, summarise_slices
 from .models.ensemble import Ensemble
 from .models.manifest import load_manifest
-from .outputs.biomarker_files import write_biomarker_csv, write_biomarker_plot
-from .outputs.overlay import write_overlay
 from .outputs.seg_nrrd import write_seg_nrrd
 from .sample_data import REPO_ROOT, muscle_names
 from .version import __version__
@@ -67,6 +65,9 @@ def write_case_outputs(volume: Volume, result: VolumeResult, seg: Segmenter, loa
                        out_dir: str | Path, *, boxes: Sequence[BoxPrompt] = (),
                        rejected_input: Sequence[tuple[str, str]] = (), fat: Volume | None = None) -> dict:
     """Write the label map, .seg.nrrd, float maps, report and overlay into ``out_dir``."""
+    from .outputs.biomarker_files import write_biomarker_csv, write_biomarker_plot  # matplotlib: only when writing
+    from .outputs.overlay import write_overlay
+
     out = Path(out_dir)
     names = muscle_names()
     write_like(result.labels, volume, out / "labels.nii.gz")

@@ -11,8 +11,9 @@ Boxes JSON (documented in README.md)::
 * ``ijk``: ``slice`` is the index along the file's axial axis (chosen from its direction matrix);
   ``xyxy`` = first and last voxel (inclusive) along the file's two other index axes, in file order
   (i before j before k). This is what a viewer showing voxel indices displays.
-* ``lps`` / ``ras``: ``corners`` are two opposite corners in physical millimetres; the box lies on the
-  axial slice nearest to them and must not span more than one slice.
+* ``lps`` / ``ras``: ``corners`` are two opposite corners in physical millimetres; the box holds the
+  voxels whose centres lie inside, on the axial slice nearest to the corners (it must not span more
+  than one slice). This is the rule the Slicer scene bridge applies to ROI nodes.
 * ``label``: a muscle label value (1-11, see Resources/muscle_labels.json), abbreviation or name.
 
 Internally every box becomes a :class:`BoxPrompt` in canonical coordinates (half-open).
@@ -139,8 +140,12 @@ def _canonical_box(canon: np.ndarray, volume: Volume, label: int, where: str, in
     k = int(round(float(canon[:, 2].mean())))
     if not 0 <= k < n_slices:
         raise ValueError(f"box lies on slice {k}, outside the image's {n_slices} axial slices")
-    lo = np.floor(canon[:, :2].min(axis=0) + 0.5).astype(int)
-    hi = np.floor(canon[:, :2].max(axis=0) + 0.5).astype(int) + (1 if inclusive else 0)
+    if inclusive:  # first/last voxel indices
+        lo = np.floor(canon[:, :2].min(axis=0) + 0.5).astype(int)
+        hi = np.floor(canon[:, :2].max(axis=0) + 0.5).astype(int) + 1
+    else:  # physical corners: the voxels whose centres lie inside the box (the scene bridge's rule)
+        lo = np.ceil(canon[:, :2].min(axis=0) - 1e-6).astype(int)
+        hi = np.floor(canon[:, :2].max(axis=0) + 1e-6).astype(int) + 1
     if (hi - lo).min() < 2:
         raise ValueError(f"box is degenerate ({hi[0] - lo[0]} x {hi[1] - lo[1]} pixels); draw at least 2 x 2 pixels")
     c0, r0 = max(lo[0], 0), max(lo[1], 0)
