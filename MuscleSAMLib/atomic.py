@@ -16,10 +16,18 @@ from typing import Any, Iterator
 from .errors import InputError
 
 
+def check_output_path(path: str | os.PathLike) -> Path:
+    """An output path the file system can take: refuses NUL bytes (and empty names) with a clear error."""
+    text = os.fspath(path)
+    if "\x00" in text or not text.strip():
+        raise InputError(f"{text!r}: invalid output path (empty or contains a NUL byte)")
+    return Path(text)
+
+
 @contextmanager
 def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path in ``dest``'s folder; on success rename it onto ``dest``, else delete it."""
-    dest = Path(dest)
+    dest = check_output_path(dest)
     suffix = "".join(dest.suffixes)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..atomic import write_json_atomic
+from ..atomic import check_output_path, write_json_atomic
 from ..biomarkers import muscle_biomarkers
 from ..engine.boxes import boxes_to_json
 from ..engine.types import BoxPrompt
@@ -110,7 +110,7 @@ def write_bundle(dest: str | Path, image: Volume, corrected: np.ndarray, *, pred
                       ("uncertainty", uncertainty_total), ("epistemic uncertainty", uncertainty_epistemic)):
         if arr is not None and tuple(arr.shape) != tuple(shape):
             raise GeometryError(f"{name} has shape {tuple(arr.shape)}, the image {image.source} has {tuple(shape)}")
-    dest = Path(dest)
+    dest = check_output_path(dest)
     names = muscle_names()
     parent = dest.parent
     try:

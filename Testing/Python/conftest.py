@@ -74,3 +74,11 @@ def write_random_decoder_ensemble(folder: Path, members: int = 2, seed: int = 0,
     spec = replace_spec(spec, members=tuple(files), base=base, default=True, licence="test", version="0")
     save_manifest(folder / "manifest.json", [spec])
     return folder / "manifest.json"
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Print the bad-input suite's table (cases tried, passed) when it ran."""
+    module = sys.modules.get("test_bad_input_suite")
+    if module is not None and getattr(module, "RESULTS", None):
+        terminalreporter.section("bad-input suite")
+        terminalreporter.write_line(module.pytest_terminal_summary_table())

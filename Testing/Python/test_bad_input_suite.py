@@ -1,0 +1,176 @@
+"""Bad-input suite: every CLI entry point fed broken inputs must end in ONE clear line (exit code 2),
+leave no partial output and run no planted code. A table (cases tried, passed) is printed at the end.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from conftest import write_random_decoder_ensemble
+from MuscleSAMLib.cli.main import main
+
+RESULTS: list[tuple[str, bool]] = []
+
+
+class _Trap:
+    """Unpickling this would create a marker file (stands for any code a pickle can run)."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (builtins.open, (self.marker, "w"))
+
+
+def _img(path: Path, arr: np.ndarray, **kw) -> Path:
+    sitk.WriteImage(sitk.GetImageFromArray(arr, **kw), str(path))
+    return path
+
+
+def _good_image(tmp: Path) -> Path:
+    return _img(tmp / "good.nii.gz", np.random.default_rng(0).uniform(1, 100, (3, 40, 40)).astype(np.float32))
+
+
+def _boxes(tmp: Path, boxes: list | str) -> Path:
+    p = tmp / "boxes.json"
+    p.write_text(boxes if isinstance(boxes, str) else json.dumps({"boxes": boxes}))
+    return p
+
+
+GOOD_BOX = {"label": 3, "slice": 1, "xyxy": [5, 5, 20, 20]}
+
+
+def _manifest_variant(tmp: Path, change: str) -> Path:
+    m = write_random_decoder_ensemble(tmp / "w", members=2)
+    doc = json.loads(m.read_text())
+    entry = doc["ensembles"][0]
+    if change == "missing_member":
+        os.remove(tmp / "w" / entry["members"][1]["file"])
+    elif change == "wrong_checksum":
+        entry["members"][0]["sha256"] = "0" * 64
+    elif change == "wrong_architecture":
+        entry["arch"] = "demo_s"
+        entry["input_size"] = 256
+    elif change == "pickled_code":
+        evil = tmp / "w" / "member0.pth"
+        torch.save({"payload": _Trap(str(tmp / "PWNED"))}, evil)
+        from MuscleSAMLib.models.safe_load import sha256_file
+
+        entry["members"][0] = {"file": "member0.pth", "sha256": sha256_file(evil)}
+    m.write_text(json.dumps(doc))
+    return m
+
+
+# name -> builds argv from tmp folder; expected fragment of the one-line error
+CASES: dict[str, tuple[Callable[[Path], list[str]], str]] = {
+    "missing image": (lambda t: ["segment", str(t / "nope.nii.gz"), "--boxes", str(_boxes(t, [GOOD_BOX])), "--out", str(t / "o")], "file not found"),
+    "empty image": (lambda t: ["segment", str(_empty(t)), "--boxes", str(_boxes(t, [GOOD_BOX])), "--out", str(t / "o")], "file is empty"),
+    "truncated image": (lambda t: ["segment", str(_truncated(t)), "--boxes", str(_boxes(t, [GOOD_BOX])), "--out", str(t / "o")], "truncated"),
+    "corrupt image": (lambda t: ["segment", str(_corrupt(t)), "--boxes", str(_boxes(t, [GOOD_BOX])), "--out", str(t / "o")], "cannot read image"),
+    "2D image": (lambda t: ["segment", str(_img(t / "flat.nrrd", np.ones((8, 8), np.float32))), "--boxes", str(_boxes(t, [GOOD_BOX])), "--out", str(t / "o")], "expected a 3D image"),
+    "4D image": (lambda t: ["segment", str(_img(t / "t.nii.gz", np.ones((2, 3, 8, 8), np.float32), isVector=False)), "--boxes", str(_boxes(t, [GOOD_BOX])), "--out", str(t / "o")], "expected a 3D image"),
+    "vector image": (lambda t: ["segment", str(_img(t / "v.mha", np.ones((3, 8, 8, 3), np.float32), isVector=True)), "--boxes", str(_boxes(t, [GOOD_BOX])), "--out", str(t / "o")], "scalar image"),
+    "complex image": (lambda t: ["segment", str(_img(t / "c.mha", np.ones((3, 8, 8), np.complex64))), "--boxes", str(_boxes(t, [GOOD_BOX])), "--out", str(t / "o")], "scalar image"),
+    "NaN voxels": (lambda t: ["segment", str(_nan(t)), "--boxes", str(_boxes(t, [GOOD_BOX])), "--out", str(t / "o")], "NaN/inf"),
+    "fat/water on different grids": (lambda t: ["segment", str(_good_image(t)), "--fat", str(_shifted(t)), "--boxes", str(_boxes(t, [GOOD_BOX])), "--out", str(t / "o")], "different grids"),
+    "empty boxes file": (lambda t: ["segment", str(_good_image(t)), "--boxes", str(_boxes(t, "")), "--out", str(t / "o")], "not a valid boxes JSON"),
+    "only degenerate box": (lambda t: ["segment", str(_good_image(t)), "--boxes", str(_boxes(t, [{"label": 3, "slice": 1, "xyxy": [5, 5, 5, 5]}])), "--out", str(t / "o")], "no usable box"),
+    "only inverted box": (lambda t: ["segment", str(_good_image(t)), "--boxes", str(_boxes(t, [{"label": 3, "slice": 1, "xyxy": [20, 20, 5, 5]}])), "--out", str(t / "o")], "negative size"),
+    "only outside box": (lambda t: ["segment", str(_good_image(t)), "--boxes", str(_boxes(t, [{"label": 3, "slice": 1, "xyxy": [500, 500, 600, 600]}])), "--out", str(t / "o")], "outside the image"),
+    "only non-axial box": (lambda t: ["segment", str(_good_image(t)), "--boxes", str(_nonaxial(t)), "--out", str(t / "o")], "one axial slice"),
+    "only unknown label": (lambda t: ["segment", str(_good_image(t)), "--boxes", str(_boxes(t, [{"label": 99, "slice": 1, "xyxy": [5, 5, 20, 20]}])), "--out", str(t / "o")], "unknown label"),
+    "manifest: missing member": (lambda t: ["segment", str(_good_image(t)), "--boxes", str(_boxes(t, [GOOD_BOX])), "--out", str(t / "o"), "--manifest", str(_manifest_variant(t, "missing_member"))], "member1.safetensors"),
+    "manifest: wrong checksum": (lambda t: ["segment", str(_good_image(t)), "--boxes", str(_boxes(t, [GOOD_BOX])), "--out", str(t / "o"), "--manifest", str(_manifest_variant(t, "wrong_checksum"))], "sha256"),
+    "manifest: wrong architecture": (lambda t: ["segment", str(_good_image(t)), "--boxes", str(_boxes(t, [GOOD_BOX])), "--out", str(t / "o"), "--manifest", str(_manifest_variant(t, "wrong_architecture"))], "does not match"),
+    "manifest: pickled code in .pth": (lambda t: ["segment", str(_good_image(t)), "--boxes", str(_boxes(t, [GOOD_BOX])), "--out", str(t / "o"), "--manifest", str(_manifest_variant(t, "pickled_code"))], "Python objects other than tensors"),
+    "evaluate: labels on another grid": (lambda t: ["evaluate", str(_good_image(t)), str(_shifted(t)), "--out", str(t / "o")], "different grids"),
+    "export: corrections on another grid": (lambda t: ["export", str(_good_image(t)), "--corrected", str(_shifted(t)), "--out", str(t / "o")], "different grids"),
+    "export: name with NUL": (lambda t: ["export", str(_good_image(t)), "--corrected", str(_labels_like(t)), "--out", str(t / "o\x00x")], "invalid output path"),
+    "export: into a file, not a folder": (lambda t: ["export", str(_good_image(t)), "--corrected", str(_labels_like(t)), "--out", str(_blocker(t) / "bundle")], "cannot write"),
+}
+
+
+def _empty(t: Path) -> Path:
+    p = t / "empty.nii.gz"
+    p.write_bytes(b"")
+    return p
+
+
+def _truncated(t: Path) -> Path:
+    data = _good_image(t).read_bytes()
+    p = t / "cut.nii.gz"
+    p.write_bytes(data[: len(data) // 2])
+    return p
+
+
+def _corrupt(t: Path) -> Path:
+    p = t / "corrupt.nrrd"
+    p.write_bytes(b"NRRD0004\nnonsense: yes\n\n\x00\x01")
+    return p
+
+
+def _nan(t: Path) -> Path:
+    arr = np.ones((3, 8, 8), np.float32)
+    arr[1, 1, 1] = np.nan
+    return _img(t / "nan.nrrd", arr)
+
+
+def _shifted(t: Path) -> Path:
+    arr = np.ones((3, 40, 40), np.uint8)
+    arr[1, 5:20, 5:20] = 3
+    img = sitk.GetImageFromArray(arr)
+    img.SetOrigin((3.0, 0.0, 0.0))
+    sitk.WriteImage(img, str(t / "shifted.nii.gz"))
+    return t / "shifted.nii.gz"
+
+
+def _labels_like(t: Path) -> Path:
+    arr = np.zeros((3, 40, 40), np.uint8)
+    arr[1, 5:20, 5:20] = 3
+    return _img(t / "corrected.nii.gz", arr)
+
+
+def _blocker(t: Path) -> Path:
+    p = t / "a_file"
+    p.write_text("x")
+    return p
+
+
+def _nonaxial(t: Path) -> Path:
+    p = t / "boxes.json"
+    p.write_text(json.dumps({"coordinates": "lps", "boxes": [{"label": 3, "corners": [[5, 5, 0], [20, 20, 2]]}]}))
+    return p
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input(case, tmp_path, capsys):
+    build, expected = CASES[case]
+    argv = build(tmp_path)
+    ok = False
+    try:
+        code = main(argv)
+        err = capsys.readouterr().err.strip()
+        assert code == 2, f"exit code {code}, stderr: {err}"
+        assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+        assert expected in err, err
+        assert not (tmp_path / "o").exists(), "partial output left behind"
+        assert not (tmp_path / "PWNED").exists(), "planted code ran"
+        ok = True
+    finally:
+        RESULTS.append((case, ok))
+
+
+def pytest_terminal_summary_table() -> str:
+    """The table printed at the end of the session (see conftest's terminal summary hook)."""
+    lines = [f"{'bad-input case':40s} result"] + [f"{c:40s} {'passed' if ok else 'FAILED'}" for c, ok in RESULTS]
+    lines.append(f"{len(RESULTS)} tried, {sum(ok for _, ok in RESULTS)} passed")
+    return "\n".join(lines)
