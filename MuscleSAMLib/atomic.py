@@ -16,6 +16,17 @@ from typing import Any, Iterator
 from .errors import InputError
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish_mode(path: str | os.PathLike) -> None:
+    """Give a temp file or folder the permissions a normally created one gets (mkstemp/mkdtemp use 0600/0700)."""
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~_current_umask())
+
+
 def check_output_path(path: str | os.PathLike) -> Path:
     """An output path the file system can take: refuses NUL bytes (and empty names) with a clear error."""
     text = os.fspath(path)
@@ -38,6 +49,7 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        publish_mode(tmp_path)
         os.replace(tmp_path, dest)
     except OSError as exc:
         tmp_path.unlink(missing_ok=True)

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..atomic import check_output_path, write_json_atomic
+from ..atomic import check_output_path, publish_mode, write_json_atomic
 from ..biomarkers import muscle_biomarkers
 from ..engine.boxes import boxes_to_json
 from ..engine.types import BoxPrompt
@@ -156,6 +156,7 @@ def write_bundle(dest: str | Path, image: Volume, corrected: np.ndarray, *, pred
                 "image": image.source, **(provenance or {})}
         write_json_atomic(tmp / "provenance.json", prov)
         write_json_atomic(tmp / "report.json", report)
+        publish_mode(tmp)
         _swap_into_place(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from ..atomic import publish_mode
 from ..errors import WeightsError
 from .architectures import ARCHITECTURES, ArchSpec, get_arch
 from .lora import DEFAULT_TARGETS, LORA_TARGETS
@@ -340,6 +341,7 @@ def save_manifest(path: str | os.PathLike[str], ensembles: Sequence[EnsembleSpec
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
+        publish_mode(tmp)
         os.replace(tmp, p)
     except BaseException:
         if os.path.exists(tmp):

@@ -19,6 +19,7 @@ from typing import Iterable, Mapping
 import torch
 from torch import nn
 
+from ..atomic import publish_mode
 from ..errors import WeightsError
 
 _CHUNK = 1 << 20
@@ -164,6 +165,7 @@ def save_safetensors_atomic(state: Mapping[str, torch.Tensor], path: str | os.Pa
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         digest = sha256_file(tmp)
+        publish_mode(tmp)
         os.replace(tmp, p)
     except BaseException:
         if os.path.exists(tmp):
