@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .atomic import write_json_atomic
+from .engine.review import flagged_labels
 from .engine.segmenter import Segmenter, default_device
 from .engine.types import BoxPrompt
 from .biomarkers import muscle_biomarkers
@@ -71,7 +72,7 @@ def write_case_outputs(volume: Volume, result: VolumeResult, seg: Segmenter, loa
     out = Path(out_dir)
     names = muscle_names()
     write_like(result.labels, volume, out / "labels.nii.gz")
-    status = {s.label: "flagged" for s in result.scores if s.mean_uncertainty > 0.3}
+    status = {label: "flagged" for label in flagged_labels(result.scores)}
     write_seg_nrrd(result.labels, volume, out / "labels.seg.nrrd", names, status=status)
     write_like(result.probability.astype(np.float32), volume, out / "probability.nii.gz")
     write_like(result.uncertainty_total.astype(np.float32), volume, out / "uncertainty_total.nii.gz")

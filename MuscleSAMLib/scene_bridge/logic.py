@@ -19,6 +19,7 @@ import numpy as np
 
 from ..engine.embedding_cache import EmbeddingCache
 from ..engine.propagation import propagate as propagate_box
+from ..engine.review import FLAG_UNCERTAINTY_NATS
 from ..engine.segmenter import Segmenter
 from ..engine.types import BoxPrompt
 from ..engine.volume_run import VolumeResult, segment_volume
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from ..segment_case import LoadedEnsemble
 
 DEFAULT_MANIFEST = REPO_ROOT / "weights" / "manifest.json"  # as segment_case (imported lazily: it pulls matplotlib)
-FLAG_UNCERTAINTY_NATS = 0.3  # same rule as the CLI's .seg.nrrd: a scored slice above this flags the muscle
+
 Prompt = Any  # a BoxPrompt or a vtkMRMLMarkupsROINode
 
 
