@@ -15,7 +15,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from conftest import write_random_decoder_ensemble
+from musclesam_test_helpers import write_random_decoder_ensemble
 from MuscleSAMLib.cli.main import main
 
 RESULTS: list[tuple[str, bool]] = []

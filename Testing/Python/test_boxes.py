@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import DIRECTIONS, make_image
+from musclesam_test_helpers import DIRECTIONS, make_image
 from MuscleSAMLib.engine.boxes import boxes_from_labels, boxes_to_json, load_boxes_file, parse_boxes
 from MuscleSAMLib.errors import InputError
 from MuscleSAMLib.volumes import Volume, volume_from_array

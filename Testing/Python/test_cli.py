@@ -39,7 +39,7 @@ def test_sample_prints_existing_paths(capsys):
 
 
 def test_demo_segments_the_sample_and_reports_agreement(tmp_path):
-    from conftest import write_random_decoder_ensemble
+    from musclesam_test_helpers import write_random_decoder_ensemble
 
     manifest = write_random_decoder_ensemble(tmp_path / "w", members=2)
     out = tmp_path / "demo"

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import DIRECTIONS, make_image, write_random_decoder_ensemble
+from musclesam_test_helpers import DIRECTIONS, make_image, write_random_decoder_ensemble
 from MuscleSAMLib.corrections.bundle import check_bundle, edit_map, uncertainty_edit_check, write_bundle
 from MuscleSAMLib.errors import GeometryError, InputError
 from MuscleSAMLib.volumes import volume_from_array

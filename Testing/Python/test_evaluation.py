@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import write_random_decoder_ensemble
+from musclesam_test_helpers import write_random_decoder_ensemble
 from MuscleSAMLib.engine.types import BoxPrediction, SlicePrediction, Window
 from MuscleSAMLib.engine.volume_run import VolumeResult
 from MuscleSAMLib.evaluation import METRIC_KEYS, evaluate_result, label_boxes, mean_metrics

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import oblique_direction
+from musclesam_test_helpers import oblique_direction
 from MuscleSAMLib.engine.boxes import parse_boxes
 from MuscleSAMLib.engine.segmenter import Segmenter
 from MuscleSAMLib.engine.volume_run import segment_volume

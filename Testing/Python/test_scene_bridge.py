@@ -20,7 +20,7 @@ import pytest
 import SimpleITK as sitk
 from vtkmodules.vtkCommonCore import vtkStringArray
 
-from conftest import DIRECTIONS, ROOT, write_random_decoder_ensemble
+from musclesam_test_helpers import DIRECTIONS, ROOT, write_random_decoder_ensemble
 
 slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import DIRECTIONS, write_random_decoder_ensemble
+from musclesam_test_helpers import DIRECTIONS, write_random_decoder_ensemble
 from MuscleSAMLib.engine.boxes import boxes_from_labels
 from MuscleSAMLib.engine.segmenter import Segmenter
 from MuscleSAMLib.engine.types import BoxPrompt

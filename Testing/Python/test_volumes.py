@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import DIRECTIONS, make_image
+from musclesam_test_helpers import DIRECTIONS, make_image
 from MuscleSAMLib.errors import GeometryError, InputError
 from MuscleSAMLib.volumes import (axial_array_axis, read_dixon_pair, read_volume, volume_from_array,
                                   write_like)

@@ -1,0 +1,185 @@
+"""The page: a side panel (image, box prompt, uncertainty, review, corrections, export) and the views.
+
+Widgets only: every button is one controller method; every value lives in the ``msam_*`` state.
+``data-testid`` attributes name what the browser tests click and read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .box_overlay import CSS as BOX_CSS
+
+CSS = BOX_CSS + """
+.msam-panel .v-card-title { font-size: 0.95rem; padding-bottom: 0; }
+.msam-legend-bar { height: 12px; border-radius: 2px; border: 1px solid #555; }
+.msam-queue td, .msam-queue th { font-size: 0.75rem !important; padding: 0 6px !important; height: 24px !important; }
+.msam-views { position: absolute; inset: 0; display: flex; }
+"""
+
+
+KEYS_JS = ("window.addEventListener('keydown', (e) => { if (e.ctrlKey || e.metaKey || e.altKey || "
+           "['INPUT', 'TEXTAREA', 'SELECT'].includes(e.target.tagName)) return; const k = e.key.toLowerCase(); "
+           "if (['b', 's', 'p', 'n', 'escape'].includes(k)) { e.preventDefault(); trigger('msam_key', [k]); } })")
+
+
+def _tid(name: str) -> list[str]:
+    return [f'data-testid="{name}"']
+
+
+def build_page(server: Any, ctrl: Any, views: Any) -> Any:
+    """Build the page for controller ``ctrl`` and the Slicer views ``views``; returns the layout."""
+    from trame.ui.vuetify3 import VAppLayout  # noqa: PLC0415
+    from trame.widgets import client, html  # noqa: PLC0415
+    from trame.widgets import vuetify3 as v  # noqa: PLC0415
+
+    with VAppLayout(server, full_height=True, theme="dark") as layout:
+        client.Style(CSS)
+        client.ClientTriggers(mounted=KEYS_JS)  # keyboard shortcuts, as in the desktop module
+        with v.VAppBar(density="compact", elevation=1):
+            html.Div("MuscleSAM", classes="text-h6 mx-4")
+            v.VChip("{{ msam_image || 'no image' }}", size="small", classes="mr-2", raw_attrs=_tid("image-name"))
+            v.VChip("{{ msam_ensemble || 'ensemble loading ...' }}", size="small", classes="mr-2")
+            v.VChip("CPU: predictions are slower", v_if=("msam_on_cpu",), color="warning", size="small", classes="mr-2")
+            v.VChip("{{ msam_clients }} tabs share this session: what one does, all see", v_if=("msam_clients > 1",),
+                    color="info", size="small", classes="mr-2", raw_attrs=_tid("tabs-warning"))
+            v.VSpacer()
+            v.VChip("Research use only - not for clinical use", size="small", variant="outlined", classes="mr-2")
+        with v.VNavigationDrawer(permanent=True, width=390, classes="msam-panel"):
+            _messages(v, html)
+            _image_panel(v, ctrl)
+            _prompt_panel(v, html, ctrl)
+            _uncertainty_panel(v, html)
+            _review_panel(v, html, ctrl)
+            _correction_panel(v, ctrl)
+            _export_panel(v, html, ctrl)
+        with v.VMain(), html.Div(style="position: relative; height: 100%;"), html.Div(classes="msam-views"):
+            views.layout_manager.initialize_layout_grid(layout)
+    return layout
+
+
+def _messages(v: Any, html: Any) -> None:
+    with html.Div(classes="pa-2", style="position: sticky; top: 0; z-index: 2; background: rgb(var(--v-theme-surface));"):
+        v.VAlert(text=("msam_message.text",), type=("msam_message.type",), density="compact", variant="tonal",
+                 raw_attrs=_tid("message"))
+        with html.Div(v_if=("msam_busy",), classes="mt-2", raw_attrs=_tid("progress")):
+            v.VProgressLinear(indeterminate=True, color="primary", height=6)
+            html.Div("{{ msam_busy_text }}", classes="text-caption")
+
+
+def _image_panel(v: Any, ctrl: Any) -> None:
+    with v.VCard(flat=True, classes="mb-1"):
+        v.VCardTitle("Image")
+        with v.VCardText(classes="pb-1"):
+            v.VTextField(v_model=("msam_image_request", ""), label="Path of an image on the server", density="compact",
+                         hide_details=True, clearable=True, raw_attrs=_tid("image-path"))
+            with v.VRow(dense=True, classes="mt-1"):
+                with v.VCol():
+                    v.VBtn("Open", block=True, size="small", disabled=("msam_busy",),
+                           click=(ctrl.open_image, "[msam_image_request]"), raw_attrs=_tid("open-image"))
+                with v.VCol():
+                    v.VBtn("Sample", block=True, size="small", variant="tonal", disabled=("msam_busy",),
+                           click=(ctrl.open_image, "['']"), raw_attrs=_tid("open-sample"))
+
+
+def _prompt_panel(v: Any, html: Any, ctrl: Any) -> None:
+    with v.VCard(flat=True, classes="mb-1"):
+        v.VCardTitle("Box prompt")
+        with v.VCardText(classes="pb-1"):
+            with html.Div(classes="d-flex align-center"):
+                v.VIcon("mdi-square-rounded", color=("msam_label_color",), classes="mr-2")
+                v.VSelect(v_model=("msam_label",), items=("msam_muscles",), item_title="title", item_value="value",
+                          label="Muscle", density="compact", hide_details=True, raw_attrs=_tid("muscle"))
+            with v.VBtnToggle(v_model=("msam_tool",), mandatory=True, density="compact", divided=True,
+                              variant="outlined", classes="mt-2 d-flex"):
+                v.VBtn("Box", value="box", prepend_icon="mdi-selection-drag", size="small", raw_attrs=_tid("tool-box"))
+                v.VBtn("Paint", value="paint", prepend_icon="mdi-brush", size="small", raw_attrs=_tid("tool-paint"))
+                v.VBtn("Erase", value="erase", prepend_icon="mdi-eraser", size="small", raw_attrs=_tid("tool-erase"))
+                v.VBtn("View", value="navigate", prepend_icon="mdi-cursor-default", size="small", raw_attrs=_tid("tool-view"))
+            html.Div("Box tool: drag from corner to corner of the muscle on the axial view (wheel: next slice). "
+                     "Keys: B box, S segment, P propagate, N next uncertain, Esc cancel.", classes="text-caption mt-1")
+            with html.Div(classes="mt-1", raw_attrs=_tid("boxes")):
+                v.VChip("{{ b.abbrev }} slice {{ b.slice }} ({{ b.size }})", v_for="b in msam_boxes", key="b_index",
+                        color=("b.color",), size="x-small", classes="mr-1")
+            with v.VRow(dense=True, classes="mt-1"):
+                with v.VCol(cols=4):
+                    v.VBtn("Segment [S]", color="primary", block=True, size="small", click=ctrl.segment,
+                           disabled=("!msam_ready || msam_busy || !msam_boxes.length",), raw_attrs=_tid("segment"))
+                with v.VCol(cols=4):
+                    v.VBtn("Propagate [P]", block=True, size="small", click=ctrl.propagate,
+                           disabled=("!msam_ready || msam_busy",), raw_attrs=_tid("propagate"))
+                with v.VCol(cols=4):
+                    v.VBtn("Cancel [Esc]", color="error", variant="tonal", block=True, size="small", click=ctrl.cancel,
+                           disabled=("!msam_busy",), raw_attrs=_tid("cancel"))
+            v.VBtn("Clear boxes", variant="text", size="x-small", click=ctrl.clear_boxes, disabled=("!msam_boxes.length",))
+
+
+def _uncertainty_panel(v: Any, html: Any) -> None:
+    with v.VCard(flat=True, classes="mb-1"):
+        v.VCardTitle("Uncertainty")
+        with v.VCardText(classes="pb-1"):
+            v.VSwitch(v_model=("msam_heat_visible",), label="Show heatmap over the MRI", density="compact",
+                      hide_details=True, color="primary", disabled=("!msam_has_result",), raw_attrs=_tid("heat-visible"))
+            with v.VBtnToggle(v_model=("msam_heat_kind",), mandatory=True, density="compact", divided=True,
+                              variant="outlined", disabled=("!msam_has_result",), raw_attrs=_tid("heat-kind")):
+                for kind in ("total", "epistemic", "aleatoric"):
+                    v.VBtn(kind, value=kind, size="small")
+            v.VSlider(v_model=("msam_heat_opacity_ui", 0.5), end="msam_heat_opacity = $event", min=0, max=1, step=0.05,
+                      label="Opacity", density="compact", hide_details=True, thumb_label=True, disabled=("!msam_has_result",),
+                      raw_attrs=_tid("heat-opacity"))
+            v.VSlider(v_model=("msam_heat_threshold_ui", 0.05), end="msam_heat_threshold = $event", min=0, max=0.6,
+                      step=0.01, label="Hide below", density="compact", hide_details=True, thumb_label=True,
+                      disabled=("!msam_has_result",), raw_attrs=_tid("heat-threshold"))
+            with html.Div(v_if=("msam_has_result",), raw_attrs=_tid("legend")):
+                html.Div(classes="msam-legend-bar", style=("{background: msam_legend.gradient}",))
+                with html.Div(classes="d-flex text-caption"):
+                    html.Span("0 (certain)")
+                    v.VSpacer()
+                    html.Span("{{ msam_legend.title }}")
+                    v.VSpacer()
+                    html.Span("{{ msam_legend.max }}")
+
+
+def _review_panel(v: Any, html: Any, ctrl: Any) -> None:
+    with v.VCard(flat=True, classes="mb-1"):
+        v.VCardTitle("Review")
+        with v.VCardText(classes="pb-1"):
+            v.VBtn("Next most uncertain [N] ({{ msam_remaining }} left)", block=True, size="small", click=ctrl.next_uncertain,
+                   disabled=("!msam_has_result || msam_busy",), raw_attrs=_tid("next-uncertain"))
+            with v.VTable(density="compact", classes="msam-queue mt-1", height=160, fixed_header=True,
+                          v_if=("msam_queue.length",)):
+                with html.Thead(), html.Tr():
+                    for title in ("#", "slice", "muscle", "nats", "exp. DSC", "ml"):
+                        html.Th(title)
+                with html.Tbody(), html.Tr(v_for="row in msam_queue", key="row.rank"):
+                    for col in ("rank", "slice", "muscle", "uncertainty (nats)", "expected DSC", "volume (ml)"):
+                        html.Td(f"{{{{ row['{col}'] }}}}")
+
+
+def _correction_panel(v: Any, ctrl: Any) -> None:
+    with v.VCard(flat=True, classes="mb-1"):
+        v.VCardTitle("Correct")
+        with v.VCardText(classes="pb-1"):
+            v.VSlider(v_model=("msam_brush",), min=1, max=20, step=0.5, label="Brush (% of view)", density="compact",
+                      hide_details=True, thumb_label=True)
+            with v.VRow(dense=True):
+                with v.VCol():
+                    v.VBtn("Undo stroke", block=True, size="small", variant="tonal", click=ctrl.undo,
+                           disabled=("!msam_has_result",), raw_attrs=_tid("undo"))
+                with v.VCol():
+                    v.VBtn("{{ msam_locked ? 'Unlock muscle' : 'Mark finished' }}", block=True, size="small",
+                           variant="tonal", click=ctrl.toggle_lock, disabled=("!msam_has_result",), raw_attrs=_tid("lock"))
+
+
+def _export_panel(v: Any, html: Any, ctrl: Any) -> None:
+    with v.VCard(flat=True, classes="mb-1"):
+        v.VCardTitle("Export")
+        with v.VCardText(classes="pb-1"):
+            v.VBtn("Export corrected labels", color="secondary", block=True, size="small", click=ctrl.export,
+                   disabled=("msam_busy",), raw_attrs=_tid("export"))
+            v.VBtn("Download zip ({{ msam_export.size }})", v_if=("msam_export",), href=("msam_export.url",), block=True,
+                   size="small", color="success", classes="mt-2", prepend_icon="mdi-download",
+                   raw_attrs=[*_tid("download"), "download"])
+            html.Div("{{ msam_export.name }}", v_if=("msam_export",), classes="text-caption",
+                     style="word-break: break-all;")
+            html.Div("Bundles are saved on the server in {{ msam_export_folder }}", classes="text-caption mt-1")

@@ -1,0 +1,69 @@
+"""Helpers shared by the tests (an ordinary module, importable from any test folder).
+
+Test modules import these as ``from musclesam_test_helpers import ...``; conftest.py files hold only
+fixtures and hooks (pytest caches every top-level conftest under one module name, so helpers there
+would collide between Testing/Python and Testing/Browser).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def oblique_direction(degrees: float = 12.0) -> tuple[float, ...]:
+    """A rotation about the A-P axis by ``degrees`` then about S-I by half of it (row-major 3x3)."""
+    a, b = np.deg2rad(degrees), np.deg2rad(degrees / 2)
+    ry = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    rz = np.array([[np.cos(b), -np.sin(b), 0], [np.sin(b), np.cos(b), 0], [0, 0, 1]])
+    return tuple((rz @ ry).ravel())
+
+
+DIRECTIONS = {
+    "LPS": (1, 0, 0, 0, 1, 0, 0, 0, 1),
+    "RAS": (-1, 0, 0, 0, -1, 0, 0, 0, 1),
+    "oblique": oblique_direction(),
+    # axial axis stored first: index i runs inferior->superior, j = L, k = P
+    "axial_first": (0, 1, 0, 0, 0, 1, 1, 0, 0),
+}
+
+
+def make_image(array_kji: np.ndarray, direction, spacing=(0.8, 0.9, 5.0), origin=(-10.0, 20.0, 30.0)) -> sitk.Image:
+    img = sitk.GetImageFromArray(np.ascontiguousarray(array_kji))
+    img.SetSpacing(spacing)
+    img.SetOrigin(origin)
+    img.SetDirection(tuple(float(d) for d in direction))
+    return img
+
+
+def write_random_decoder_ensemble(folder: Path, members: int = 2, seed: int = 0, arch: str = "demo_xs",
+                                  **spec_fields) -> Path:
+    """A manifest + safetensors files for a random-weight ``decoder`` ensemble (tests only)."""
+    import torch
+
+    from MuscleSAMLib.models.architectures import build_sam
+    from MuscleSAMLib.models.ensemble import synthetic_spec
+    from MuscleSAMLib.models.manifest import WeightFile, replace_spec, save_manifest
+    from MuscleSAMLib.models.safe_load import save_safetensors_atomic
+
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    base = None
+    for m in range(members):
+        torch.manual_seed(seed + m)
+        state = build_sam(arch).state_dict()
+        if base is None:
+            enc = {k: v for k, v in state.items() if k.startswith("image_encoder.")}
+            base = WeightFile("encoder.safetensors", folder / "encoder.safetensors",
+                              save_safetensors_atomic(enc, folder / "encoder.safetensors"))
+        head = {k: v for k, v in state.items() if not k.startswith("image_encoder.")}
+        name = f"member{m}.safetensors"
+        files.append(WeightFile(name, folder / name, save_safetensors_atomic(head, folder / name)))
+    spec = synthetic_spec(arch, "decoder", name="random-test", **spec_fields)
+    spec = replace_spec(spec, members=tuple(files), base=base, default=True, licence="test", version="0")
+    save_manifest(folder / "manifest.json", [spec])
+    return folder / "manifest.json"
