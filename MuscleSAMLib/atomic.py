@@ -49,6 +49,8 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        with open(tmp_path, "rb+") as fh:  # on disk before the rename: a crash never leaves a torn file
+            os.fsync(fh.fileno())
         publish_mode(tmp_path)
         os.replace(tmp_path, dest)
     except OSError as exc:

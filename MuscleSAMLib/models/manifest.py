@@ -12,12 +12,11 @@ import dataclasses
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..atomic import publish_mode
+from ..atomic import atomic_path
 from ..errors import WeightsError
 from .architectures import ARCHITECTURES, ArchSpec, get_arch
 from .lora import DEFAULT_TARGETS, LORA_TARGETS
@@ -333,20 +332,8 @@ def save_manifest(path: str | os.PathLike[str], ensembles: Sequence[EnsembleSpec
         data["description"] = description
     data["ensembles"] = [e.to_dict() for e in ensembles]
     parse_manifest(json.loads(json.dumps(data)), p)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        publish_mode(tmp)
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(p) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     return sha256_file(p)
 
 

@@ -12,14 +12,13 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Iterable, Mapping
 
 import torch
 from torch import nn
 
-from ..atomic import publish_mode
+from ..atomic import atomic_path
 from ..errors import WeightsError
 
 _CHUNK = 1 << 20
@@ -156,19 +155,8 @@ def save_safetensors_atomic(state: Mapping[str, torch.Tensor], path: str | os.Pa
     from safetensors.torch import save_file
 
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=dict(metadata) if metadata else None)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+    with atomic_path(p) as tmp:
+        save_file(tensors, str(tmp), metadata=dict(metadata) if metadata else None)
         digest = sha256_file(tmp)
-        publish_mode(tmp)
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return digest

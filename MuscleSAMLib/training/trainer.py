@@ -11,8 +11,6 @@ kept; ``last.pt`` (model, optimiser, step, history) is written atomically every
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +21,7 @@ import torch
 from segment_anything.modeling import Sam
 from tqdm import tqdm
 
-from ..atomic import publish_mode
+from ..atomic import atomic_path
 from ..errors import WeightsError
 from ..models.architectures import build_sam
 from ..models.lora import apply_lora
@@ -86,17 +84,9 @@ def set_trainable(sam: Sam, cfg: TrainConfig, mode: str, seed: int) -> list[torc
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    """torch.save through a temp file + rename (an interrupted save never corrupts the checkpoint)."""
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        publish_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 @dataclass

@@ -5,7 +5,6 @@ Short by default (part of the suite); set MUSCLESAM_FUZZ_EXAMPLES=5000 for a lon
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np

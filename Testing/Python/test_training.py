@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-import torch.nn.functional as F
 
 from MuscleSAMLib.models.architectures import build_sam
 from MuscleSAMLib.models.manifest import load_manifest
