@@ -1,7 +1,10 @@
-"""``musclesam train``: fine-tune an ensemble (SAM/MedSAM checkpoint or demo architecture).
+"""``musclesam train``: fine-tune an ensemble (SAM/MedSAM checkpoint or demo architecture), or learn
+from corrections bundles.
 
     musclesam train --config CFG.json [--out DIR] [--resume] [--members M] [--manifest weights/manifest.json]
     torchrun --nproc_per_node N -m MuscleSAMLib.cli train --config CFG.json ...   (DDP; gloo on CPU)
+    musclesam train --from-bundles B1 [B2 ...] --base-ensemble NAME [--manifest M] [--out DIR] [--steps N]
+                    [--held-out IMAGE LABELS] [--image IMG ...] [--progress-json]
 """
 
 from __future__ import annotations
@@ -21,20 +24,46 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "its weights and manifest entry. The config is a JSON file (see "
                                    "MuscleSAMLib/training/config.py); options below override its keys. "
                                    "Runs unchanged under torchrun --nproc_per_node N.")
-    p.add_argument("--config", required=True, help="training config JSON")
-    p.add_argument("--out", default=None, help="output folder (default: runs/<config name>)")
+    p.add_argument("--config", default=None, help="training config JSON (or use --from-bundles)")
+    p.add_argument("--out", default=None, help="output folder (default: runs/<config name>; with --from-bundles: "
+                                               "runs/<new ensemble name>, holding learning_report.json and eval/)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoints")
     p.add_argument("--members", type=int, default=None, help="ensemble members M (overrides the config)")
     p.add_argument("--steps", type=int, default=None, help="training steps (overrides the config)")
     p.add_argument("--seed", type=int, default=None, help="base seed (overrides the config)")
     p.add_argument("--init", default=None, help="start from this checkpoint (e.g. SAM vit_b .pth)")
-    p.add_argument("--manifest", default=None, help="manifest to add the entry to (default: OUT/manifest.json)")
+    p.add_argument("--manifest", default=None, help="manifest to add the entry to (default: OUT/manifest.json; with "
+                                                    "--from-bundles: the shipped weights/manifest.json, which also "
+                                                    "holds the base ensemble; new member files go beside it)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    g = p.add_argument_group("learning from corrections (decoder ensembles: heads fine-tuned in D mode on CPU)")
+    g.add_argument("--from-bundles", nargs="+", metavar="DIR", default=None,
+                   help="corrections bundles (musclesam export / the module's export) to learn from")
+    g.add_argument("--base-ensemble", metavar="NAME", default=None, help="manifest entry to start from (kind decoder)")
+    g.add_argument("--image", nargs="+", metavar="IMAGE", default=None,
+                   help="the image of each bundle, in order (when it moved from the path in provenance.json)")
+    g.add_argument("--held-out", nargs=2, action="append", metavar=("IMAGE", "LABELS"), default=None,
+                   help="a labelled case NOT learned from, scored before/after to show a regression (repeatable)")
+    g.add_argument("--lr", type=float, default=None, help="learning rate (default: the base's member_lr, else 1e-4)")
+    g.add_argument("--batch-size", type=int, default=None, help="batch size (default: the base's, else 8)")
+    g.add_argument("--name", default=None, help="new entry name (default: <base>-corrected-YYYYMMDD-HHMM, UTC)")
+    g.add_argument("--regression-tolerance", type=float, default=0.005,
+                   help="flag a regression when DSC/NSD drop or ECE rises by more than this (default 0.005)")
+    g.add_argument("--progress-json", action="store_true",
+                   help="print '@@progress {json}' lines and a final '@@result {json}' line on stdout (for the GUIs)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.from_bundles is not None or args.base_ensemble is not None:
+        return run_learning(args)
+    if args.config is None:
+        raise InputError("give --config CFG.json (train an ensemble) or --from-bundles DIR... --base-ensemble NAME "
+                         "(learn from corrections)")
+    for flag in ("image", "held_out", "lr", "batch_size", "name"):
+        if getattr(args, flag) is not None:
+            raise InputError(f"--{flag.replace('_', '-')} only applies with --from-bundles")
     from ..training.config import load_config
     from ..training.ensemble import train_ensemble
 
@@ -51,4 +80,52 @@ def run(args: argparse.Namespace) -> int:
         summary = {"out": str(out), "seconds": record["seconds"], "val_dsc": val.get("dsc"),
                    "ece_box_15": val.get("ece_box_15"), "auroc_error": val.get("auroc_error")}
         print(json.dumps(summary))
+    return 0
+
+
+def _emit(kind: str, payload: dict) -> None:
+    print(f"@@{kind} {json.dumps(payload)}", flush=True)
+
+
+def run_learning(args: argparse.Namespace) -> int:
+    """``--from-bundles``: check everything, fine-tune the heads, evaluate before/after, add the entry."""
+    import signal
+
+    if not args.from_bundles or not args.base_ensemble:
+        raise InputError("learning from corrections needs both --from-bundles DIR... and --base-ensemble NAME")
+    for flag in ("config", "members", "init"):
+        if getattr(args, flag, None) is not None:
+            raise InputError(f"--{flag} does not apply to --from-bundles (the base ensemble fixes it)")
+    if args.resume:
+        raise InputError("--resume does not apply to --from-bundles (a learning run is short; start it again)")
+
+    def progress(fraction: float, stage: str, message: str) -> None:
+        if args.progress_json:
+            _emit("progress", {"fraction": round(fraction, 4), "stage": stage, "message": message})
+        elif not args.quiet:
+            print(f"[{fraction * 100:5.1f}%] {stage}: {message}", file=sys.stderr, flush=True)
+
+    def interrupted(signum, frame):  # cancel from the GUIs: unwind so partial files are removed
+        raise KeyboardInterrupt
+
+    if hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, interrupted)
+    progress(0.0, "check", "checking the bundles, the base ensemble and the held-out cases")
+    from ..corrections.learning import format_table, learn, plan_learning
+    from ..segment_case import DEFAULT_MANIFEST
+
+    plan = plan_learning(args.from_bundles, args.base_ensemble, args.manifest or DEFAULT_MANIFEST,
+                         images=args.image or (), held_out=[tuple(h) for h in args.held_out or ()], out=args.out,
+                         steps=args.steps if args.steps is not None else 60, lr=args.lr,
+                         seed=args.seed if args.seed is not None else 0, batch_size=args.batch_size, name=args.name,
+                         threads=args.threads or 0, regression_tolerance=args.regression_tolerance,
+                         command="musclesam " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    report = learn(plan, progress)
+    print(format_table(report), flush=True)
+    result = {"name": report["new"]["name"], "version": report["new"]["version"], "manifest": report["manifest"],
+              "report": str(plan.out / "learning_report.json"), "regressions": len(report["regressions"])}
+    if args.progress_json:
+        _emit("result", result)
+    else:
+        print(json.dumps(result))
     return 0

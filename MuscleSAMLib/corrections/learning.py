@@ -1,0 +1,600 @@
+"""Learn from corrections: fine-tune a ``decoder`` ensemble's heads on corrected bundles (issue 7, item 4).
+
+``musclesam train --from-bundles B1 [B2 ...] --base-ensemble NAME`` runs, in order:
+
+1. :func:`plan_learning` checks everything before any training (one-line :class:`InputError` /
+   :class:`WeightsError`): the base entry (kind ``decoder``, files present), each bundle
+   (:func:`read_bundle`: required files, JSON, label map, edit map consistent with prediction vs
+   correction, the image on the bundle's grid), the held-out cases, and that the weights folder is writable.
+2. :func:`learn` embeds jittered/augmented renders of every corrected box once with the base's shared
+   encoder (``D`` mode), then fine-tunes each member head from its own weights with its own seed
+   (the base's baked temperature is taken out first and put back after), writes the new member files
+   beside the manifest (atomically), evaluates base and new ensemble on the corrected cases and the
+   held-out cases (:func:`MuscleSAMLib.evaluation.evaluate_case`), and only then adds the new entry to the
+   manifest (under a lock, atomic replace; ``default`` untouched). Anything that fails or is interrupted
+   before that removes the new member files: the manifest is never left naming missing files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from ..errors import InputError, WeightsError
+from ..models.manifest import EnsembleSpec, WeightFile, load_manifest, replace_spec, save_manifest
+from ..models.safe_load import sha256_file
+from ..version import __version__
+from .bundle import EDIT_CODES, check_bundle, edit_map
+
+ProgressFn = Callable[[float, str, str], None]
+EVAL_METRICS = ("dsc", "nsd_2mm", "hd95_mm", "ece_box_15", "nll_box", "auroc_error")
+HIGHER_IS_BETTER = {"dsc": True, "nsd_2mm": True, "auroc_error": True, "hd95_mm": False, "ece_box_15": False,
+                    "nll_box": False}
+REGRESSION_METRICS = ("dsc", "nsd_2mm", "ece_box_15")
+RECIPE_KEYS = ("batch_size", "weight_decay", "grad_clip", "loss", "iou_loss_weight", "jitter", "jitter_px",
+               "aug_intensity", "aug_flip", "aug_scale", "aug_strength", "member_variants")
+
+
+# ----------------------------------------------------------------------------- bundles
+
+
+@dataclass(frozen=True)
+class CorrectedCase:
+    """One corrected bundle, checked: its image, its corrected labels and their checksums."""
+
+    bundle: Path
+    name: str
+    image: Path
+    labels: Path
+    bundle_sha256: str
+    labels_sha256: str
+    image_sha256: str
+    edited_voxels: int | None
+
+    def record(self) -> dict[str, Any]:
+        """The training-record form (names and checksums)."""
+        return {"bundle": str(self.bundle), "name": self.name, "bundle_sha256": self.bundle_sha256,
+                "corrected_labels_sha256": self.labels_sha256, "image": str(self.image),
+                "image_sha256": self.image_sha256, "edited_voxels": self.edited_voxels}
+
+
+def bundle_sha256(path: Path) -> str:
+    """sha256 over the sorted (relative name, file sha256) of every non-hidden file of a bundle."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file() and not any(s.startswith(".") for s in p.relative_to(path).parts)):
+        h.update(f"{f.relative_to(path).as_posix()}\0{sha256_file(f)}\n".encode())
+    return h.hexdigest()
+
+
+def _json_object(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: corrupted bundle file (not readable JSON: {exc})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: corrupted bundle file (expected a JSON object)")
+    return data
+
+
+def _label_array(path: Path, image, what: str) -> np.ndarray:
+    """A label map of the bundle on ``image``'s grid as uint8 (corrupt or non-integer values refused)."""
+    from ..volumes import check_same_grid, read_volume
+
+    vol = read_volume(path, allow_labels=True)
+    check_same_grid(image, vol, "image", f"bundle {what}")
+    arr = vol.canonical_array
+    rounded = np.rint(arr)
+    if arr.size and (np.abs(arr - rounded).max() > 1e-3 or rounded.min() < 0 or rounded.max() > 255):
+        raise InputError(f"{path}: corrupted {what} (values must be whole numbers 0..255)")
+    return rounded.astype(np.uint8)
+
+
+def _resolve_image(bundle: Path, provenance: dict, image: str | os.PathLike | None) -> Path:
+    if image is not None:
+        p = Path(image).expanduser()
+        if not p.exists():
+            raise InputError(f"{p}: image given for bundle {bundle} not found")
+        return p.resolve()
+    src = provenance.get("image")
+    if not isinstance(src, str) or not src or src.startswith("<"):
+        raise InputError(f"{bundle}: provenance.json names no image file; pass the image with --image")
+    p = Path(src).expanduser()
+    for cand in (p, bundle / p) if not p.is_absolute() else (p,):
+        if cand.exists():
+            return cand.resolve()
+    raise InputError(f"{bundle}: its image {src} is not found (moved?); pass the image with --image")
+
+
+def read_bundle(path: str | os.PathLike, image: str | os.PathLike | None = None) -> CorrectedCase:
+    """Check one corrections bundle for learning and return what training needs.
+
+    ``image`` overrides the image named in provenance.json (when the file moved). Raises a one-line
+    :class:`InputError` (a :class:`GeometryError` for a different grid) for anything unusable.
+    """
+    from ..volumes import read_volume
+
+    p = Path(path).expanduser()
+    check_bundle(p)
+    prov = _json_object(p / "provenance.json")
+    report = _json_object(p / "report.json")
+    _json_object(p / "prompts.json")
+    img_path = _resolve_image(p, prov, image)
+    img = read_volume(img_path)
+    check_bundle(p, img)  # grid of the corrected labels
+    corrected = _label_array(p / "corrected_labels.nii.gz", img, "corrected labels")
+    if not (corrected > 0).any():
+        raise InputError(f"{p / 'corrected_labels.nii.gz'}: no muscle labels (all zero); nothing to learn from")
+    edited = None
+    has_pred, has_edits = (p / "prediction_labels.nii.gz").is_file(), (p / "edit_map.nii.gz").is_file()
+    if has_pred and not has_edits:
+        raise InputError(f"{p}: incomplete bundle, missing edit_map.nii.gz (it has a prediction)")
+    if has_edits:
+        edits = _label_array(p / "edit_map.nii.gz", img, "edit map")
+        bad = sorted(set(np.unique(edits).tolist()) - set(EDIT_CODES))
+        if bad:
+            raise InputError(f"{p / 'edit_map.nii.gz'}: corrupted edit map (codes {bad[:5]} not in {sorted(EDIT_CODES)})")
+        if has_pred:
+            pred = _label_array(p / "prediction_labels.nii.gz", img, "prediction")
+            if not np.array_equal(edit_map(pred, corrected), edits):
+                raise InputError(f"{p / 'edit_map.nii.gz'}: corrupted edit map (does not match prediction vs corrected labels)")
+        edited = int((edits > 0).sum())
+    name = report.get("name") if isinstance(report.get("name"), str) else None
+    name = name or f"{p.name}"
+    return CorrectedCase(p.resolve(), name, img_path, (p / "corrected_labels.nii.gz").resolve(), bundle_sha256(p),
+                         sha256_file(p / "corrected_labels.nii.gz"), sha256_file(img_path), edited)
+
+
+# ----------------------------------------------------------------------------- plan
+
+
+@dataclass(frozen=True)
+class EvalCase:
+    """A case scored before/after: ``role`` is ``corrected`` (training data) or ``held_out``."""
+
+    name: str
+    role: str
+    image: Path
+    labels: Path
+
+
+@dataclass
+class LearningPlan:
+    """Everything :func:`learn` needs, all checked (see :func:`plan_learning`)."""
+
+    manifest: Path
+    base: EnsembleSpec
+    cases: list[CorrectedCase]
+    held_out: list[EvalCase]
+    out: Path
+    name: str
+    version: str
+    root: str
+    steps: int
+    lr: float
+    seed: int
+    temperature: float
+    recipe: dict[str, Any] = field(default_factory=dict)
+    threads: int = 0
+    regression_tolerance: float = 0.005
+    command: str = ""
+
+    @property
+    def weights_dir(self) -> Path:
+        """Where the new member files go: beside the manifest (the shared encoder file is reused)."""
+        return self.manifest.resolve().parent
+
+    def member_paths(self) -> list[Path]:
+        """The new member files, one per base member."""
+        return [self.weights_dir / f"{self.name}_member{m}.safetensors" for m in range(len(self.base.members))]
+
+    def eval_cases(self) -> list[EvalCase]:
+        """Corrected cases (truth = corrected labels) then held-out cases."""
+        return [EvalCase(c.name, "corrected", c.image, c.labels) for c in self.cases] + list(self.held_out)
+
+
+def bump_version(version: str) -> str:
+    """``0.1.0`` -> ``0.1.1`` (numeric dotted versions, padded to 3 parts); otherwise append ``.1``."""
+    parts = version.split(".")
+    if all(p.isdigit() for p in parts):
+        parts += ["0"] * (3 - len(parts))
+        parts[-1] = str(int(parts[-1]) + 1)
+        return ".".join(parts)
+    return f"{version}.1"
+
+
+def _version_key(v: str) -> tuple:
+    return tuple(int(p) for p in v.split(".")) if all(p.isdigit() for p in v.split(".")) else (-1,)
+
+
+def _root(spec: EnsembleSpec) -> str:
+    learning = spec.training.get("learning") if isinstance(spec.training, dict) else None
+    root = learning.get("root") if isinstance(learning, dict) else None
+    return root if isinstance(root, str) and root else spec.name
+
+
+def _temperature(spec: EnsembleSpec) -> float:
+    t = spec.training.get("temperature", 1.0) if isinstance(spec.training, dict) else 1.0
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t <= 100:
+        raise WeightsError(f"ensemble {spec.name!r}: training.temperature {t!r} is not a positive number")
+    return float(t)
+
+
+def _recipe(spec: EnsembleSpec, batch_size: int | None) -> dict[str, Any]:
+    """Augmentation/loss settings of the base's own training config (defaults when absent)."""
+    cfg = spec.training.get("config") if isinstance(spec.training, dict) else None
+    out = {k: cfg[k] for k in RECIPE_KEYS if isinstance(cfg, dict) and k in cfg}
+    out.setdefault("member_variants", 3)
+    out.setdefault("batch_size", 8)
+    if batch_size is not None:
+        out["batch_size"] = batch_size
+    return out
+
+
+def _check_writable(folder: Path, what: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".write-test-", dir=folder)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise InputError(f"{folder}: cannot write the {what} here ({exc.strerror or exc}); choose another folder") from None
+
+
+def new_name(root: str, taken: Sequence[str], now: _dt.datetime | None = None) -> str:
+    """``<root>-corrected-YYYYMMDD-HHMM`` (UTC), with ``-2``, ``-3``... when taken."""
+    stamp = (now or _dt.datetime.now(_dt.timezone.utc)).strftime("%Y%m%d-%H%M")
+    name, i = f"{root}-corrected-{stamp}", 2
+    while name in taken:
+        name, i = f"{root}-corrected-{stamp}-{i}", i + 1
+    return name
+
+
+def plan_learning(bundles: Sequence[str | os.PathLike], base_ensemble: str, manifest: str | os.PathLike, *,
+                  images: Sequence[str | os.PathLike] = (), held_out: Sequence[tuple[str, str]] = (),
+                  out: str | os.PathLike | None = None, steps: int = 60, lr: float | None = None, seed: int = 0,
+                  batch_size: int | None = None, name: str | None = None, threads: int = 0,
+                  regression_tolerance: float = 0.005, command: str = "") -> LearningPlan:
+    """Check every input (nothing is trained or written); raises one-line MuscleSAMError subclasses."""
+    from ..volumes import check_same_grid, read_volume
+
+    if not bundles:
+        raise InputError("--from-bundles needs at least one bundle folder")
+    if images and len(images) != len(bundles):
+        raise InputError(f"--image: give one image per bundle ({len(bundles)} bundles, {len(images)} images)")
+    if steps < 1:
+        raise InputError(f"--steps must be >= 1, got {steps}")
+    if lr is not None and not 0 < lr < 1:
+        raise InputError(f"--lr must be in (0, 1), got {lr}")
+    if batch_size is not None and batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {batch_size}")
+    man = load_manifest(manifest)
+    base = man.get(base_ensemble)
+    if base.kind != "decoder":
+        raise InputError(f"ensemble {base.name!r} is kind {base.kind}; learning from corrections fine-tunes "
+                         "kind decoder ensembles only (shared encoder + member heads)")
+    missing = base.missing_files()
+    if missing:
+        raise WeightsError(f"ensemble {base.name!r}: weights file {missing[0]} is missing (not installed?)")
+    temperature = _temperature(base)
+    cases = [read_bundle(b, images[i] if images else None) for i, b in enumerate(bundles)]
+    seen: dict[str, int] = {}
+    for i, c in enumerate(cases):  # unique case names for the report
+        if c.name in seen:
+            cases[i] = dataclasses.replace(c, name=f"{c.name}_{i}")
+        seen[c.name] = i
+    held: list[EvalCase] = []
+    for img, lab in held_out:
+        iv, lv = read_volume(img), read_volume(lab, allow_labels=True)
+        check_same_grid(iv, lv, "held-out image", "held-out labels")
+        if not (np.rint(lv.canonical_array) > 0).any():
+            raise InputError(f"{lab}: held-out label map has no muscle labels")
+        twin = [c for c in cases if c.image_sha256 == sha256_file(img)] if Path(img).is_file() else []
+        if twin:
+            raise InputError(f"held-out image {img} is the image of bundle {twin[0].bundle}: it would not be held out")
+        held.append(EvalCase(Path(img).name.split(".")[0], "held_out", Path(img).resolve(), Path(lab).resolve()))
+    root = _root(base)
+    name = name or new_name(root, man.names)
+    if name in man.names:
+        raise InputError(f"manifest {man.path} already has an ensemble {name!r}; choose another --name")
+    versions = [e.version for e in man.ensembles if _root(e) == root] + [base.version]
+    version = bump_version(max(versions, key=_version_key))
+    cfg = base.training.get("config") if isinstance(base.training, dict) else None
+    lr = lr if lr is not None else float(cfg.get("member_lr", 1e-4)) if isinstance(cfg, dict) else 1e-4
+    plan = LearningPlan(man.path, base, cases, held, Path(out or Path("runs") / name), name, version, root, steps, lr,
+                        seed, temperature, _recipe(base, batch_size), threads, regression_tolerance, command)
+    taken = [p for p in plan.member_paths() if p.exists()]
+    if taken:
+        raise InputError(f"{taken[0]} already exists; choose another --name")
+    _check_writable(plan.weights_dir, "new member weights")
+    _check_writable(plan.out, "learning report")
+    return plan
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _train_config(plan: LearningPlan):
+    """The validated TrainConfig of the D-mode fine-tuning (geometry and prompts from the base entry)."""
+    from ..models.architectures import ARCHITECTURES
+    from ..training.config import parse_config
+
+    b = plan.base
+    arch: Any = b.arch_name if b.arch_name in ARCHITECTURES and ARCHITECTURES[b.arch_name] == b.arch else b.arch.to_dict()
+    data = {"data": {"train": [{"image": str(c.image), "labels": str(c.labels), "name": c.name} for c in plan.cases]},
+            "name": plan.name, "arch": arch, "mode": "E+D", "prompt_geometry": b.prompt_geometry,
+            "crop_margin": b.crop_margin if b.prompt_geometry == "box_crop" else 0.25,
+            "box_mask_prompt": b.box_mask_prompt, "box_mask_logit": b.box_mask_logit,
+            "steps": plan.steps, "lr": plan.lr, "member_lr": plan.lr, "member_steps": plan.steps,
+            "warmup_steps": min(10, plan.steps // 5), "val_every": plan.steps, "checkpoint_every": plan.steps,
+            "patience": 1, "seed": plan.seed, "members": len(b.members), "ensemble_kind": "decoder",
+            "temperature": plan.temperature, "threads": plan.threads, "version": plan.version,
+            "licence": b.licence, "description": "", **plan.recipe}
+    cfg = parse_config(data, f"learning from corrections ({plan.name})")
+    return dataclasses.replace(cfg, mode="D")  # E+D above only passes the init check; the heads train in D mode
+
+
+def _base_states(plan: LearningPlan) -> list[dict]:
+    """Full Sam states (shared encoder + member head), checksum-verified, temperature taken out."""
+    from ..models.safe_load import load_state_dict
+    from ..training.validate import bake_temperature
+
+    base = load_state_dict(plan.base.base.path, plan.base.base.sha256)
+    out = []
+    for f in plan.base.members:
+        st = {**base, **load_state_dict(f.path, f.sha256)}
+        out.append(bake_temperature(st, 1.0 / plan.temperature) if plan.temperature != 1.0 else st)
+    return out
+
+
+def finetune_heads(plan: LearningPlan, work: Path, progress: ProgressFn, span: tuple[float, float]) -> tuple[list[dict], list, Any]:
+    """D mode: embed once with the shared encoder, fine-tune each head from its own weights and seed.
+
+    Returns (new member head states with the temperature baked back in, run results, config).
+    """
+    import torch
+
+    from ..models.safe_load import load_into, load_state_dict
+    from ..models.architectures import build_sam
+    from ..training.config import CaseSpec
+    from ..training.data import load_case, make_samples
+    from ..training.trainer import decoder_state, precompute, train_one
+    from ..training.validate import bake_temperature
+
+    if plan.threads:
+        torch.set_num_threads(plan.threads)
+    cfg = _train_config(plan)
+    lo, hi = span
+    progress(lo, "load", "reading the corrected cases")
+    cases = [load_case(CaseSpec(str(c.image), str(c.labels), c.name)) for c in plan.cases]
+    samples = make_samples(cases, cfg.labels)
+    states = _base_states(plan)
+    progress(lo + 0.05 * (hi - lo), "embed", f"embedding {len(samples)} boxes x {cfg.member_variants} renders once")
+    enc = build_sam(cfg.arch_spec)
+    load_into(enc, states[0], strict=True, what=f"ensemble {plan.base.name}", arch=cfg.arch_spec.name)
+    pre = precompute(enc.eval(), cases, samples, cfg, cfg.member_variants, plan.seed)
+    del enc
+    heads, runs = [], []
+    n = len(states)
+    for m, st in enumerate(states):
+        frac = lo + (0.15 + 0.85 * m / n) * (hi - lo)
+        progress(frac, "train", f"fine-tuning member {m + 1}/{n} ({plan.steps} steps)")
+        r = train_one(cfg, cases, [], work / f"member_{m}", mode="D", seed=plan.seed + 1 + m, steps=plan.steps,
+                      lr=plan.lr, init_state=st, precomputed=pre, progress=False, desc=f"member {m}")
+        runs.append(r)
+        head = decoder_state(load_state_dict(r.best_path))
+        heads.append(bake_temperature(head, plan.temperature) if plan.temperature != 1.0 else head)
+    return heads, runs, cfg
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def _summary(report: dict) -> dict[str, Any]:
+    mean = report["mean"]
+    out = {k: mean.get(k) for k in EVAL_METRICS}
+    out["boxes"] = report.get("boxes")
+    return out
+
+
+def evaluate_pair(plan: LearningPlan, new_spec: EnsembleSpec, progress: ProgressFn,
+                  span: tuple[float, float]) -> list[dict[str, Any]]:
+    """Base and new ensemble on every eval case with label-derived tight boxes (``evaluation.evaluate_case``)."""
+    from ..engine.segmenter import default_device
+    from ..evaluation import evaluate_case
+    from ..models.ensemble import Ensemble
+    from ..segment_case import LoadedEnsemble
+    from ..volumes import read_volume
+
+    dev = default_device(None)
+    base = LoadedEnsemble(Ensemble.from_spec(plan.base, device=dev), plan.manifest, sha256_file(plan.manifest))
+    new = LoadedEnsemble(Ensemble.from_spec(new_spec, device=dev), plan.manifest, None)
+    cases = plan.eval_cases()
+    rows, lo, hi, k = [], span[0], span[1], 0
+    for c in cases:
+        image, labels = read_volume(c.image), read_volume(c.labels, allow_labels=True)
+        row: dict[str, Any] = {"case": c.name, "role": c.role, "image": str(c.image), "labels": str(c.labels)}
+        for which, loaded in (("base", base), ("new", new)):
+            progress(lo + (hi - lo) * k / (2 * len(cases)), "evaluate", f"{c.name} ({c.role}): {which} ensemble")
+            rep = evaluate_case(image, labels, loaded, plan.out / "eval" / c.name / which, show_progress=False,
+                                use_growcut=False)
+            row[which] = _summary(rep)
+            row["baseline_boxfill_dsc"] = rep["baseline_boxfill"]["mean"]["dsc"]
+            k += 1
+        row["delta"] = {m: _delta(row["new"].get(m), row["base"].get(m)) for m in EVAL_METRICS}
+        rows.append(row)
+    return rows
+
+
+def _delta(new: Any, old: Any) -> float | None:
+    if new is None or old is None or not (math.isfinite(new) and math.isfinite(old)):
+        return None
+    return float(new) - float(old)
+
+
+def find_regressions(rows: Sequence[dict], tolerance: float) -> list[dict[str, Any]]:
+    """Cases/metrics where the new ensemble is worse than the base by more than ``tolerance``."""
+    out = []
+    for r in rows:
+        for m in REGRESSION_METRICS:
+            d = r["delta"].get(m)
+            if d is not None and (-d if HIGHER_IS_BETTER[m] else d) > tolerance:
+                out.append({"case": r["case"], "role": r["role"], "metric": m, "base": r["base"][m],
+                            "new": r["new"][m], "delta": d})
+    return out
+
+
+def format_table(report: dict) -> str:
+    """The before/after table (one line per case and metric) plus regression lines."""
+    w = max([14] + [len(r["case"]) for r in report["cases"]])
+    lines = [f"before/after: {report['base']['name']} {report['base']['version']} -> "
+             f"{report['new']['name']} {report['new']['version']}",
+             f"{'case':{w}s} {'role':10s} {'metric':12s} {'base':>8s} {'new':>8s} {'delta':>8s}"]
+
+    def f(v: Any, sign: bool = False) -> str:
+        return "nan" if v is None or not math.isfinite(v) else (f"{v:+.4f}" if sign else f"{v:.4f}")
+
+    for r in report["cases"]:
+        for m in EVAL_METRICS:
+            lines.append(f"{r['case']:{w}s} {r['role']:10s} {m:12s} {f(r['base'][m]):>8s} {f(r['new'][m]):>8s} "
+                         f"{f(r['delta'][m], True):>8s}")
+        lines.append(f"{r['case']:{w}s} {r['role']:10s} {'boxfill_dsc':12s} {f(r['baseline_boxfill_dsc']):>8s}")
+    for g in report["regressions"]:
+        lines.append(f"REGRESSION {g['case']} ({g['role']}): {g['metric']} {f(g['base'])} -> {f(g['new'])}")
+    if not report["regressions"]:
+        lines.append(f"no regression beyond {report['regression_tolerance']} in {', '.join(REGRESSION_METRICS)}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- publishing
+
+
+@contextlib.contextmanager
+def manifest_lock(manifest: Path) -> Iterator[None]:
+    """Exclusive lock around a manifest read-modify-write: flock on its folder (POSIX; a no-op elsewhere).
+
+    The folder, not the file, because the manifest is replaced (new inode) by every write.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows: the atomic replace still keeps the file valid
+        yield
+        return
+    fd = os.open(manifest.resolve().parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def publish(plan: LearningPlan, spec: EnsembleSpec) -> str:
+    """Append ``spec`` to the manifest (re-read under the lock; others' entries and ``default`` kept)."""
+    with manifest_lock(plan.manifest):
+        man = load_manifest(plan.manifest)
+        if spec.name in man.names:
+            raise WeightsError(f"manifest {man.path} gained an ensemble {spec.name!r} meanwhile; not overwritten")
+        return save_manifest(plan.manifest, list(man.ensembles) + [spec], man.description)
+
+
+def _new_spec(plan: LearningPlan, files: list[WeightFile], record: dict) -> EnsembleSpec:
+    b = plan.base
+    desc = (f"{b.name} fine-tuned on {len(plan.cases)} corrected case(s) "
+            f"({', '.join(c.name for c in plan.cases)}); decoder heads only, shared encoder unchanged.")
+    return replace_spec(b, name=plan.name, members=tuple(files), version=plan.version, default=False,
+                        description=desc, training=record, manifest_path=plan.manifest.resolve())
+
+
+def _record(plan: LearningPlan, cfg, runs, seconds: float) -> dict[str, Any]:
+    import torch
+
+    return {
+        "software": f"musclesam {__version__}", "command": plan.command, "kind": "learning from corrections",
+        "learning": {
+            "root": plan.root, "base_ensemble": plan.base.name, "base_version": plan.base.version,
+            "base_manifest_sha256": sha256_file(plan.manifest),
+            "base_files_sha256": [f.sha256 for f in plan.base.files],
+            "bundles": [c.record() for c in plan.cases],
+            "held_out": [{"name": h.name, "image": str(h.image), "labels": str(h.labels)} for h in plan.held_out],
+            "mode": "D (decoder heads fine-tuned on precomputed embeddings of the shared encoder)",
+            "steps": plan.steps, "lr": plan.lr, "seeds": [plan.seed + 1 + m for m in range(len(plan.base.members))],
+            "temperature_handling": "base temperature divided out before fine-tuning and baked back in after",
+        },
+        "config": cfg.to_dict(), "temperature": plan.temperature,
+        "runs": [{"steps": r.steps_done, "seconds": round(r.seconds, 1),
+                  "final_loss": r.history[-1]["loss"] if r.history else None} for r in runs],
+        "seconds": round(seconds, 1), "torch": torch.__version__, "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+    }
+
+
+def learn(plan: LearningPlan, progress: ProgressFn | None = None) -> dict[str, Any]:
+    """Fine-tune, write the member files, evaluate before/after, publish the entry, write the report.
+
+    Returns the report (also written to ``plan.out / 'learning_report.json'``).
+    """
+    from ..atomic import write_json_atomic
+    from ..models.safe_load import save_safetensors_atomic
+
+    progress = progress or (lambda f, s, m: None)
+    t0 = time.perf_counter()
+    plan.out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".learning-work-", dir=plan.out))
+    written: list[Path] = []
+    published = False
+    try:
+        heads, runs, cfg = finetune_heads(plan, work, progress, (0.02, 0.55))
+        progress(0.56, "write", f"writing {len(heads)} member files into {plan.weights_dir}")
+        files = []
+        for m, (head, path) in enumerate(zip(heads, plan.member_paths())):
+            written.append(path)
+            sha = save_safetensors_atomic(head, path, {"ensemble": plan.name, "member": str(m), "base": plan.base.name})
+            files.append(WeightFile(os.path.relpath(path, plan.weights_dir), path.resolve(), sha))
+        record = _record(plan, cfg, runs, time.perf_counter() - t0)
+        spec = _new_spec(plan, files, record)
+        rows = evaluate_pair(plan, spec, progress, (0.58, 0.97))
+        regressions = find_regressions(rows, plan.regression_tolerance)
+        record["before_after"] = {"cases": [{k: r[k] for k in ("case", "role", "base", "new", "delta")} for r in rows],
+                                  "regressions": regressions, "report": str(plan.out / "learning_report.json")}
+        record["seconds"] = round(time.perf_counter() - t0, 1)
+        spec = replace_spec(spec, training=record)
+        progress(0.98, "publish", f"adding {plan.name} to {plan.manifest}")
+        manifest_sha = publish(plan, spec)
+        published = True
+        report = {
+            "base": {"name": plan.base.name, "version": plan.base.version},
+            "new": {"name": plan.name, "version": plan.version, "members": [str(p) for p in plan.member_paths()]},
+            "manifest": str(plan.manifest.resolve()), "manifest_sha256": manifest_sha,
+            "bundles": [c.record() for c in plan.cases], "metrics": list(EVAL_METRICS), "cases": rows,
+            "regressions": regressions, "regression_tolerance": plan.regression_tolerance,
+            "regression_metrics": list(REGRESSION_METRICS), "seconds": record["seconds"],
+            "what_the_numbers_mean": ("corrected cases are the new ensemble's training data (truth = the corrected "
+                                      "labels), so 'new' there is training-set agreement; held-out cases were not "
+                                      "trained on in this run: a drop there is a regression. Prompts: one tight box per "
+                                      "muscle per leg per slice from the truth labels (musclesam evaluate's convention)."),
+        }
+        write_json_atomic(plan.out / "learning_report.json", report)
+        progress(1.0, "done", f"{plan.name}: {len(regressions)} regression(s)")
+        return report
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        if not published:
+            for p in written:
+                p.unlink(missing_ok=True)
+
+
+__all__ = ["CorrectedCase", "EvalCase", "LearningPlan", "bump_version", "bundle_sha256", "evaluate_pair",
+           "find_regressions", "finetune_heads", "format_table", "learn", "new_name", "plan_learning", "publish",
+           "read_bundle"]
