@@ -153,7 +153,7 @@ def write_bundle(dest: str | Path, image: Volume, corrected: np.ndarray, *, pred
         write_json_atomic(tmp / "interaction_log.json", list(interaction_log))
         prov = {"software": f"musclesam {__version__}", "bundle_format": BUNDLE_FORMAT,
                 "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "image": image.source, **(provenance or {})}
+                **_image_identity(image), **(provenance or {})}
         write_json_atomic(tmp / "provenance.json", prov)
         write_json_atomic(tmp / "report.json", report)
         publish_mode(tmp)
@@ -162,6 +162,20 @@ def write_bundle(dest: str | Path, image: Volume, corrected: np.ndarray, *, pred
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dest
+
+
+def _image_identity(image: Volume) -> dict:
+    """Where the image is (absolute path, so learning finds it from any folder) and its sha256."""
+    src = Path(image.source)
+    if not src.is_file():
+        return {"image": image.source}
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(src, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return {"image": str(src.resolve()), "image_sha256": digest.hexdigest()}
 
 
 def _swap_into_place(tmp: Path, dest: Path) -> None:
