@@ -61,11 +61,10 @@ class MuscleSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic = None
-        self._parameterNode = None
-        self._parameterNodeGuiTag = None
+        self._parameterNode, self._parameterNodeGuiTag = None, None
         self._boxes = []
-        self._running = False
-        self._progress = None
+        self._running, self._progress = False, None
+        self._bundles, self._learning = [], None  # exported bundles (folder, image file); the learning job
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -90,6 +89,8 @@ class MuscleSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.agreementCheckBox.connect("toggled(bool)", self.onAgreement)
         self.ui.nextUncertainButton.connect("clicked(bool)", self.onNextUncertain)
         self.ui.exportButton.connect("clicked(bool)", self.onExport)
+        self.ui.learnButton.connect("clicked(bool)", self.onLearn)
+        self.ui.learnCancelButton.connect("clicked(bool)", lambda: self._learning and self._learning.cancel())
         for button, key in ((self.ui.placeBoxButton, "B"), (self.ui.segmentButton, "S"), (self.ui.propagateButton, "P"),
                             (self.ui.nextUncertainButton, "N"), (self.ui.cancelButton, "Esc")):
             button.setShortcut(qt.QKeySequence(key))
@@ -297,7 +298,26 @@ class MuscleSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         path = self._run(lambda: self.logic.bridge.export_corrected(volume, self._parameterNode.segmentation, folder,
                                                                     self._parameterNode.fatVolume), "Export")
         if path is not None:
+            self._bundles.append((str(path), volume.GetStorageNode().GetFileName() if volume.GetStorageNode() else ""))
+            self.ui.learnButton.enabled = True
             slicer.util.infoDisplay(f"Corrected labels written to {path}")
+
+    def onLearn(self):  # learning from corrections: a background job, polled by a QTimer on the main thread
+        from MuscleSAMLib.scene_bridge import start_learning  # a lazy name of scene_bridge (learning_runner)
+        self._learning = start_learning([b for b, _ in self._bundles], self.ui.ensembleComboBox.currentData,
+                                        images=[i for _, i in self._bundles] if all(i for _, i in self._bundles) else ())
+        self._pollLearning()
+
+    def _pollLearning(self):
+        h = self._learning
+        self.ui.learnButton.enabled, self.ui.learnCancelButton.enabled = not h.running, h.running
+        if h.progress is not None:
+            self.ui.learnProgressBar.value, self.ui.statusLabel.text = int(100 * h.progress.fraction), h.progress.message
+        if h.running:
+            return qt.QTimer.singleShot(300, self._pollLearning)
+        self.fillSelectors()  # the new ensemble is in the manifest now
+        (slicer.util.infoDisplay if h.result else slicer.util.errorDisplay)(
+            f"New ensemble {h.result['name']}: before/after in {h.result['report']}" if h.result else f"Learning: {h.error}")
 
 
 class MuscleSAMLogic(ScriptedLoadableModuleLogic):

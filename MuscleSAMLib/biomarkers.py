@@ -3,8 +3,9 @@
 Conventions
 -----------
 * Arrays are canonical (slices, rows, cols): columns run patient right -> left, so the patient's
-  RIGHT leg lies at the low column indices. The midline is the mean column of all muscle voxels of
-  the ensemble label map (both legs present) — stated in every result.
+  RIGHT leg lies at the low column indices. The midline is the gap between the thighs in the MRI
+  (column of least body signal in the middle half of the field of view), or the field of view's
+  centre column when no image is given (see :func:`midline_column`).
 * volume_ml = voxels * voxel volume (slice spacing x row x col spacing) / 1000.
 * mean_csa_mm2 = mean cross-sectional area over the slices where the muscle is present.
 * fat fraction (Dixon) = fat / (fat + water) per voxel, over voxels with fat + water > 0; mean and
@@ -52,10 +53,23 @@ def fat_fraction_map(fat: np.ndarray, water: np.ndarray) -> np.ndarray:
     return np.clip(out, 0.0, 1.0)
 
 
-def midline_column(labels: np.ndarray) -> float:
-    """Mean column of all muscle voxels (the column between the two legs); image centre if empty."""
-    cols = np.nonzero(labels > 0)[2]
-    return float(cols.mean()) if cols.size else (labels.shape[2] - 1) / 2.0
+def midline_column(labels: np.ndarray, image: np.ndarray | None = None) -> float:
+    """The column between the two legs (canonical arrays).
+
+    With an image: the column of least body signal (voxels above 10 % of the 99th percentile) in
+    the middle half of the field of view, i.e. the gap between the thighs. Without one: the centre
+    column of the field of view (bilateral thigh scans are centred between the legs). Never derived
+    from the labels alone, which would split a single segmented leg in two.
+    """
+    cols = labels.shape[2]
+    if image is None:
+        return (cols - 1) / 2.0
+    body = image > 0.1 * np.percentile(image, 99)
+    profile = body.sum(axis=(0, 1)).astype(np.float64)
+    lo, hi = cols // 4, (3 * cols) // 4
+    middle = profile[lo:hi]
+    gap = np.flatnonzero(middle == middle.min())
+    return float(lo + gap.mean())
 
 
 def side_mask(shape: tuple[int, int, int], side: str, midline: float) -> np.ndarray:
@@ -88,14 +102,15 @@ def _interval(values: list[float | None]) -> tuple[float, float] | None:
 def muscle_biomarkers(labels: np.ndarray, spacing: tuple[float, float, float], *,
                       member_masks: Mapping[int, np.ndarray] | None = None,
                       fat: np.ndarray | None = None, water: np.ndarray | None = None,
-                      by_side: bool = True) -> list[Biomarkers]:
+                      by_side: bool = True, image: np.ndarray | None = None) -> list[Biomarkers]:
     """Biomarkers for every label in ``labels`` (canonical), per side (and ``both``).
 
     ``member_masks``: {label: (M, slices, rows, cols) bool} each member's own mask of that muscle,
     for the intervals. ``fat``/``water``: a Dixon pair on the same canonical grid, for fat fraction.
+    ``image``: the MRI, to find the gap between the legs (defaults to ``water``).
     """
     ff = fat_fraction_map(fat, water) if fat is not None and water is not None else None
-    midline = midline_column(labels)
+    midline = midline_column(labels, image if image is not None else water)
     sides = (*SIDES, "both") if by_side else ("both",)
     out: list[Biomarkers] = []
     for label in (int(v) for v in np.unique(labels) if v != 0):

@@ -84,10 +84,11 @@ def write_case_outputs(volume: Volume, result: VolumeResult, seg: Segmenter, loa
     report = build_report(volume, result, loaded, boxes, rejected_input)
     water = volume.canonical_array if fat is not None else None
     rows = muscle_biomarkers(result.labels, volume.canonical_spacing, member_masks=member_label_masks(result, result.labels.shape),
-                             fat=fat.canonical_array if fat is not None else None, water=water)
+                             fat=fat.canonical_array if fat is not None else None, water=water,
+                             image=volume.canonical_array)
     report["biomarkers"] = [b.as_dict() for b in rows]
-    report["conventions"]["biomarkers"] = ("per muscle and side (patient right = low canonical columns; midline = mean column "
-                                           "of all muscle voxels); intervals = min-max over members' own masks; fat fraction = "
+    report["conventions"]["biomarkers"] = ("per muscle and side (patient right = low canonical columns; midline = the gap between "
+                                           "the thighs in the MRI); intervals = min-max over members' own masks; fat fraction = "
                                            "fat/(fat+water) per voxel" + ("" if fat is not None else " (no --fat given)"))
     write_biomarker_csv(rows, names, out / "biomarkers.csv")
     write_biomarker_plot(rows, names, out / "biomarkers.png", title=Path(volume.source).name)

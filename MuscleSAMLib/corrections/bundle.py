@@ -126,7 +126,7 @@ def write_bundle(dest: str | Path, image: Volume, corrected: np.ndarray, *, pred
         report: dict[str, Any] = {"format": BUNDLE_FORMAT, "image": image.source}
         spacing = image.canonical_spacing
         ff_kw = {"fat": fat.canonical_array, "water": image.canonical_array} if fat is not None else {}
-        corrected_rows = muscle_biomarkers(corrected_u8, spacing, **ff_kw)
+        corrected_rows = muscle_biomarkers(corrected_u8, spacing, image=image.canonical_array, **ff_kw)
         write_biomarker_csv(corrected_rows, names, tmp / "biomarkers_corrected.csv")
         report["biomarkers_corrected"] = [b.as_dict() for b in corrected_rows]
         if prediction is not None:
@@ -139,7 +139,7 @@ def write_bundle(dest: str | Path, image: Volume, corrected: np.ndarray, *, pred
                 str(v): {"added": int(((corrected_u8 == v) & (pred_u8 != v)).sum()),
                          "removed": int(((pred_u8 == v) & (corrected_u8 != v)).sum())}
                 for v in sorted(set(np.unique(pred_u8)) | set(np.unique(corrected_u8))) if v}
-            pred_rows = muscle_biomarkers(pred_u8, spacing, member_masks=member_masks, **ff_kw)
+            pred_rows = muscle_biomarkers(pred_u8, spacing, member_masks=member_masks, image=image.canonical_array, **ff_kw)
             write_biomarker_csv(pred_rows, names, tmp / "biomarkers_prediction.csv")
             write_biomarker_plot(pred_rows, names, tmp / "biomarkers_prediction.png", title="prediction")
             report["biomarkers_prediction"] = [b.as_dict() for b in pred_rows]

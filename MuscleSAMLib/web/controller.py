@@ -21,13 +21,14 @@ from .box_rois import box_roi, remove_rois
 from .bundle_zip import zip_bundle
 from .drag_box import Drag, drag_to_ras
 from .editing import Editing
+from .learning import LearningActions, learning_defaults
 from .messages import log, muscle_name, reported
 from .options import WebOptions
 from .runs import RunActions
 from .scene_views import AXIAL, SceneViews
 
 
-class WebController(RunActions):
+class WebController(RunActions, LearningActions):
     """The web app's behaviour: state in, bridge calls, state and scene out."""
 
     def __init__(self, server: Any, views: SceneViews, options: WebOptions) -> None:
@@ -40,8 +41,10 @@ class WebController(RunActions):
         self.pending: list[tuple[BoxPrompt, Any]] = []  # drawn boxes not segmented yet, with their ROI nodes
         self.last_box: dict[int, BoxPrompt] = {}
         self.exports: dict[str, Path] = {}  # download name -> complete zip
+        self.learn_bundles: list[tuple[Path, Path]] = []  # (bundle folder, its image file) exported in this session
+        self.image_file: Path | None = None  # the open image's file (learning reads it again)
         self.export_root = Path(options.output) if options.output else Path(tempfile.mkdtemp(prefix="musclesam-web-"))
-        self.state.update(page_state.defaults())
+        self.state.update({**page_state.defaults(), **learning_defaults()})
         self.state.msam_export_folder = str(self.export_root)
         self._task: asyncio.Task | None = None  # the run being watched (a strong reference keeps it alive)
 
@@ -76,12 +79,12 @@ class WebController(RunActions):
         await asyncio.gather(self.open_image(str(self.options.image) if self.options.image else ""), self.load_ensemble())
 
     @reported
-    async def load_ensemble(self) -> None:
-        """Load the ensemble named on the command line (manifest default otherwise)."""
+    async def load_ensemble(self, name: str | None = None) -> None:
+        """Load ``name`` (default: the ensemble named on the command line, else the manifest's default)."""
         with self.state:
             self.state.msam_phase = "loading"
         try:
-            loaded = await loading.read_ensemble(self.options.ensemble, self.options.manifest, self.options.device)
+            loaded = await loading.read_ensemble(name or self.options.ensemble, self.options.manifest, self.options.device)
         except MuscleSAMError as exc:
             with self.state:
                 self.state.msam_phase = "error"
@@ -123,6 +126,7 @@ class WebController(RunActions):
             return
         with self.state:
             self._replace_volume(volume, loading.display_name(path))
+            self.image_file = path.resolve()
             self._refresh_ready()
             self._precompute_middle()
             self.say(f"Opened {self.state.msam_image}. Pick a muscle, drag a box around it on the axial view, then "
@@ -283,6 +287,7 @@ class WebController(RunActions):
         folder = self.logic.export_corrected(volume_node, seg, self.export_root / name)
         zipped = await asyncio.get_running_loop().run_in_executor(None, zip_bundle, folder, self.export_root / f"{name}.zip")
         self.exports[zipped.name] = zipped
+        self.bundle_exported(folder)
         with self.state:
             self.state.msam_export = {"url": f"/musclesam/export/{zipped.name}", "name": zipped.name,
                                       "size": f"{zipped.stat().st_size / 1e6:.1f} MB", "folder": str(folder)}

@@ -1,4 +1,4 @@
-"""The page: a side panel (image, box prompt, uncertainty, review, corrections, export) and the views.
+"""The page: a side panel (image, box prompt, uncertainty, review, corrections, export, learning) and the views.
 
 Widgets only: every button is one controller method; every value lives in the ``msam_*`` state.
 ``data-testid`` attributes name what the browser tests click and read.
@@ -53,6 +53,7 @@ def build_page(server: Any, ctrl: Any, views: Any) -> Any:
             _review_panel(v, html, ctrl)
             _correction_panel(v, ctrl)
             _export_panel(v, html, ctrl)
+            _learning_panel(v, html, ctrl)
         with v.VMain(), html.Div(style="position: relative; height: 100%;"), html.Div(classes="msam-views"):
             views.layout_manager.initialize_layout_grid(layout)
     return layout
@@ -183,3 +184,31 @@ def _export_panel(v: Any, html: Any, ctrl: Any) -> None:
             html.Div("{{ msam_export.name }}", v_if=("msam_export",), classes="text-caption",
                      style="word-break: break-all;")
             html.Div("Bundles are saved on the server in {{ msam_export_folder }}", classes="text-caption mt-1")
+
+
+def _learning_panel(v: Any, html: Any, ctrl: Any) -> None:
+    with v.VCard(flat=True, classes="mb-1"):
+        v.VCardTitle("Learn from corrections")
+        with v.VCardText(classes="pb-1"):
+            html.Div("Fine-tunes the current ensemble (kind decoder) on the {{ msam_learn_bundles }} bundle(s) exported "
+                     "in this session, in the background; the result is a new ensemble in the manifest.",
+                     classes="text-caption mb-1")
+            with v.VRow(dense=True):
+                with v.VCol(cols=8):
+                    v.VBtn("Learn from corrections", color="primary", variant="tonal", block=True, size="small",
+                           click=ctrl.learn, disabled=("!msam_learn_bundles || msam_learn_running",),
+                           prepend_icon="mdi-school", raw_attrs=_tid("learn"))
+                with v.VCol(cols=4):
+                    v.VTextField(v_model=("msam_learn_steps",), label="Steps", type="number", density="compact",
+                                 hide_details=True, disabled=("msam_learn_running",), raw_attrs=_tid("learn-steps"))
+            with html.Div(v_if=("msam_learn_running",), classes="mt-2", raw_attrs=_tid("learn-progress")):
+                v.VProgressLinear(model_value=("msam_learn_fraction",), color="primary", height=8)
+                html.Div("{{ msam_learn_fraction }}% {{ msam_learn_text }}", classes="text-caption",
+                         style="word-break: break-word;", raw_attrs=_tid("learn-text"))
+                v.VBtn("Cancel learning", color="error", variant="tonal", block=True, size="small", classes="mt-1",
+                       click=ctrl.cancel_learning, raw_attrs=_tid("learn-cancel"))
+            with html.Div(v_if=("msam_learn_result",), classes="mt-2", raw_attrs=_tid("learn-result")):
+                html.Div("New ensemble {{ msam_learn_result.name }} ({{ msam_learn_result.version }}): "
+                         "{{ msam_learn_result.summary }}", classes="text-caption", style="word-break: break-word;")
+                v.VBtn("Switch to it", color="success", block=True, size="small", classes="mt-1",
+                       click=ctrl.use_learned, disabled=("msam_busy",), raw_attrs=_tid("learn-switch"))

@@ -54,3 +54,17 @@ def test_fat_fraction_mean_median_and_interval():
 def test_fat_fraction_map_handles_empty_signal():
     ff = fat_fraction_map(np.array([0.0, 1.0, 3.0]), np.array([0.0, 1.0, 1.0]))
     assert np.isnan(ff[0]) and ff[1] == 0.5 and ff[2] == 0.75
+
+
+def test_one_segmented_leg_is_not_split_in_two():
+    """The midline comes from the MRI (gap between the thighs), not from the segmented voxels."""
+    from MuscleSAMLib.biomarkers import midline_column
+
+    image = np.zeros((1, 10, 40))
+    image[0, 2:8, 3:17] = 100.0   # right thigh
+    image[0, 2:8, 23:37] = 100.0  # left thigh
+    labels = np.zeros((1, 10, 40), np.uint8)
+    labels[0, 3:7, 4:16] = 2      # only the right leg segmented
+    assert 17 <= midline_column(labels, image) <= 22
+    rows = {(b.label, b.side) for b in muscle_biomarkers(labels, (1.0, 1.0, 1.0), image=image)}
+    assert (2, "right") in rows and (2, "left") not in rows
