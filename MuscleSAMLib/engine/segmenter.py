@@ -136,12 +136,19 @@ class Segmenter:
         if self.crops:
             crops = [self._crop_window(b) for b in good]
             self._encode_crops(k, crops, cancel)
-            for b, crop in zip(good, crops):
-                _check_cancel(cancel)
-                emb, geo = self.embedding(k, crop)
-                local = np.array([[b.xyxy[0] - crop.c0, b.xyxy[1] - crop.r0, b.xyxy[2] - crop.c0, b.xyxy[3] - crop.r0]], float)
-                out = self._decode(emb, geo, local)
-                result.boxes.append(BoxPrediction(b, crop, out.probs[:, 0], out.iou_pred[:, 0]))
+            _check_cancel(cancel)
+            cached = [self.embedding(k, c) for c in crops]
+            axis = 0 if self.ensemble.kind == "decoder" else 1
+            emb = torch.cat([e for e, _ in cached], dim=axis)
+            local = np.array([[b.xyxy[0] - c.c0, b.xyxy[1] - c.r0, b.xyxy[2] - c.c0, b.xyxy[3] - c.r0]
+                              for b, c in zip(good, crops)], float)
+            with self._lock:
+                t1 = time.perf_counter()
+                probs, iou = self.ensemble.decode_crops(emb, [g for _, g in cached], local)
+                self.stats.decode_seconds += time.perf_counter() - t1
+                self.stats.decoder_calls += 1
+            for n, (b, crop) in enumerate(zip(good, crops)):
+                result.boxes.append(BoxPrediction(b, crop, probs[n], iou[:, n]))
         else:
             _check_cancel(cancel)
             emb, geo = self.embedding(k)

@@ -34,6 +34,7 @@ from torch import nn
 
 from ..errors import GeometryError, InputError, WeightsError
 from ..slice_geometry import ResizePad, box_window, model_to_slice, resize_pad
+from .batched_decode import decode_per_image
 from .architectures import ArchSpec, build_sam, get_arch
 from .lora import apply_lora, is_lora_key, load_lora_state_dict, lora_member, lora_state_dict, merge_lora
 from .manifest import DEFAULT_BOX_MASK_LOGIT, KINDS, PROMPT_GEOMETRIES, EnsembleSpec, LoRASpec
@@ -597,6 +598,38 @@ class Ensemble:
                                       self._mode(n))
             lowres, iou = lowres[:, :, 0], iou[:, :, 0]  # (M, N, L, L), (M, N)
         return DecodeResult(lowres.float().cpu().numpy(), iou.float().cpu().numpy(), geo=geo)
+
+    def decode_crops(self, embeddings: torch.Tensor, geos: Sequence[ResizePad],
+                     boxes_xyxy: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        """Box-crop geometry: N crops, each with its own embedding and box, decoded in one batch per member.
+
+        ``embeddings``: (N, C, h, w) for the ``decoder`` kind (shared by the members) or
+        (M, N, C, h, w); ``geos[n]`` the crop's geometry; ``boxes_xyxy`` (N, 4) in crop pixels.
+        Returns per box the member probabilities on its crop grid, (M, rows_n, cols_n) float32,
+        and the IoU predictions (M, N). Same values as :meth:`decode` box by box.
+        """
+        n, mm = len(geos), self.members
+        if boxes_xyxy.shape != (n, 4):
+            raise InputError(f"decode_crops needs one box per crop: {n} crops, boxes {tuple(boxes_xyxy.shape)}")
+        if self._heads.modules is None:
+            raise InputError("decode_crops needs the member modules (batch_mode 'vmap' only holds stacked parameters)")
+        boxes = np.stack([_check_boxes(boxes_xyxy[i:i + 1], g.rows, g.cols)[0] for i, g in enumerate(geos)])
+        bm = torch.as_tensor(np.stack([g.box_to_model(b) for g, b in zip(geos, boxes)]), dtype=torch.float32,
+                             device=self.device)
+        masks = None
+        if self.spec.box_mask_prompt:
+            masks = box_mask_prompt(bm, self.input_size, self.lowres_size, self.spec.box_mask_logit).to(self.device)
+        emb = embeddings.to(self.device, torch.float32)
+        probs = [np.empty((mm, g.rows, g.cols), np.float32) for g in geos]
+        iou = np.empty((mm, n), np.float32)
+        with torch.inference_mode():
+            for m, head in enumerate(self._heads.modules):
+                e = emb if self.kind == "decoder" else emb[m]
+                logits, q = decode_per_image(head.prompt_encoder, head.mask_decoder, e, bm, masks)
+                iou[m] = q.float().cpu().numpy()
+                for i, g in enumerate(geos):
+                    probs[i][m] = torch.sigmoid(model_to_slice(logits[i], g)).cpu().numpy()
+        return probs, iou
 
     def _mask_input(self, boxes_model: torch.Tensor, mask_prompts: Any, n: int, mm: int,
                     L: int) -> tuple[torch.Tensor | None, bool]:

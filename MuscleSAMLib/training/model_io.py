@@ -16,6 +16,7 @@ import torch
 from segment_anything.modeling import Sam
 
 from ..models.ensemble import box_mask_prompt
+from ..models.batched_decode import decode_per_image
 from ..slice_geometry import ResizePad, box_window, resize_pad
 
 
@@ -44,23 +45,7 @@ def crop_for_box(slice2d: np.ndarray, box_xyxy, margin: float, geometry: str) ->
 def prompt_and_decode(sam: Sam, emb: torch.Tensor, boxes_model: torch.Tensor,
                       mask_prompt: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Image embeddings (B, C, g, g) with one box each -> (low-res logits (B, 4g, 4g), iou (B,))."""
-    sparse, dense = sam.prompt_encoder(points=None, boxes=boxes_model.float(), masks=mask_prompt)
-    dec = sam.mask_decoder
-    b = emb.shape[0]
-    tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], 0)[None].expand(b, -1, -1)
-    tokens = torch.cat([tokens, sparse], 1)
-    src = emb + dense
-    pos = sam.prompt_encoder.get_dense_pe().expand(b, -1, -1, -1)
-    c, h, w = src.shape[1:]
-    hs, src = dec.transformer(src, pos, tokens)
-    iou_tok = hs[:, 0]
-    mask_toks = hs[:, 1:1 + dec.num_mask_tokens]
-    up = dec.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
-    hyper = torch.stack([mlp(mask_toks[:, i]) for i, mlp in enumerate(dec.output_hypernetworks_mlps)], 1)
-    bu, cu, hu, wu = up.shape
-    masks = (hyper @ up.reshape(bu, cu, hu * wu)).reshape(bu, -1, hu, wu)
-    iou = dec.iou_prediction_head(iou_tok)
-    return masks[:, 0], iou[:, 0]
+    return decode_per_image(sam.prompt_encoder, sam.mask_decoder, emb, boxes_model, mask_prompt)
 
 
 def forward(sam: Sam, x: torch.Tensor, boxes_model: torch.Tensor, box_mask: bool, box_mask_logit: float,

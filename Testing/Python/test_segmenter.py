@@ -80,8 +80,10 @@ def test_precompute_on_worker_then_cancel(phantom, ensemble):
         seg.predict(boxes_from_labels(phantom.labels), cancel=cancel)
 
 
-def test_box_crop_geometry_caches_per_crop(phantom):
-    ens = Ensemble.random("demo_xs", "decoder", members=2, seed=1, prompt_geometry="box_crop", box_mask_prompt=True)
+@pytest.mark.parametrize("kind", ["decoder", "full", "lora"])
+def test_box_crop_geometry_caches_per_crop(phantom, kind):
+    """All crops of a slice: one encoder batch, one batched decode, equal to SAM's box-by-box decode."""
+    ens = Ensemble.random("demo_xs", kind, members=2, seed=1, prompt_geometry="box_crop", box_mask_prompt=True)
     seg = Segmenter(ens, phantom.water)
     boxes = boxes_from_labels(phantom.labels, slices=[1])[:3]
     res = seg.predict_slice(1, boxes)
