@@ -24,6 +24,7 @@ _LAZY = {
     "Busy": ".jobs",
     "Cancelled": ".jobs",
     "headless_scene": ".headless",
+    "start_learning": "..corrections.learning_runner",  # learning from corrections (a subprocess)
 }
 
 __all__ = sorted(_LAZY)

@@ -25,3 +25,18 @@ def test_core_engine_imports_without_slicer_qt_or_trame():
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+def test_every_bridge_name_the_desktop_module_imports_resolves():
+    """MuscleSAM.py imports only from the bridge: each such name must exist (Slicer itself is not needed)."""
+    import ast
+
+    import MuscleSAMLib.scene_bridge as bridge
+
+    tree = ast.parse((ROOT / "MuscleSAM" / "MuscleSAM.py").read_text())
+    names = [alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+             and (node.module or "").startswith("MuscleSAMLib.scene_bridge") and node.module == "MuscleSAMLib.scene_bridge"
+             for alias in node.names]
+    assert names, "the module imports nothing from the bridge?"
+    for name in names:
+        assert hasattr(bridge, name) or (ROOT / "MuscleSAMLib" / "scene_bridge" / f"{name}.py").exists(), name
