@@ -300,7 +300,7 @@ class MuscleSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if path is not None:
             self._bundles.append((str(path), volume.GetStorageNode().GetFileName() if volume.GetStorageNode() else ""))
             self.ui.learnButton.enabled = True
-            slicer.util.infoDisplay(f"Corrected labels written to {path}")
+            slicer.util.infoDisplay(f"Corrected labels written to {path}\n{self.logic.bridge.edit_check_summary(path)}")
 
     def onLearn(self):  # learning from corrections: a background job, polled by a QTimer on the main thread
         from MuscleSAMLib.scene_bridge import start_learning  # a lazy name of scene_bridge (learning_runner)

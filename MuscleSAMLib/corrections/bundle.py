@@ -207,3 +207,19 @@ def check_bundle(path: str | Path, image: Volume | None = None) -> Path:
 
         check_same_grid(image, read_volume(p / "corrected_labels.nii.gz", allow_labels=True), "image", "bundle labels")
     return p
+
+
+def edit_check_summary(bundle: str | Path) -> str:
+    """One line for the GUIs after an export: did the uncertainty point at what the user edited?"""
+    import json
+
+    report = json.loads((Path(bundle) / "report.json").read_text())
+    check = report.get("uncertainty_vs_edits")
+    if not check:
+        return "No prediction in this bundle: nothing to compare the edits with."
+    if not check.get("edited_voxels"):
+        return "No voxel was edited: the prediction was accepted as it is."
+    fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
+    top10 = check.get("edit_share_top10pct")
+    return (f"Uncertainty vs your edits: AUROC {fmt(check.get('auroc_edit'))} over {check['edited_voxels']} edited voxels; "
+            f"{'n/a' if top10 is None else f'{100 * top10:.0f}%'} of them lay in the 10% most uncertain voxels.")

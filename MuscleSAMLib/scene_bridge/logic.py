@@ -395,6 +395,12 @@ class MuscleSAMLogic:
         return export_bundle(folder, vol, geometry.to_canonical(stored, vol), s, self.loaded, statuses,
                              volume_node.GetName(), fat)
 
+    def edit_check_summary(self, bundle: str | Path) -> str:
+        """One line for the user after an export: did the uncertainty point at what they edited?"""
+        from ..corrections.bundle import edit_check_summary
+
+        return edit_check_summary(bundle)
+
     def shutdown(self) -> None:
         """Cancel work and stop the worker thread (module cleanup)."""
         self.cancel()

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..corrections.bundle import edit_check_summary
 from ..engine.types import BoxPrompt
 from ..errors import InputError, MuscleSAMError
 from ..sample_data import muscle_names
@@ -291,7 +292,7 @@ class WebController(RunActions, LearningActions):
         with self.state:
             self.state.msam_export = {"url": f"/musclesam/export/{zipped.name}", "name": zipped.name,
                                       "size": f"{zipped.stat().st_size / 1e6:.1f} MB", "folder": str(folder)}
-            self.say(f"Exported to {folder} on the server. Download it as {zipped.name}.", "success")
+            self.say(f"Exported to {folder} on the server. Download it as {zipped.name}. {edit_check_summary(folder)}", "success")
 
     # ------------------------------------------------------------------ page events
     @reported

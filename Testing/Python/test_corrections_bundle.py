@@ -115,3 +115,14 @@ def test_segment_then_export_cli(tmp_path):
     assert prompts["ijk"]["boxes"][0]["xyxy"] == [10, 30, 40, 70]
     back = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "bundle" / "corrected_labels.nii.gz")))
     assert (back[1, 40:50, 20:30] == 3).all()  # the edit is in the bundle
+
+
+def test_edit_check_summary_line(tmp_path):
+    vol, pred, corr = _case()
+    unc = (edit_map(pred, corr) > 0).astype(np.float32)
+    dest = write_bundle(tmp_path / "b", vol, corr, prediction=pred, uncertainty_total=unc)
+    from MuscleSAMLib.corrections.bundle import edit_check_summary
+
+    line = edit_check_summary(dest)
+    assert "AUROC 1.00 over 50 edited voxels" in line and "\n" not in line
+    assert "nothing to compare" in edit_check_summary(write_bundle(tmp_path / "c", vol, corr))
