@@ -23,7 +23,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .atomic import atomic_path, write_json_atomic  # noqa: E402
+from .atomic import write_json_atomic  # noqa: E402
+from .outputs.figures import save_png  # noqa: E402
 from .baselines.boxfill import boxfill_labels  # noqa: E402
 from .engine.assembly import combine_label_predictions  # noqa: E402
 from .engine.boxes import boxes_from_labels  # noqa: E402
@@ -162,11 +163,7 @@ def reliability_plot(p: np.ndarray, y: np.ndarray, path: str | Path, title: str)
     ax2.set_xlabel("confidence max(p, 1-p)")
     ax2.set_ylabel("voxels")
     fig.tight_layout()
-    dest = Path(path)
-    with atomic_path(dest) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return dest
+    return save_png(fig, path, dpi=100)
 
 
 def evaluate_case(image: Volume, labels: Volume, loaded: LoadedEnsemble, out_dir: str | Path, *,

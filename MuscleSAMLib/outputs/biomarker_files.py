@@ -13,7 +13,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..atomic import atomic_path, write_text_atomic  # noqa: E402
+from ..atomic import write_text_atomic  # noqa: E402
+from .figures import save_png  # noqa: E402
 from ..biomarkers import Biomarkers  # noqa: E402
 
 CSV_COLUMNS = ("label", "muscle", "side", "volume_ml", "volume_ml_min", "volume_ml_max", "mean_csa_mm2",
@@ -62,8 +63,4 @@ def write_biomarker_plot(rows: Sequence[Biomarkers], names: Mapping[int, dict], 
         ax.legend(fontsize=8)
     axes[0][0].set_title((title + "\n" if title else "") + "error bars: min-max over ensemble members")
     fig.tight_layout()
-    dest = Path(path)
-    with atomic_path(dest) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return dest
+    return save_png(fig, path, dpi=100)

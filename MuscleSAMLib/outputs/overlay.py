@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from ..atomic import atomic_path  # noqa: E402
+from .figures import save_png  # noqa: E402
 
 
 def write_overlay(mri_0_255: np.ndarray, labels: np.ndarray, uncertainty01: np.ndarray, slices: Sequence[int],
@@ -57,8 +57,4 @@ def write_overlay(mri_0_255: np.ndarray, labels: np.ndarray, uncertainty01: np.n
     if handles:
         fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6 if len(slices) < 3 else 11), fontsize=8, frameon=False)
     fig.suptitle(title + "\nresearch use only, not for clinical use", fontsize=10)
-    dest = Path(path)
-    with atomic_path(dest) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return dest
+    return save_png(fig, path, dpi=110)
