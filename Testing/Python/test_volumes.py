@@ -177,3 +177,35 @@ def test_write_into_read_only_folder_leaves_nothing(tmp_path, ramp_array):
     finally:
         os.chmod(ro, 0o755)
     assert list(ro.iterdir()) == []
+
+
+def test_dicom_series_folder_reads_with_its_geometry(tmp_path):
+    """A DICOM series (one file per slice) reads as one 3D volume with spacing and origin kept."""
+    arr = (np.arange(4 * 12 * 10, dtype=np.int16).reshape(4, 12, 10) + 1)
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing((0.8, 0.9, 5.0))
+    img.SetOrigin((-10.0, 20.0, 30.0))
+    folder = tmp_path / "series"
+    folder.mkdir()
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for k in range(arr.shape[0]):
+        sl = img[:, :, k]
+        origin = img.TransformIndexToPhysicalPoint((0, 0, k))
+        for tag, value in (("0010|0010", "Phantom^Thigh"), ("0020|000d", "1.2.826.0.1.3680043.2.1125.1"),
+                           ("0020|000e", "1.2.826.0.1.3680043.2.1125.2"), ("0008|0060", "MR"),
+                           ("0020|0032", "\\".join(f"{v:.4f}" for v in origin)), ("0020|0013", str(k + 1)),
+                           ("0020|0037", "1\\0\\0\\0\\1\\0"), ("0018|0050", "5.0"), ("0028|0030", "0.9\\0.8")):
+            sl.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
+        writer.Execute(sl)
+    vol = read_volume(folder)
+    assert vol.image.GetSize() == (10, 12, 4)
+    np.testing.assert_allclose(vol.image.GetSpacing(), (0.8, 0.9, 5.0), atol=1e-3)
+    np.testing.assert_allclose(vol.image.GetOrigin(), (-10.0, 20.0, 30.0), atol=1e-3)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(vol.image), arr)
+
+
+def test_folder_without_dicom_is_refused(tmp_path):
+    with pytest.raises(InputError, match="holds no DICOM series"):
+        read_volume(tmp_path)
