@@ -32,6 +32,7 @@ from ..biomarkers import muscle_biomarkers
 from ..engine.boxes import boxes_to_json
 from ..engine.types import BoxPrompt
 from ..errors import GeometryError, InputError
+from ..hashing import sha256_of_file
 from ..metrics.uncertainty_quality import auroc, error_share_in_top
 from ..outputs.biomarker_files import write_biomarker_csv, write_biomarker_plot
 from ..outputs.seg_nrrd import write_seg_nrrd
@@ -169,13 +170,7 @@ def _image_identity(image: Volume) -> dict:
     src = Path(image.source)
     if not src.is_file():
         return {"image": image.source}
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(src, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return {"image": str(src.resolve()), "image_sha256": digest.hexdigest()}
+    return {"image": str(src.resolve()), "image_sha256": sha256_of_file(src)}
 
 
 def _swap_into_place(tmp: Path, dest: Path) -> None:

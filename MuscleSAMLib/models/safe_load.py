@@ -9,7 +9,6 @@ plain container. Every failure is a one-line :class:`WeightsError`.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 from pathlib import Path
@@ -20,21 +19,17 @@ from torch import nn
 
 from ..atomic import atomic_path
 from ..errors import WeightsError
+from ..hashing import sha256_of_file
 
-_CHUNK = 1 << 20
 _WRAPPER_KEYS = ("model", "state_dict", "model_state_dict")
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file's bytes (streamed, constant memory)."""
-    h = hashlib.sha256()
+    """Hex sha256 of a weights file's bytes (streamed); an unreadable file is a WeightsError."""
     try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(_CHUNK), b""):
-                h.update(chunk)
+        return sha256_of_file(path)
     except OSError as exc:
         raise WeightsError(f"cannot read weights file {path}: {exc.strerror or exc}") from None
-    return h.hexdigest()
 
 
 def _is_safetensors(path: Path) -> bool:
