@@ -70,13 +70,19 @@ def _box_region(boxes: Sequence[BoxPrompt], shape: tuple[int, int, int]) -> np.n
     return region
 
 
-def label_probability(result: VolumeResult, label: int, shape: tuple[int, int, int]) -> np.ndarray:
-    """3D ensemble-mean probability of one muscle (max over its boxes; 0 outside their windows)."""
+def combined_per_slice(result: VolumeResult) -> dict[int, dict]:
+    """Per slice, each muscle's boxes combined once (see :func:`engine.assembly.combine_label_predictions`)."""
+    return {k: combine_label_predictions(pred.boxes) for k, pred in result.predictions.items() if pred.boxes}
+
+
+def label_probability(combined: dict[int, dict], label: int, shape: tuple[int, int, int]) -> np.ndarray:
+    """3D ensemble-mean probability of one muscle (max over its boxes; 0 outside their windows).
+
+    ``combined`` is :func:`combined_per_slice` of the run, computed once for all muscles.
+    """
     vol = np.zeros(shape, np.float32)
-    for k, pred in result.predictions.items():
-        if not pred.boxes:
-            continue
-        per = combine_label_predictions(pred.boxes).get(label)
+    for k, per_label in combined.items():
+        per = per_label.get(label)
         if per is not None:
             vol[k][per.window.slices] = per.mean
     return vol
@@ -93,10 +99,11 @@ def evaluate_result(result: VolumeResult, truth: np.ndarray, boxes: Sequence[Box
     shape = truth.shape
     per_muscle: dict[str, dict] = {}
     pooled_p, pooled_y = [], []
+    combined = combined_per_slice(result)
     for label in sorted(int(v) for v in np.unique(truth) if v != 0):
         y = truth == label
         m = segmentation_metrics(result.labels == label, y, spacing)
-        p = label_probability(result, label, shape)
+        p = label_probability(combined, label, shape)
         region = _box_region([b for b in boxes if b.label == label], shape)
         if region.any():
             m["ece_box_15"] = ece(p, y, 15, region)
