@@ -1,5 +1,6 @@
-"""Bad-input suite: every CLI entry point fed broken inputs must end in ONE clear line (exit code 2),
-leave no partial output and run no planted code. A table (cases tried, passed) is printed at the end.
+"""Bad-input suite, CLI part: every subcommand fed broken inputs must end in ONE clear line (exit code 2),
+leave no partial output and run no planted code. Recorded in the one table (``bad_input_table``) that
+is printed at the end with the scene-bridge and web cases.
 """
 
 from __future__ import annotations
@@ -15,11 +16,9 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from bad_input_table import record
 from musclesam_test_helpers import write_random_decoder_ensemble
 from MuscleSAMLib.cli.main import main
-
-RESULTS: list[tuple[str, bool]] = []
-
 
 class _Trap:
     """Unpickling this would create a marker file (stands for any code a pickle can run)."""
@@ -155,8 +154,7 @@ def _nonaxial(t: Path) -> Path:
 def test_bad_input(case, tmp_path, capsys):
     build, expected = CASES[case]
     argv = build(tmp_path)
-    ok = False
-    try:
+    with record("CLI", case):
         code = main(argv)
         err = capsys.readouterr().err.strip()
         assert code == 2, f"exit code {code}, stderr: {err}"
@@ -164,13 +162,3 @@ def test_bad_input(case, tmp_path, capsys):
         assert expected in err, err
         assert not (tmp_path / "o").exists(), "partial output left behind"
         assert not (tmp_path / "PWNED").exists(), "planted code ran"
-        ok = True
-    finally:
-        RESULTS.append((case, ok))
-
-
-def pytest_terminal_summary_table() -> str:
-    """The table printed at the end of the session (see conftest's terminal summary hook)."""
-    lines = [f"{'bad-input case':40s} result"] + [f"{c:40s} {'passed' if ok else 'FAILED'}" for c, ok in RESULTS]
-    lines.append(f"{len(RESULTS)} tried, {sum(ok for _, ok in RESULTS)} passed")
-    return "\n".join(lines)
