@@ -8,6 +8,7 @@ untouched.
 Contents (all images on the input's grid)::
 
     corrected_labels.nii.gz, corrected_labels.seg.nrrd   the user's corrected labels
+    corrected_labels.dcm                                 DICOM SEG, when the input was a DICOM series
     prediction_labels.nii.gz                             the model's prediction (if any)
     probability.nii.gz, uncertainty_total.nii.gz, uncertainty_epistemic.nii.gz   (if given)
     edit_map.nii.gz     0 unchanged, 1 added (muscle where the prediction had background),
@@ -35,6 +36,7 @@ from ..errors import GeometryError, InputError
 from ..hashing import sha256_of_file
 from ..metrics.uncertainty_quality import auroc, error_share_in_top
 from ..outputs.biomarker_files import write_biomarker_csv, write_biomarker_plot
+from ..outputs.dicom_seg import dicom_series_files, write_dicom_seg
 from ..outputs.seg_nrrd import write_seg_nrrd
 from ..sample_data import muscle_names
 from ..version import __version__
@@ -101,10 +103,13 @@ def write_bundle(dest: str | Path, image: Volume, corrected: np.ndarray, *, pred
                  probability: np.ndarray | None = None, uncertainty_total: np.ndarray | None = None,
                  uncertainty_epistemic: np.ndarray | None = None, prompts: Sequence[BoxPrompt] = (),
                  interaction_log: Sequence[dict] = (), provenance: dict | None = None, fat: Volume | None = None,
-                 member_masks: dict[int, np.ndarray] | None = None) -> Path:
+                 member_masks: dict[int, np.ndarray] | None = None,
+                 dicom_source: Sequence[str | os.PathLike] | None = None) -> Path:
     """Write a corrections bundle to ``dest`` (a folder) atomically; returns ``dest``.
 
     Arrays are canonical (slices, rows, cols) on ``image``'s grid; ``corrected`` is the user's label map.
+    ``dicom_source``: the DICOM files of the segmented series, for a DICOM SEG of the corrected labels
+    (default: the series in ``image.source`` when that is a DICOM folder; none otherwise).
     """
     shape = image.canonical_array.shape
     for name, arr in (("corrected labels", corrected), ("prediction", prediction), ("probability", probability),
@@ -125,6 +130,15 @@ def write_bundle(dest: str | Path, image: Volume, corrected: np.ndarray, *, pred
         write_seg_nrrd(corrected_u8, image, tmp / "corrected_labels.seg.nrrd", names,
                        status={int(v): "completed" for v in np.unique(corrected_u8) if v})
         report: dict[str, Any] = {"format": BUNDLE_FORMAT, "image": image.source}
+        if dicom_source is None and Path(image.source).is_dir():
+            dicom_source = dicom_series_files(image.source)
+        if dicom_source and not corrected_u8.any():
+            report["dicom_seg"] = {"skipped": "no muscle in the corrected labels"}
+        elif dicom_source:
+            write_dicom_seg(corrected_u8, image, dicom_source, tmp / "corrected_labels.dcm", names,
+                            series_description="MuscleSAM corrected muscles")
+            report["dicom_seg"] = {"file": "corrected_labels.dcm", "segments": int(len(np.unique(corrected_u8[corrected_u8 > 0]))),
+                                   "source_files": len(dicom_source)}
         spacing = image.canonical_spacing
         ff_kw = {"fat": fat.canonical_array, "water": image.canonical_array} if fat is not None else {}
         corrected_rows = muscle_biomarkers(corrected_u8, spacing, image=image.canonical_array, **ff_kw)
