@@ -232,15 +232,20 @@ class MuscleSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._boxes = [b for b in self._boxes if slicer.mrmlScene.IsNodePresent(b) and b.GetNumberOfControlPoints() > 0]
         return list(self._boxes)
 
+    def _withFatImage(self, call):
+        """Run ``call`` after handing the bridge the chosen Dixon fat image (review table fat fraction)."""
+        self.logic.bridge.set_fat_image(self._volume(), self._parameterNode.fatVolume)
+        return call()
+
     def onSegment(self):
-        outcome = self._run(lambda: self.logic.bridge.segment(self._volume(), self._placedBoxes(), self._parameterNode.segmentation,
-                                                              pump=self._pump), "Segment")
+        outcome = self._run(lambda: self._withFatImage(lambda: self.logic.bridge.segment(
+            self._volume(), self._placedBoxes(), self._parameterNode.segmentation, pump=self._pump)), "Segment")
         self._show(outcome)
 
     def onPropagate(self):
         boxes = self._placedBoxes()
-        outcome = self._run(lambda: self.logic.bridge.propagate(self._volume(), boxes[-1] if boxes else None,
-                                                                self._parameterNode.segmentation, pump=self._pump), "Propagate")
+        outcome = self._run(lambda: self._withFatImage(lambda: self.logic.bridge.propagate(
+            self._volume(), boxes[-1] if boxes else None, self._parameterNode.segmentation, pump=self._pump)), "Propagate")
         self._show(outcome)
 
     def onCancel(self):

@@ -36,7 +36,7 @@ def provenance(loaded: "LoadedEnsemble | None", volume_name: str, statuses: dict
 
 def export_bundle(folder: str | Path, volume: Volume, corrected: np.ndarray, session: Session | None,
                   loaded: "LoadedEnsemble | None", statuses: dict[int, str], volume_name: str,
-                  fat: Volume | None = None) -> Path:
+                  fat: Volume | None = None, dicom_source: list[Path] | None = None) -> Path:
     """Write the bundle for canonical ``corrected`` labels into ``folder``; returns its path."""
     from ..corrections.bundle import write_bundle  # noqa: PLC0415 - heavy (plots); only when exporting
 
@@ -51,4 +51,6 @@ def export_bundle(folder: str | Path, volume: Volume, corrected: np.ndarray, ses
         interaction_log=list(session.log) if session is not None else [],
         provenance=provenance(loaded, volume_name, statuses),
         fat=fat,
+        member_masks=session.member_masks if ran else None,
+        dicom_source=dicom_source,
     )

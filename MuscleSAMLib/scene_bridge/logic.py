@@ -28,6 +28,7 @@ from ..errors import InputError, WeightsError
 from ..models.manifest import load_manifest
 from ..sample_data import REPO_ROOT, muscle_names
 from . import geometry, overlays, prompts, review_table, segments
+from .dicom_source import dicom_files_of
 from .jobs import Busy, Job
 from .mrml import find_owned_node
 from .outcomes import DisplaySettings, EnsembleChoice, RunOutcome
@@ -51,6 +52,7 @@ class MuscleSAMLogic:
         self.display = DisplaySettings()
         self.flag_uncertainty_nats = float(flag_uncertainty_nats)
         self._sessions: dict[str, Session] = {}
+        self._fat_nodes: dict[str, Any] = {}  # volume node ID -> its Dixon fat node (fat fraction columns)
         self._job: Job | None = None
 
     # ------------------------------------------------------------------ ensemble
@@ -307,7 +309,7 @@ class MuscleSAMLogic:
         overlays.style_probability(prob)
         if self.display.agreement_outlines:
             self.show_agreement_outlines(volume_node, True)
-        table = review_table.write_review_table(volume_node, s)
+        table = review_table.write_review_table(volume_node, s, self._fat_array(volume_node, s))
         rejected = [(b.source or f"label {b.label} slice {b.slice}", why) for b, why in result.rejected]
         return RunOutcome(seg_node, heat, prob, table, boxes, changed, sorted(flagged & set(predicted)), rejected,
                           [geometry.stored_slice_index(s.volume, k) for k in touched], time.perf_counter() - started, stops)
@@ -353,9 +355,35 @@ class MuscleSAMLogic:
         return s
 
     # ------------------------------------------------------------------ review
+    def set_fat_image(self, volume_node: Any, fat_node: Any | None) -> None:
+        """Use ``fat_node`` (Dixon fat, on ``volume_node``'s grid; None: none) for the fat fraction columns."""
+        geometry.check_volume_node(volume_node)
+        if fat_node is None:
+            self._fat_nodes.pop(volume_node.GetID(), None)
+            return
+        self._check_fat_grid(volume_node, fat_node)
+        self._fat_nodes[volume_node.GetID()] = fat_node
+
+    @staticmethod
+    def _check_fat_grid(volume_node: Any, fat_node: Any) -> Any:
+        fat = geometry.volume_from_node(fat_node)
+        if not fat.same_grid(geometry.volume_from_node(volume_node)):
+            raise InputError(f"fat image '{fat_node.GetName()}' is not on the grid of '{volume_node.GetName()}'; "
+                             "choose the fat image of the same Dixon acquisition")
+        return fat
+
+    def _fat_array(self, volume_node: Any, s: Session) -> np.ndarray | None:
+        """The set fat image (canonical), or None: none set, removed from the scene, or no longer on the grid."""
+        fat_node = self._fat_nodes.get(volume_node.GetID())
+        if fat_node is None or fat_node.GetScene() is None:
+            return None
+        fat = geometry.volume_from_node(fat_node)
+        return fat.canonical_array if fat.same_grid(s.volume) else None
+
     def review_table(self, volume_node: Any) -> Any:
-        """The review table node of ``volume_node`` (refreshed)."""
-        return review_table.write_review_table(volume_node, self._session_with_run(volume_node))
+        """The review table node of ``volume_node`` (refreshed; fat fraction columns when a fat image is set)."""
+        s = self._session_with_run(volume_node)
+        return review_table.write_review_table(volume_node, s, self._fat_array(volume_node, s))
 
     def next_uncertain(self, volume_node: Any, jump: bool = True) -> review_table.ReviewTarget | None:
         """The next most uncertain (slice, muscle) not yet visited; slice views jump there when ``jump``."""
@@ -376,24 +404,25 @@ class MuscleSAMLogic:
         lab = prompts.resolve_label(label)
         segments.set_segment_status(segmentation_node, lab, segments.STATUS_COMPLETED if locked else segments.STATUS_IN_PROGRESS)
 
-    def export_corrected(self, volume_node: Any, segmentation_node: Any, folder: str | Path, fat_node: Any | None = None) -> Path:
-        """Write the (user-edited) segmentation as a bundle folder, atomically (see export.py)."""
+    def export_corrected(self, volume_node: Any, segmentation_node: Any, folder: str | Path, fat_node: Any | None = None,
+                         dicom_files: Sequence[str | Path] | None = None) -> Path:
+        """Write the (user-edited) segmentation as a bundle folder, atomically (see export.py).
+
+        ``dicom_files``: the DICOM files the volume was loaded from (default: looked up in desktop
+        Slicer's DICOM database); when known, the bundle also holds the corrected labels as DICOM SEG.
+        """
         geometry.check_volume_node(volume_node)
         if segmentation_node is None:
             raise InputError("no segmentation to export: segment first or choose a segmentation")
         s = self._sessions.get(volume_node.GetID())
         vol = s.volume if s is not None else geometry.volume_from_node(volume_node)
-        fat = None
-        if fat_node is not None:
-            fat = geometry.volume_from_node(fat_node)
-            if not fat.same_grid(vol):
-                raise InputError(f"fat image '{fat_node.GetName()}' is not on the grid of '{volume_node.GetName()}'")
+        fat = self._check_fat_grid(volume_node, fat_node) if fat_node is not None else None
         from .export import export_bundle  # noqa: PLC0415
 
         stored = segments.read_labels(segmentation_node, volume_node)
         statuses = {lab: segments.segment_status(segmentation_node, lab) for lab in segments.muscle_segment_ids(segmentation_node)}
         return export_bundle(folder, vol, geometry.to_canonical(stored, vol), s, self.loaded, statuses,
-                             volume_node.GetName(), fat)
+                             volume_node.GetName(), fat, [Path(f) for f in dicom_files] if dicom_files else dicom_files_of(volume_node))
 
     def edit_check_summary(self, bundle: str | Path) -> str:
         """One line for the user after an export: did the uncertainty point at what they edited?"""

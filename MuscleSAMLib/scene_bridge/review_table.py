@@ -6,12 +6,15 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from ..sample_data import muscle_names
 from .geometry import canonical_to_ras, stored_slice_index
 from .mrml import nodes_by_class, owned_node
 from .session import Session
 
-COLUMNS = ("rank", "slice", "muscle", "uncertainty (nats)", "expected DSC", "volume (ml)", "volume low (ml)", "volume high (ml)")
+COLUMNS = ("rank", "slice", "muscle", "uncertainty (nats)", "expected DSC", "volume (ml)", "volume low (ml)", "volume high (ml)",
+           "fat fraction (%)", "fat fraction low (%)", "fat fraction high (%)")
 
 
 @dataclass(frozen=True)
@@ -33,12 +36,18 @@ def _fmt(x: float, digits: int = 3) -> str:
     return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
-def write_review_table(volume_node: Any, session: Session) -> Any:
-    """Get/create the review table of ``volume_node`` and fill it from the session's queue."""
+def write_review_table(volume_node: Any, session: Session, fat: np.ndarray | None = None) -> Any:
+    """Get/create the review table of ``volume_node`` and fill it from the session's queue.
+
+    Volume columns: the muscle's predicted volume with the [min, max] over ensemble members. With a
+    Dixon ``fat`` image (canonical, on the session's grid; the segmented image is the water image),
+    the muscle's mean fat fraction fat / (fat + water) with the [min, max] over each member's own mask.
+    """
     scene = volume_node.GetScene()
     table = owned_node(scene, "vtkMRMLTableNode", "review", volume_node, f"{volume_node.GetName()} review")
     names = muscle_names()
     volumes = session.volumes
+    fat_fraction = {b.label: b for b in session.biomarkers(fat)} if fat is not None else {}
     was = table.StartModify()
     try:
         table.RemoveAllColumns()
@@ -47,10 +56,15 @@ def write_review_table(volume_node: Any, session: Session) -> Any:
         for item in session.queue:
             vol = volumes.get(item.label)
             lo, hi = vol.interval_minmax_ml if vol else (math.nan, math.nan)
+            ff = fat_fraction.get(item.label)
+            ff_mean = 100 * ff.fat_fraction_mean if ff is not None and ff.fat_fraction_mean is not None else math.nan
+            ff_lo, ff_hi = ((100 * ff.fat_fraction_mean_interval[0], 100 * ff.fat_fraction_mean_interval[1])
+                            if ff is not None and ff.fat_fraction_mean_interval else (math.nan, math.nan))
             row = table.AddEmptyRow()
             values = (str(item.rank + 1), str(stored_slice_index(session.volume, item.slice)),
                       names.get(item.label, {}).get("name", str(item.label)), _fmt(item.mean_uncertainty),
-                      _fmt(item.expected_dsc), _fmt(vol.volume_ml if vol else math.nan, 1), _fmt(lo, 1), _fmt(hi, 1))
+                      _fmt(item.expected_dsc), _fmt(vol.volume_ml if vol else math.nan, 1), _fmt(lo, 1), _fmt(hi, 1),
+                      _fmt(ff_mean, 1), _fmt(ff_lo, 1), _fmt(ff_hi, 1))
             for col, value in enumerate(values):
                 table.SetCellText(row, col, value)
     finally:

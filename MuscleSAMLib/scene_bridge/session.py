@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Iterator, Mapping
 
 import numpy as np
 
+from ..biomarkers import Biomarkers, muscle_biomarkers
+from ..engine.assembly import combine_label_predictions
 from ..engine.review import MuscleSliceScore, MuscleVolume, ReviewItem, muscle_volumes, next_review_item, review_queue
 from ..engine.segmenter import Segmenter
 from ..engine.types import BoxPrompt
@@ -38,6 +41,8 @@ class Session:
     visited: set[tuple[int, int]] = field(default_factory=set)
     log: list[dict] = field(default_factory=list)  # interaction log (runs, boxes, times) for the bundle
     runs: int = 0
+    # (canonical slice, label) -> (window slices, (M, h, w) bool): each member's own mask, for intervals
+    member_windows: dict[tuple[int, int], tuple[tuple[slice, slice], np.ndarray]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         shape = self.segmenter.shape
@@ -86,6 +91,11 @@ class Session:
             self.all_agree[k][covered] = agree[covered]
             self.any_member[k][covered] = anyone[covered]
             self.prediction[k] = result.labels[k]
+            for label, per in combine_label_predictions(pred.boxes).items():
+                self.member_windows[(k, label)] = (per.window.slices, per.members >= 0.5)
+            present = {int(v) for v in np.unique(self.prediction[k])}
+            for key in [key for key in self.member_windows if key[0] == k and key[1] not in present]:
+                del self.member_windows[key]  # a muscle the run took off this slice has no member masks here
         for key in predicted:
             self.scores.pop(key, None)
         for s in result.scores:
@@ -106,6 +116,20 @@ class Session:
             return {}
         sk, sr, sc = self.segmenter.spacing
         return muscle_volumes(self.scores.values(), pixel_area_mm2=sr * sc, slice_thickness_mm=sk)
+
+    @property
+    def member_masks(self) -> Mapping[int, np.ndarray]:
+        """{label: (M, slices, rows, cols) bool} each member's own mask, built on demand per label."""
+        return _MemberMasks(self.member_windows, self.prediction.shape)
+
+    def biomarkers(self, fat: np.ndarray | None = None, by_side: bool = False) -> list[Biomarkers]:
+        """Predicted per-muscle biomarkers with member intervals; fat fraction when ``fat`` (canonical) is given.
+
+        The session's image is the water image of the Dixon pair (fat fraction = fat / (fat + water)).
+        """
+        water = self.volume.canonical_array
+        return muscle_biomarkers(self.prediction, self.segmenter.spacing, member_masks=self.member_masks,
+                                 fat=fat, water=water if fat is not None else None, by_side=by_side, image=water)
 
     def next_item(self) -> ReviewItem | None:
         """The most uncertain (slice, muscle) not visited yet (NaN-uncertainty items excluded)."""
@@ -133,3 +157,26 @@ class Session:
             return (c0 + c1 - 1) / 2.0, (r0 + r1 - 1) / 2.0
         _, h, w = self.prediction.shape
         return (w - 1) / 2.0, (h - 1) / 2.0
+
+
+class _MemberMasks(Mapping[int, np.ndarray]):
+    """Read-only mapping label -> (M, slices, rows, cols) bool, assembled from the per-slice windows."""
+
+    def __init__(self, windows: dict[tuple[int, int], tuple[tuple[slice, slice], np.ndarray]], shape: tuple[int, ...]) -> None:
+        self._windows, self._shape = windows, tuple(shape)
+        self._labels = sorted({label for _, label in windows})
+
+    def __getitem__(self, label: int) -> np.ndarray:
+        items = [(k, w, m) for (k, lab), (w, m) in self._windows.items() if lab == label]
+        if not items:
+            raise KeyError(label)
+        out = np.zeros((items[0][2].shape[0], *self._shape), bool)
+        for k, window, members in items:
+            out[(slice(None), k, *window)] = members
+        return out
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._labels)
+
+    def __len__(self) -> int:
+        return len(self._labels)

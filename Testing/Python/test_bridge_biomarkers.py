@@ -1,0 +1,106 @@
+"""Biomarkers in the scene bridge: fat fraction with member intervals in the review table and the bundle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from musclesam_test_helpers import write_random_decoder_ensemble
+
+slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
+
+from MuscleSAMLib.biomarkers import fat_fraction_map  # noqa: E402
+from MuscleSAMLib.engine.boxes import boxes_from_labels  # noqa: E402
+from MuscleSAMLib.engine.segmenter import Segmenter  # noqa: E402
+from MuscleSAMLib.engine.volume_run import member_label_masks, segment_volume  # noqa: E402
+from MuscleSAMLib.errors import InputError  # noqa: E402
+from MuscleSAMLib.sample_data import sample_case  # noqa: E402
+from MuscleSAMLib.scene_bridge import geometry as G  # noqa: E402
+from MuscleSAMLib.scene_bridge.headless import headless_scene  # noqa: E402
+from MuscleSAMLib.scene_bridge.logic import MuscleSAMLogic  # noqa: E402
+from MuscleSAMLib.scene_bridge.review_table import COLUMNS  # noqa: E402
+from MuscleSAMLib.volumes import Volume, read_volume  # noqa: E402
+
+REGION = (slice(40, 264), slice(168, 352), slice(6, 9))  # one thigh, three slices of the sample (i, j, k)
+
+
+@pytest.fixture(scope="module")
+def logic(tmp_path_factory):
+    lg = MuscleSAMLogic()
+    lg.load_ensemble("random-test", write_random_decoder_ensemble(tmp_path_factory.mktemp("ens"), members=3, seed=2), "cpu")
+    yield lg
+    lg.shutdown()
+
+
+@pytest.fixture(scope="module")
+def dixon() -> tuple[Volume, Volume, Volume]:
+    case = sample_case()
+    crop = lambda p, **kw: Volume(read_volume(p, **kw).image[REGION], str(p))  # noqa: E731
+    return crop(case.water), crop(case.fat), crop(case.labels, allow_labels=True)
+
+
+@pytest.fixture
+def mrml():
+    h = headless_scene()
+    yield h
+    h.scene.Clear(1)
+
+
+def _table(node) -> list[dict[str, str]]:
+    cols = [node.GetColumnName(c) for c in range(node.GetNumberOfColumns())]
+    return [{cols[c]: node.GetCellText(r, c) for c in range(len(cols))} for r in range(node.GetNumberOfRows())]
+
+
+def test_review_table_shows_fat_fraction_with_member_intervals(mrml, logic, dixon):
+    water, fat, labels = dixon
+    node = G.add_volume_node(mrml.scene, water, "water")
+    fat_node = G.add_volume_node(mrml.scene, fat, "fat")
+    boxes = boxes_from_labels(labels.canonical_array.astype(np.uint8), values=[2, 3], slices=[0, 1, 2])
+    logic.set_fat_image(node, fat_node)
+    out = logic.segment(node, boxes)
+    rows = _table(out.table_node)
+    assert [rows and list(rows[0])][0] == list(COLUMNS)
+    # the same run through the engine directly: full-volume member masks (the CLI's path)
+    engine = segment_volume(Segmenter(logic.loaded.ensemble, water.canonical_array, "direct", spacing=water.canonical_spacing), boxes)
+    ff = fat_fraction_map(fat.canonical_array, water.canonical_array)
+    members = member_label_masks(engine, engine.labels.shape)
+    for label, name in ((2, "rectus femoris"), (3, "vastus lateralis")):
+        mine = [r for r in rows if r["muscle"] == name]
+        assert mine, f"{name} missing from the review table"
+        mask = engine.labels == label
+        expected = 100 * np.nanmean(ff[mask])
+        per_member = [100 * np.nanmean(ff[m]) for m in members[label] if m.any()]
+        for r in mine:  # every row of that muscle carries the muscle's values
+            assert float(r["fat fraction (%)"]) == pytest.approx(expected, abs=0.06)
+            assert float(r["fat fraction low (%)"]) == pytest.approx(min(per_member), abs=0.06)
+            assert float(r["fat fraction high (%)"]) == pytest.approx(max(per_member), abs=0.06)
+    logic.set_fat_image(node, None)  # no fat image: the columns stay, empty
+    assert all(r["fat fraction (%)"] == "" for r in _table(logic.review_table(node)))
+
+
+def test_fat_image_on_another_grid_is_refused(mrml, logic, dixon):
+    water, fat, _ = dixon
+    node = G.add_volume_node(mrml.scene, water, "water")
+    shifted = sitk.Image(fat.image)
+    shifted.SetOrigin(tuple(o + 4.0 for o in fat.image.GetOrigin()))
+    other = G.add_volume_node(mrml.scene, Volume(shifted, "shifted fat"), "fat elsewhere")
+    with pytest.raises(InputError, match="not on the grid of 'water'"):
+        logic.set_fat_image(node, other)
+
+
+def test_bridge_bundle_has_prediction_biomarkers_with_intervals(mrml, logic, dixon, tmp_path: Path):
+    water, fat, labels = dixon
+    node = G.add_volume_node(mrml.scene, water, "water")
+    fat_node = G.add_volume_node(mrml.scene, fat, "fat")
+    out = logic.segment(node, boxes_from_labels(labels.canonical_array.astype(np.uint8), values=[3], slices=[1]))
+    dest = logic.export_corrected(node, out.segmentation_node, tmp_path / "bundle", fat_node)
+    report = json.loads((dest / "report.json").read_text())
+    vl = [b for b in report["biomarkers_prediction"] if b["label"] == 3 and b["side"] == "both"][0]
+    lo, hi = vl["volume_ml_interval"]
+    assert lo <= hi and lo > 0
+    ff_lo, ff_hi = vl["fat_fraction_mean_interval"]
+    assert 0 <= ff_lo <= ff_hi <= 1
