@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .atomic import write_json_atomic
+from .atomic import staged_folder, write_json_atomic
 from .engine.review import flagged_labels
 from .engine.segmenter import Segmenter, default_device
 from .engine.types import BoxPrompt
@@ -56,44 +56,44 @@ def run_case(volume: Volume, boxes: Sequence[BoxPrompt], loaded: LoadedEnsemble,
              rejected_input: Sequence[tuple[str, str]] = (), show_progress: bool = True,
              threshold: float = 0.5, fat: Volume | None = None) -> dict:
     """Segment ``boxes`` on ``volume`` and write every output file; returns the report dict."""
-    torch.set_grad_enabled(False)
-    seg = Segmenter(loaded.ensemble, volume.canonical_array, volume_id=volume.source, spacing=volume.canonical_spacing)
-    result = segment_volume(seg, boxes, show_progress=show_progress, threshold=threshold)
+    with torch.no_grad():  # scoped: a global switch would break training later in the same process
+        seg = Segmenter(loaded.ensemble, volume.canonical_array, volume_id=volume.source, spacing=volume.canonical_spacing)
+        result = segment_volume(seg, boxes, show_progress=show_progress, threshold=threshold)
     return write_case_outputs(volume, result, seg, loaded, out_dir, boxes=boxes, rejected_input=rejected_input, fat=fat)
 
 
 def write_case_outputs(volume: Volume, result: VolumeResult, seg: Segmenter, loaded: LoadedEnsemble,
                        out_dir: str | Path, *, boxes: Sequence[BoxPrompt] = (),
                        rejected_input: Sequence[tuple[str, str]] = (), fat: Volume | None = None) -> dict:
-    """Write the label map, .seg.nrrd, float maps, report and overlay into ``out_dir``."""
+    """Write the label map, .seg.nrrd, float maps, report and overlay into ``out_dir`` (all or nothing)."""
     from .outputs.biomarker_files import write_biomarker_csv, write_biomarker_plot  # matplotlib: only when writing
     from .outputs.overlay import write_overlay
 
-    out = Path(out_dir)
-    names = muscle_names()
-    write_like(result.labels, volume, out / "labels.nii.gz")
-    status = {label: "flagged" for label in flagged_labels(result.scores)}
-    write_seg_nrrd(result.labels, volume, out / "labels.seg.nrrd", names, status=status)
-    write_like(result.probability.astype(np.float32), volume, out / "probability.nii.gz")
-    write_like(result.uncertainty_total.astype(np.float32), volume, out / "uncertainty_total.nii.gz")
-    write_like(result.uncertainty_epistemic.astype(np.float32), volume, out / "uncertainty_epistemic.nii.gz")
-    slices_with_boxes = sorted({b.slice for b in boxes}) or list(range(volume.canonical_array.shape[0]))
-    shown = [slices_with_boxes[i] for i in sorted({int(round(x)) for x in np.linspace(0, len(slices_with_boxes) - 1, min(4, len(slices_with_boxes)))})]
-    write_overlay(seg.image, result.labels, result.uncertainty_total / np.log(2.0), shown, out / "overlay.png", names,
-                  title=f"{Path(volume.source).name}: {loaded.ensemble.spec.name}", boxes=boxes)
-    report = build_report(volume, result, loaded, boxes, rejected_input)
-    water = volume.canonical_array if fat is not None else None
-    rows = muscle_biomarkers(result.labels, volume.canonical_spacing, member_masks=member_label_masks(result, result.labels.shape),
-                             fat=fat.canonical_array if fat is not None else None, water=water,
-                             image=volume.canonical_array)
-    report["biomarkers"] = [b.as_dict() for b in rows]
-    report["conventions"]["biomarkers"] = ("per muscle and side (patient right = low canonical columns; midline = the gap between "
-                                           "the thighs in the MRI); intervals = min-max over members' own masks; fat fraction = "
-                                           "fat/(fat+water) per voxel" + ("" if fat is not None else " (no --fat given)"))
-    write_biomarker_csv(rows, names, out / "biomarkers.csv")
-    write_biomarker_plot(rows, names, out / "biomarkers.png", title=Path(volume.source).name)
-    write_json_atomic(out / "prompts.json", prompts_document(boxes, volume))
-    write_json_atomic(out / "report.json", report)
+    with staged_folder(out_dir) as out:  # all files or none: a full disk leaves earlier results as they were
+        names = muscle_names()
+        write_like(result.labels, volume, out / "labels.nii.gz")
+        status = {label: "flagged" for label in flagged_labels(result.scores)}
+        write_seg_nrrd(result.labels, volume, out / "labels.seg.nrrd", names, status=status)
+        write_like(result.probability.astype(np.float32), volume, out / "probability.nii.gz")
+        write_like(result.uncertainty_total.astype(np.float32), volume, out / "uncertainty_total.nii.gz")
+        write_like(result.uncertainty_epistemic.astype(np.float32), volume, out / "uncertainty_epistemic.nii.gz")
+        slices_with_boxes = sorted({b.slice for b in boxes}) or list(range(volume.canonical_array.shape[0]))
+        shown = [slices_with_boxes[i] for i in sorted({int(round(x)) for x in np.linspace(0, len(slices_with_boxes) - 1, min(4, len(slices_with_boxes)))})]
+        write_overlay(seg.image, result.labels, result.uncertainty_total / np.log(2.0), shown, out / "overlay.png", names,
+                      title=f"{Path(volume.source).name}: {loaded.ensemble.spec.name}", boxes=boxes)
+        report = build_report(volume, result, loaded, boxes, rejected_input)
+        water = volume.canonical_array if fat is not None else None
+        rows = muscle_biomarkers(result.labels, volume.canonical_spacing, member_masks=member_label_masks(result, result.labels.shape),
+                                 fat=fat.canonical_array if fat is not None else None, water=water,
+                                 image=volume.canonical_array)
+        report["biomarkers"] = [b.as_dict() for b in rows]
+        report["conventions"]["biomarkers"] = ("per muscle and side (patient right = low canonical columns; midline = the gap between "
+                                               "the thighs in the MRI); intervals = min-max over members' own masks; fat fraction = "
+                                               "fat/(fat+water) per voxel" + ("" if fat is not None else " (no --fat given)"))
+        write_biomarker_csv(rows, names, out / "biomarkers.csv")
+        write_biomarker_plot(rows, names, out / "biomarkers.png", title=Path(volume.source).name)
+        write_json_atomic(out / "prompts.json", prompts_document(boxes, volume))
+        write_json_atomic(out / "report.json", report)
     return report
 
 

@@ -82,3 +82,18 @@ def test_dixon_pair_on_different_grids_exit_code_2(tmp_path):
     assert proc.returncode == 2
     assert "different grids (origin" in proc.stderr and str(fat) in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_segmenting_leaves_autograd_on_for_later_training(tmp_path):
+    """run_case must not switch gradients off process-wide (the web app learns in the same process)."""
+    import torch
+
+    from MuscleSAMLib.engine.types import BoxPrompt
+    from MuscleSAMLib.segment_case import load_ensemble, run_case
+    from MuscleSAMLib.volumes import volume_from_array
+    from musclesam_test_helpers import write_random_decoder_ensemble
+
+    loaded = load_ensemble(None, write_random_decoder_ensemble(tmp_path / "w"), "cpu")
+    vol = volume_from_array(np.random.default_rng(0).uniform(1, 100, (3, 40, 40)).astype(np.float32))
+    run_case(vol, [BoxPrompt(3, 1, (5, 5, 20, 20))], loaded, tmp_path / "out", show_progress=False)
+    assert torch.is_grad_enabled()
