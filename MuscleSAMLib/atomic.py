@@ -6,14 +6,39 @@ previous version of the file.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import InputError
+from .errors import InputError, OutputWriteError
+
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+LOW_SPACE_BYTES = 64 * 1024  # an unexplained write failure with less free than this is reported as a full disk
+
+
+def write_failure(folder: str | os.PathLike, code: int | None, reason: str | None) -> OutputWriteError:
+    """The one-line error for a failed write into ``folder`` (the folder the user chose)."""
+    if code in NO_SPACE:
+        return OutputWriteError(f"{folder}: no space left on the device (or quota reached); free some space or choose "
+                                "another output folder. Nothing was written; earlier results there are unchanged.", code)
+    return OutputWriteError(f"{folder}: cannot write here ({reason or 'write failed'}); choose another output folder. "
+                            "Nothing was written; earlier results there are unchanged.", code)
+
+
+def disk_nearly_full(path: str | os.PathLike) -> bool:
+    """True when the file system holding ``path`` (or its nearest existing parent) has almost no space."""
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return shutil.disk_usage(p).free < LOW_SPACE_BYTES
+    except OSError:
+        return False
 
 
 def _current_umask() -> int:
@@ -45,7 +70,7 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=dest.parent)
         os.close(fd)
     except OSError as exc:
-        raise InputError(f"{dest.parent}: cannot write here ({exc.strerror}); choose another output folder") from None
+        raise write_failure(dest.parent, exc.errno, exc.strerror) from None
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -55,10 +80,42 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp_path, dest)
     except OSError as exc:
         tmp_path.unlink(missing_ok=True)
-        raise InputError(f"{dest}: cannot write ({exc.strerror})") from None
+        raise write_failure(dest.parent, exc.errno, exc.strerror) from None
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def staged_folder(dest: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty staging folder inside ``dest``; on success move its files into ``dest``, else delete it.
+
+    All-or-nothing for a set of output files: every byte is written before the first rename (renames
+    need no space), so a full disk or an error leaves ``dest`` as it was. ``dest`` is created when
+    missing and removed again on failure if this call created it. Errors name ``dest``.
+    """
+    dest = check_output_path(dest)
+    created = not dest.exists()
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=dest))
+    except OSError as exc:
+        raise write_failure(dest if dest.exists() else dest.parent, exc.errno, exc.strerror) from None
+    try:
+        try:
+            yield stage
+        except OutputWriteError as exc:
+            if exc.errno in NO_SPACE:  # name the folder the user chose, not the staging folder
+                raise write_failure(dest, exc.errno, None) from None
+            raise
+        for f in sorted(stage.iterdir()):
+            os.replace(f, dest / f.name)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        if created:
+            shutil.rmtree(dest, ignore_errors=True)
+        raise
+    stage.rmdir()
 
 
 def write_text_atomic(dest: str | os.PathLike, text: str) -> Path:

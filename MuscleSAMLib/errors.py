@@ -19,3 +19,11 @@ class GeometryError(InputError):
 
 class WeightsError(MuscleSAMError):
     """A weights file or manifest is missing, corrupt, tampered with or of the wrong architecture."""
+
+
+class OutputWriteError(InputError):
+    """An output could not be written (read-only folder, full disk, quota); ``errno`` says which, when known."""
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno

@@ -13,6 +13,7 @@ Conventions
 
 from __future__ import annotations
 
+import errno
 import gzip
 import os
 import struct
@@ -23,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .atomic import atomic_path
-from .errors import GeometryError, InputError
+from .atomic import atomic_path, disk_nearly_full, write_failure
+from .errors import GeometryError, InputError, OutputWriteError
 
 CANONICAL_ORIENTATION = "LPS"
 MAX_VOXELS = 512 * 1024 * 1024  # refuse larger images before allocating (2 GB of float32)
@@ -298,7 +299,9 @@ def write_image_atomic(image: sitk.Image, path: str | os.PathLike, compress: boo
         with atomic_path(dest) as tmp:
             sitk.WriteImage(image, str(tmp), compress)
     except RuntimeError as exc:
-        raise InputError(f"{dest}: cannot write image ({_itk_reason(exc)})") from None
+        if disk_nearly_full(dest):  # ITK does not pass errno on: a failed write on a full disk is that
+            raise write_failure(dest.parent, errno.ENOSPC, None) from None
+        raise OutputWriteError(f"{dest}: cannot write image ({_itk_reason(exc)})") from None
     return dest
 
 

@@ -28,11 +28,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..atomic import check_output_path, publish_mode, write_json_atomic
+from ..atomic import NO_SPACE, check_output_path, publish_mode, write_failure, write_json_atomic
 from ..biomarkers import muscle_biomarkers
 from ..engine.boxes import boxes_to_json
 from ..engine.types import BoxPrompt
-from ..errors import GeometryError, InputError
+from ..errors import GeometryError, InputError, OutputWriteError
 from ..hashing import sha256_of_file
 from ..metrics.uncertainty_quality import auroc, error_share_in_top
 from ..outputs.biomarker_files import write_biomarker_csv, write_biomarker_plot
@@ -123,7 +123,7 @@ def write_bundle(dest: str | Path, image: Volume, corrected: np.ndarray, *, pred
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=parent))
     except OSError as exc:
-        raise InputError(f"{parent}: cannot write the bundle here ({exc.strerror}); choose another folder") from None
+        raise write_failure(parent, exc.errno, exc.strerror) from None
     try:
         corrected_u8 = corrected.astype(np.uint8)
         write_like(corrected_u8, image, tmp / "corrected_labels.nii.gz")
@@ -173,6 +173,14 @@ def write_bundle(dest: str | Path, image: Volume, corrected: np.ndarray, *, pred
         write_json_atomic(tmp / "report.json", report)
         publish_mode(tmp)
         _swap_into_place(tmp, dest)
+    except OutputWriteError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if exc.errno in NO_SPACE:  # name the bundle folder, not the temp folder it was written in
+            raise write_failure(dest, exc.errno, None) from None
+        raise
+    except OSError as exc:  # the final renames
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise write_failure(dest, exc.errno, exc.strerror) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -67,3 +67,52 @@ def write_random_decoder_ensemble(folder: Path, members: int = 2, seed: int = 0,
     spec = replace_spec(spec, members=tuple(files), base=base, default=True, licence="test", version="0")
     save_manifest(folder / "manifest.json", [spec])
     return folder / "manifest.json"
+
+
+def _mount_tmpfs(folder: Path, options: str) -> bool:
+    import subprocess
+
+    folder.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True, timeout=30)
+    return done.returncode == 0
+
+
+def unmount(folder: Path) -> None:
+    """Undo :func:`small_disk` / :func:`read_only_folder` (lazy unmount: never blocks the test run)."""
+    import subprocess
+
+    subprocess.run(["umount", "-l", str(folder)], capture_output=True, timeout=30)
+
+
+def small_disk(folder: Path, size_kb: int) -> bool:
+    """Mount a real ``size_kb`` file system at ``folder`` (tmpfs; needs root): writes past it fail with ENOSPC.
+
+    Returns False when mounting is not permitted (the caller skips, saying why).
+    """
+    return _mount_tmpfs(folder, f"size={size_kb}k,mode=0777")
+
+
+def fill_disk(folder: Path, leave_bytes: int) -> None:
+    """Fill the file system holding ``folder`` until about ``leave_bytes`` are free."""
+    import os
+
+    st = os.statvfs(folder)
+    free = st.f_bavail * st.f_frsize
+    if free > leave_bytes:
+        (folder / "filler.bin").write_bytes(b"\0" * (free - leave_bytes))
+
+
+def read_only_folder(folder: Path) -> str:
+    """Make ``folder`` unwritable for this process: chmod 0555, or (as root, where chmod does not bind) a
+    read-only tmpfs mount. Returns "chmod" or "mount" (the caller must :func:`unmount` a mount); raises
+    OSError when neither works."""
+    import os
+
+    folder.mkdir(parents=True, exist_ok=True)
+    os.chmod(folder, 0o555)
+    if not os.access(folder, os.W_OK):
+        return "chmod"
+    os.chmod(folder, 0o755)
+    if _mount_tmpfs(folder, "ro,size=64k"):
+        return "mount"
+    raise OSError(f"cannot make {folder} read-only here (not root and chmod has no effect)")

@@ -497,7 +497,7 @@ def test_export_round_trips_and_is_atomic(mrml, logic, sample_crop, tmp_path):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(bundle, "write_json_atomic", boom)
-        with pytest.raises(OSError):
+        with pytest.raises(InputError, match="case1: no space left on the device"):
             logic.export_corrected(node, seg_node, tmp_path / "case1")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["case1"]
     assert (dest / "corrected_labels.nii.gz").read_bytes() == first

@@ -1,0 +1,97 @@
+"""Output folders that refuse writes: read-only, or a disk that fills up mid-write (a real small file system).
+
+CLI ``segment`` and ``export`` must end in one clear line naming the folder and what to do, leave no
+partial or temp files, and keep what was there before (a previous bundle or previous results) intact.
+Recorded in the bad-input table under "CLI".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from bad_input_table import record
+from musclesam_test_helpers import fill_disk, read_only_folder, small_disk, unmount, write_random_decoder_ensemble
+from MuscleSAMLib.cli.main import main
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory) -> dict[str, Path]:
+    """A small image, corrected labels, boxes and a random-weight ensemble (outside the test file systems)."""
+    t = tmp_path_factory.mktemp("case")
+    rng = np.random.default_rng(0)
+    image = sitk.GetImageFromArray(rng.uniform(1, 100, (3, 48, 48)).astype(np.float32))
+    sitk.WriteImage(image, str(t / "image.nii.gz"))
+    for name, value in (("corrected.nii.gz", 3), ("corrected2.nii.gz", 5)):
+        lab = np.zeros((3, 48, 48), np.uint8)
+        lab[1, 5:30, 5:30] = value
+        img = sitk.GetImageFromArray(lab)
+        img.CopyInformation(image)
+        sitk.WriteImage(img, str(t / name))
+    (t / "boxes.json").write_text(json.dumps({"boxes": [{"label": 3, "slice": 1, "xyxy": [5, 5, 30, 30]}]}))
+    return {"image": t / "image.nii.gz", "corrected": t / "corrected.nii.gz", "corrected2": t / "corrected2.nii.gz",
+            "boxes": t / "boxes.json", "manifest": write_random_decoder_ensemble(t / "w", members=2)}
+
+
+def _segment(case, out: Path) -> list[str]:
+    return ["segment", str(case["image"]), "--boxes", str(case["boxes"]), "--out", str(out),
+            "--manifest", str(case["manifest"]), "--quiet"]
+
+
+def _export(case, out: Path, corrected: str = "corrected") -> list[str]:
+    return ["export", str(case["image"]), "--corrected", str(case[corrected]), "--out", str(out)]
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "filler.bin"}
+
+
+def _one_clear_line(capsys, *fragments: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for f in fragments:
+        assert f in err, err
+    return err
+
+
+@pytest.mark.parametrize("command", ["segment", "export"])
+def test_read_only_output_folder(command, case, tmp_path, capsys):
+    with record("CLI", f"{command}: read-only output folder"):
+        ro = tmp_path / "ro"
+        how = read_only_folder(ro)
+        try:
+            argv = _segment(case, ro / "out") if command == "segment" else _export(case, ro / "bundle")
+            assert main(argv) == 2
+            _one_clear_line(capsys, str(ro), "choose another")
+            assert list(ro.iterdir()) == []
+        finally:
+            if how == "mount":
+                unmount(ro)
+            else:
+                os.chmod(ro, 0o755)
+
+
+@pytest.mark.parametrize("command", ["segment", "export"])
+def test_disk_fills_up_mid_write_keeps_the_previous_output(command, case, tmp_path, capsys):
+    with record("CLI", f"{command}: disk fills up mid-write"):
+        disk = tmp_path / "disk"
+        if not small_disk(disk, 2048):
+            pytest.skip("mounting a small tmpfs needs root: the full-disk case runs on CI and as root")
+        try:
+            out = disk / ("out" if command == "segment" else "bundle")
+            first = _segment(case, out) if command == "segment" else _export(case, out)
+            assert main(first) == 0, capsys.readouterr().err
+            capsys.readouterr()
+            before = _snapshot(disk)
+            fill_disk(disk, leave_bytes=12 * 1024)  # the next write runs out of space part-way
+            again = _segment(case, out) if command == "segment" else _export(case, out, "corrected2")
+            assert main(again) == 2
+            _one_clear_line(capsys, "no space left", "free some space or choose another")
+            assert _snapshot(disk) == before, "the previous output changed or a partial/temp file was left"
+        finally:
+            unmount(disk)
