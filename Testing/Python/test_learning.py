@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from bad_input_table import record
 from musclesam_test_helpers import write_random_decoder_ensemble
 from MuscleSAMLib.cli.main import main
 from MuscleSAMLib.corrections import learning
@@ -143,6 +144,11 @@ def _expect_refused(argv, capsys, monkeypatch, manifest: Path, needle: str) -> N
     assert manifest.read_bytes() == before
 
 
+DAMAGE_NAMES = {"missing": "bundle missing a file", "edit_values": "edit map with false edits",
+                "edit_bytes": "edit map not an image", "labels_bytes": "truncated corrected labels",
+                "provenance": "corrupt provenance.json", "grid": "bundle from another grid", "moved": "image moved away"}
+
+
 @pytest.mark.parametrize("damage, needle", [
     ("missing", "incomplete bundle, missing prompts.json"),
     ("edit_values", "corrupted edit map"),
@@ -179,7 +185,9 @@ def test_bad_bundles_are_refused_before_training(learned, tmp_path, capsys, monk
         img.unlink()
     argv = ["train", "--from-bundles", str(b), "--base-ensemble", BASE, "--manifest", str(learned["manifest"]),
             "--out", str(tmp_path / "run"), "--steps", "2", "--quiet"]
-    _expect_refused(argv, capsys, monkeypatch, learned["manifest"], needle)
+    with record("CLI", f"train --from-bundles: {DAMAGE_NAMES[damage]}"):
+        _expect_refused(argv, capsys, monkeypatch, learned["manifest"], needle)
+        assert not (tmp_path / "run").exists(), "partial training output left behind"
 
 
 def test_unknown_base_and_flag_mixups_are_refused(learned, tmp_path, capsys, monkeypatch):
