@@ -26,7 +26,6 @@ import numpy as np  # noqa: E402
 from .atomic import write_json_atomic  # noqa: E402
 from .outputs.figures import save_png  # noqa: E402
 from .baselines.boxfill import boxfill_labels  # noqa: E402
-from .engine.assembly import combine_label_predictions  # noqa: E402
 from .engine.boxes import boxes_from_labels  # noqa: E402
 from .engine.segmenter import Segmenter  # noqa: E402
 from .engine.types import BoxPrompt  # noqa: E402
@@ -70,15 +69,10 @@ def _box_region(boxes: Sequence[BoxPrompt], shape: tuple[int, int, int]) -> np.n
     return region
 
 
-def combined_per_slice(result: VolumeResult) -> dict[int, dict]:
-    """Per slice, each muscle's boxes combined once (see :func:`engine.assembly.combine_label_predictions`)."""
-    return {k: combine_label_predictions(pred.boxes) for k, pred in result.predictions.items() if pred.boxes}
-
-
 def label_probability(combined: dict[int, dict], label: int, shape: tuple[int, int, int]) -> np.ndarray:
     """3D ensemble-mean probability of one muscle (max over its boxes; 0 outside their windows).
 
-    ``combined`` is :func:`combined_per_slice` of the run, computed once for all muscles.
+    ``combined`` is the run's ``VolumeResult.combined`` (each slice's boxes combined once per muscle).
     """
     vol = np.zeros(shape, np.float32)
     for k, per_label in combined.items():
@@ -99,7 +93,7 @@ def evaluate_result(result: VolumeResult, truth: np.ndarray, boxes: Sequence[Box
     shape = truth.shape
     per_muscle: dict[str, dict] = {}
     pooled_p, pooled_y = [], []
-    combined = combined_per_slice(result)
+    combined = result.combined
     for label in sorted(int(v) for v in np.unique(truth) if v != 0):
         y = truth == label
         m = segmentation_metrics(result.labels == label, y, spacing)

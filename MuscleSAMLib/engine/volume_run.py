@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 import numpy as np
 from tqdm import tqdm
 
-from .assembly import assemble_slice
+from .assembly import LabelProbabilities, assemble_slice, combine_label_predictions
 from .review import MuscleSliceScore, MuscleVolume, ReviewItem, muscle_volumes, review_queue, score_slice
 from .segmenter import Segmenter
 from .types import BoxPrompt, SlicePrediction
@@ -37,6 +37,14 @@ class VolumeResult:
     rejected: list[tuple[BoxPrompt, str]] = field(default_factory=list)
     iou_pred: dict[str, list[float]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    _combined: dict[int, dict[int, LabelProbabilities]] | None = field(default=None, repr=False)
+
+    @property
+    def combined(self) -> dict[int, dict[int, LabelProbabilities]]:
+        """slice -> label -> that muscle's boxes combined (see ``assembly.combine_label_predictions``), once."""
+        if self._combined is None:
+            self._combined = {k: combine_label_predictions(p.boxes) for k, p in self.predictions.items() if p.boxes}
+        return self._combined
 
 
 def segment_volume(segmenter: Segmenter, boxes: Iterable[BoxPrompt], *, current: np.ndarray | None = None,
@@ -70,10 +78,12 @@ def segment_volume(segmenter: Segmenter, boxes: Iterable[BoxPrompt], *, current:
     scores: list[MuscleSliceScore] = []
     rejected: list[tuple[BoxPrompt, str]] = []
     iou: dict[str, list[float]] = {}
+    combined: dict[int, dict[int, LabelProbabilities]] = {}
     for k, pred in sorted(predictions.items()):
         rejected.extend(pred.rejected)
         if not pred.boxes:
             continue
+        combined[k] = combine_label_predictions(pred.boxes)
         cur = None if current is None else current[k]
         assembled = assemble_slice(pred.boxes, pred.shape, current=cur, locked=locked, threshold=threshold)
         labels[k] = assembled.labels
@@ -88,7 +98,7 @@ def segment_volume(segmenter: Segmenter, boxes: Iterable[BoxPrompt], *, current:
     volumes = muscle_volumes(scores, pixel_area_mm2=spacing[1] * spacing[2], slice_thickness_mm=spacing[0]) if scores else {}
     return VolumeResult(labels=labels, probability=probability, uncertainty_total=total, uncertainty_epistemic=epistemic,
                         scores=scores, volumes=volumes, queue=review_queue(scores), predictions=predictions,
-                        rejected=rejected, iou_pred=iou,
+                        rejected=rejected, iou_pred=iou, _combined=combined,
                         timings={"total_seconds": time.perf_counter() - t0,
                                  "encode_seconds": segmenter.stats.encode_seconds,
                                  "decode_seconds": segmenter.stats.decode_seconds,
@@ -114,13 +124,9 @@ def member_label_masks(result: VolumeResult, shape: tuple[int, int, int]) -> dic
     Per slice, a muscle's member maps are those of its box with the highest mean (see assembly);
     member masks are not contested between muscles (each member's view of that muscle alone).
     """
-    from .assembly import combine_label_predictions
-
     out: dict[int, np.ndarray] = {}
-    for k, pred in result.predictions.items():
-        if not pred.boxes:
-            continue
-        for label, per in combine_label_predictions(pred.boxes).items():
+    for k, per_label in result.combined.items():
+        for label, per in per_label.items():
             if label not in out:
                 out[label] = np.zeros((per.members.shape[0], *shape), bool)
             out[label][(slice(None), k, *per.window.slices)] |= per.members >= 0.5

@@ -15,7 +15,6 @@ from typing import Iterator, Mapping
 import numpy as np
 
 from ..biomarkers import Biomarkers, muscle_biomarkers
-from ..engine.assembly import combine_label_predictions
 from ..engine.review import MuscleSliceScore, MuscleVolume, ReviewItem, muscle_volumes, next_review_item, review_queue
 from ..engine.segmenter import Segmenter
 from ..engine.types import BoxPrompt
@@ -91,7 +90,7 @@ class Session:
             self.all_agree[k][covered] = agree[covered]
             self.any_member[k][covered] = anyone[covered]
             self.prediction[k] = result.labels[k]
-            for label, per in combine_label_predictions(pred.boxes).items():
+            for label, per in result.combined.get(k, {}).items():
                 self.member_windows[(k, label)] = (per.window.slices, per.members >= 0.5)
             present = {int(v) for v in np.unique(self.prediction[k])}
             for key in [key for key in self.member_windows if key[0] == k and key[1] not in present]:
