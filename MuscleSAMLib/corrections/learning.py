@@ -20,9 +20,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
-import hashlib
-import json
-import math
 import os
 import platform
 import shutil
@@ -38,124 +35,12 @@ from ..errors import InputError, WeightsError
 from ..models.manifest import EnsembleSpec, WeightFile, load_manifest, replace_spec, save_manifest
 from ..models.safe_load import sha256_file
 from ..version import __version__
-from .bundle import EDIT_CODES, check_bundle, edit_map
+from .corrected_cases import CorrectedCase, bundle_sha256, read_bundle  # noqa: F401 - re-exported
+from .learning_report import EVAL_METRICS, REGRESSION_METRICS, _delta, _summary, find_regressions, format_table  # noqa: F401
 
 ProgressFn = Callable[[float, str, str], None]
-EVAL_METRICS = ("dsc", "nsd_2mm", "hd95_mm", "ece_box_15", "nll_box", "auroc_error")
-HIGHER_IS_BETTER = {"dsc": True, "nsd_2mm": True, "auroc_error": True, "hd95_mm": False, "ece_box_15": False,
-                    "nll_box": False}
-REGRESSION_METRICS = ("dsc", "nsd_2mm", "ece_box_15")
 RECIPE_KEYS = ("batch_size", "weight_decay", "grad_clip", "loss", "iou_loss_weight", "jitter", "jitter_px",
                "aug_intensity", "aug_flip", "aug_scale", "aug_strength", "member_variants")
-
-
-# ----------------------------------------------------------------------------- bundles
-
-
-@dataclass(frozen=True)
-class CorrectedCase:
-    """One corrected bundle, checked: its image, its corrected labels and their checksums."""
-
-    bundle: Path
-    name: str
-    image: Path
-    labels: Path
-    bundle_sha256: str
-    labels_sha256: str
-    image_sha256: str
-    edited_voxels: int | None
-
-    def record(self) -> dict[str, Any]:
-        """The training-record form (names and checksums)."""
-        return {"bundle": str(self.bundle), "name": self.name, "bundle_sha256": self.bundle_sha256,
-                "corrected_labels_sha256": self.labels_sha256, "image": str(self.image),
-                "image_sha256": self.image_sha256, "edited_voxels": self.edited_voxels}
-
-
-def bundle_sha256(path: Path) -> str:
-    """sha256 over the sorted (relative name, file sha256) of every non-hidden file of a bundle."""
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file() and not any(s.startswith(".") for s in p.relative_to(path).parts)):
-        h.update(f"{f.relative_to(path).as_posix()}\0{sha256_file(f)}\n".encode())
-    return h.hexdigest()
-
-
-def _json_object(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: corrupted bundle file (not readable JSON: {exc})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: corrupted bundle file (expected a JSON object)")
-    return data
-
-
-def _label_array(path: Path, image, what: str) -> np.ndarray:
-    """A label map of the bundle on ``image``'s grid as uint8 (corrupt or non-integer values refused)."""
-    from ..volumes import check_same_grid, read_volume
-
-    vol = read_volume(path, allow_labels=True)
-    check_same_grid(image, vol, "image", f"bundle {what}")
-    arr = vol.canonical_array
-    rounded = np.rint(arr)
-    if arr.size and (np.abs(arr - rounded).max() > 1e-3 or rounded.min() < 0 or rounded.max() > 255):
-        raise InputError(f"{path}: corrupted {what} (values must be whole numbers 0..255)")
-    return rounded.astype(np.uint8)
-
-
-def _resolve_image(bundle: Path, provenance: dict, image: str | os.PathLike | None) -> Path:
-    if image is not None:
-        p = Path(image).expanduser()
-        if not p.exists():
-            raise InputError(f"{p}: image given for bundle {bundle} not found")
-        return p.resolve()
-    src = provenance.get("image")
-    if not isinstance(src, str) or not src or src.startswith("<"):
-        raise InputError(f"{bundle}: provenance.json names no image file; pass the image with --image")
-    p = Path(src).expanduser()
-    for cand in (p, bundle / p) if not p.is_absolute() else (p,):
-        if cand.exists():
-            return cand.resolve()
-    raise InputError(f"{bundle}: its image {src} is not found (moved?); pass the image with --image")
-
-
-def read_bundle(path: str | os.PathLike, image: str | os.PathLike | None = None) -> CorrectedCase:
-    """Check one corrections bundle for learning and return what training needs.
-
-    ``image`` overrides the image named in provenance.json (when the file moved). Raises a one-line
-    :class:`InputError` (a :class:`GeometryError` for a different grid) for anything unusable.
-    """
-    from ..volumes import read_volume
-
-    p = Path(path).expanduser()
-    check_bundle(p)
-    prov = _json_object(p / "provenance.json")
-    report = _json_object(p / "report.json")
-    _json_object(p / "prompts.json")
-    img_path = _resolve_image(p, prov, image)
-    img = read_volume(img_path)
-    check_bundle(p, img)  # grid of the corrected labels
-    corrected = _label_array(p / "corrected_labels.nii.gz", img, "corrected labels")
-    if not (corrected > 0).any():
-        raise InputError(f"{p / 'corrected_labels.nii.gz'}: no muscle labels (all zero); nothing to learn from")
-    edited = None
-    has_pred, has_edits = (p / "prediction_labels.nii.gz").is_file(), (p / "edit_map.nii.gz").is_file()
-    if has_pred and not has_edits:
-        raise InputError(f"{p}: incomplete bundle, missing edit_map.nii.gz (it has a prediction)")
-    if has_edits:
-        edits = _label_array(p / "edit_map.nii.gz", img, "edit map")
-        bad = sorted(set(np.unique(edits).tolist()) - set(EDIT_CODES))
-        if bad:
-            raise InputError(f"{p / 'edit_map.nii.gz'}: corrupted edit map (codes {bad[:5]} not in {sorted(EDIT_CODES)})")
-        if has_pred:
-            pred = _label_array(p / "prediction_labels.nii.gz", img, "prediction")
-            if not np.array_equal(edit_map(pred, corrected), edits):
-                raise InputError(f"{p / 'edit_map.nii.gz'}: corrupted edit map (does not match prediction vs corrected labels)")
-        edited = int((edits > 0).sum())
-    name = report.get("name") if isinstance(report.get("name"), str) else None
-    name = name or f"{p.name}"
-    return CorrectedCase(p.resolve(), name, img_path, (p / "corrected_labels.nii.gz").resolve(), bundle_sha256(p),
-                         sha256_file(p / "corrected_labels.nii.gz"), sha256_file(img_path), edited)
 
 
 # ----------------------------------------------------------------------------- plan
@@ -403,13 +288,6 @@ def finetune_heads(plan: LearningPlan, work: Path, progress: ProgressFn, span: t
 # ----------------------------------------------------------------------------- evaluation
 
 
-def _summary(report: dict) -> dict[str, Any]:
-    mean = report["mean"]
-    out = {k: mean.get(k) for k in EVAL_METRICS}
-    out["boxes"] = report.get("boxes")
-    return out
-
-
 def evaluate_pair(plan: LearningPlan, new_spec: EnsembleSpec, progress: ProgressFn,
                   span: tuple[float, float]) -> list[dict[str, Any]]:
     """Base and new ensemble on every eval case with label-derived tight boxes (``evaluation.evaluate_case``)."""
@@ -438,45 +316,6 @@ def evaluate_pair(plan: LearningPlan, new_spec: EnsembleSpec, progress: Progress
         rows.append(row)
     return rows
 
-
-def _delta(new: Any, old: Any) -> float | None:
-    if new is None or old is None or not (math.isfinite(new) and math.isfinite(old)):
-        return None
-    return float(new) - float(old)
-
-
-def find_regressions(rows: Sequence[dict], tolerance: float) -> list[dict[str, Any]]:
-    """Cases/metrics where the new ensemble is worse than the base by more than ``tolerance``."""
-    out = []
-    for r in rows:
-        for m in REGRESSION_METRICS:
-            d = r["delta"].get(m)
-            if d is not None and (-d if HIGHER_IS_BETTER[m] else d) > tolerance:
-                out.append({"case": r["case"], "role": r["role"], "metric": m, "base": r["base"][m],
-                            "new": r["new"][m], "delta": d})
-    return out
-
-
-def format_table(report: dict) -> str:
-    """The before/after table (one line per case and metric) plus regression lines."""
-    w = max([14] + [len(r["case"]) for r in report["cases"]])
-    lines = [f"before/after: {report['base']['name']} {report['base']['version']} -> "
-             f"{report['new']['name']} {report['new']['version']}",
-             f"{'case':{w}s} {'role':10s} {'metric':12s} {'base':>8s} {'new':>8s} {'delta':>8s}"]
-
-    def f(v: Any, sign: bool = False) -> str:
-        return "nan" if v is None or not math.isfinite(v) else (f"{v:+.4f}" if sign else f"{v:.4f}")
-
-    for r in report["cases"]:
-        for m in EVAL_METRICS:
-            lines.append(f"{r['case']:{w}s} {r['role']:10s} {m:12s} {f(r['base'][m]):>8s} {f(r['new'][m]):>8s} "
-                         f"{f(r['delta'][m], True):>8s}")
-        lines.append(f"{r['case']:{w}s} {r['role']:10s} {'boxfill_dsc':12s} {f(r['baseline_boxfill_dsc']):>8s}")
-    for g in report["regressions"]:
-        lines.append(f"REGRESSION {g['case']} ({g['role']}): {g['metric']} {f(g['base'])} -> {f(g['new'])}")
-    if not report["regressions"]:
-        lines.append(f"no regression beyond {report['regression_tolerance']} in {', '.join(REGRESSION_METRICS)}")
-    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- publishing
