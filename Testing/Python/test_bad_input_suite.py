@@ -80,6 +80,8 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], str]] = {
     "vector image": (lambda t: ["segment", str(_img(t / "v.mha", np.ones((3, 8, 8, 3), np.float32), isVector=True)), "--boxes", str(_boxes(t, [GOOD_BOX])), "--out", str(t / "o")], "scalar image"),
     "complex image": (lambda t: ["segment", str(_img(t / "c.mha", np.ones((3, 8, 8), np.complex64))), "--boxes", str(_boxes(t, [GOOD_BOX])), "--out", str(t / "o")], "scalar image"),
     "NaN voxels": (lambda t: ["segment", str(_nan(t)), "--boxes", str(_boxes(t, [GOOD_BOX])), "--out", str(t / "o")], "NaN/inf"),
+    "inf voxels": (lambda t: ["segment", str(_inf(t)), "--boxes", str(_boxes(t, [GOOD_BOX])), "--out", str(t / "o")], "NaN/inf"),
+    "huge dimensions (header only)": (lambda t: ["segment", str(_huge(t)), "--boxes", str(_boxes(t, [GOOD_BOX])), "--out", str(t / "o")], "above the limit"),
     "fat/water on different grids": (lambda t: ["segment", str(_good_image(t)), "--fat", str(_shifted(t)), "--boxes", str(_boxes(t, [GOOD_BOX])), "--out", str(t / "o")], "different grids"),
     "empty boxes file": (lambda t: ["segment", str(_good_image(t)), "--boxes", str(_boxes(t, "")), "--out", str(t / "o")], "not a valid boxes JSON"),
     "only degenerate box": (lambda t: ["segment", str(_good_image(t)), "--boxes", str(_boxes(t, [{"label": 3, "slice": 1, "xyxy": [5, 5, 5, 5]}])), "--out", str(t / "o")], "no usable box"),
@@ -121,6 +123,19 @@ def _nan(t: Path) -> Path:
     arr = np.ones((3, 8, 8), np.float32)
     arr[1, 1, 1] = np.nan
     return _img(t / "nan.nrrd", arr)
+
+
+def _inf(t: Path) -> Path:
+    arr = np.ones((3, 8, 8), np.float32)
+    arr[2, 3, 3] = -np.inf
+    return _img(t / "inf.mha", arr)
+
+
+def _huge(t: Path) -> Path:
+    """A NRRD header claiming 60000 x 60000 x 2000 float voxels (28 TB) over a few bytes of data."""
+    p = t / "huge.nrrd"
+    p.write_bytes(b"NRRD0004\ntype: float\ndimension: 3\nsizes: 60000 60000 2000\nencoding: raw\nendian: little\n\n" + b"\0" * 64)
+    return p
 
 
 def _shifted(t: Path) -> Path:
