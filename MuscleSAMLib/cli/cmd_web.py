@@ -18,6 +18,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "embedded sample when IMAGE is not given. Binds to 127.0.0.1; another --host needs --token.")
     p.add_argument("image", metavar="IMAGE", nargs="?", type=Path,
                    help="MRI to open (NIfTI, NRRD, MHA or a DICOM folder; default: the embedded sample)")
+    p.add_argument("--data-dir", metavar="DIR", type=Path, action="append", default=[],
+                   help="folder the page may open images from (repeat for several; default: the folder of IMAGE). "
+                        "The shipped sample is always allowed; any other path typed in the page is refused")
     p.add_argument("--port", type=int, default=8080, help="TCP port (default 8080; 0 picks a free one)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--token", help="access token every browser must present (required with a non-loopback --host)")
@@ -36,9 +39,12 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise InputError(f"--port {args.port}: use 0-65535")
     check_bind(args.host, args.token)
-    options = WebOptions(image=args.image, host=args.host, port=args.port, token=args.token, manifest=args.manifest,
-                         ensemble=args.ensemble, device=None if args.device == "auto" else args.device,
-                         output=args.output, test_api=args.test_api)
+    for folder in args.data_dir:
+        if not folder.is_dir():
+            raise InputError(f"--data-dir {folder}: no such folder; give an existing folder that holds the images to open")
+    options = WebOptions(image=args.image, data_dirs=tuple(args.data_dir), host=args.host, port=args.port,
+                         token=args.token, manifest=args.manifest, ensemble=args.ensemble,
+                         device=None if args.device == "auto" else args.device, output=args.output, test_api=args.test_api)
     if importlib.util.find_spec("trame_slicer") is None:
         raise InputError("the web app needs the 'web' extra (trame-slicer): pip install 'musclesam[web]'")
     if args.image is not None and not args.image.exists():

@@ -9,6 +9,7 @@ from typing import Any
 
 from .options import WebOptions
 from .connections import websocket_counter
+from .limits import apply_websocket_limits, body_limit, set_client_max_size
 from .security import access_middleware, check_bind
 
 log = logging.getLogger("musclesam.web")
@@ -39,11 +40,16 @@ def build(options: WebOptions, server: Any = None) -> tuple[Any, Any]:
     state.change("msam_tool", "msam_label")(controller.tool_changed)
     state.change("msam_brush")(controller.brush_changed)
 
+    apply_websocket_limits(server)
+
     def bind(wslink_server: Any) -> None:
-        middlewares = wslink_server.app.middlewares  # access checks first, then the tab counter
+        app = wslink_server.app
+        set_client_max_size(app)
+        middlewares = app.middlewares  # access checks first, then the body size limit, then the tab counter
         middlewares.insert(0, websocket_counter(controller.set_clients))
+        middlewares.insert(0, body_limit())
         middlewares.insert(0, access_middleware(options.token))
-        add_routes(wslink_server.app, controller, options.test_api)
+        add_routes(app, controller, options.test_api)
 
     def ready(**_: Any) -> None:
         from trame_server.utils.asynchronous import create_task  # noqa: PLC0415

@@ -16,7 +16,7 @@ from typing import Any
 from ..corrections.bundle import edit_check_summary
 from ..engine.types import BoxPrompt
 from ..errors import InputError, MuscleSAMError
-from ..sample_data import muscle_names
+from ..sample_data import SAMPLE_DIR, muscle_names
 from . import loading, page_state
 from .box_rois import box_roi, remove_rois
 from .bundle_zip import zip_bundle
@@ -25,6 +25,7 @@ from .editing import Editing
 from .learning import LearningActions, learning_defaults
 from .messages import log, muscle_name, reported
 from .options import WebOptions
+from .paths import PathRule, safe_file_name, shown
 from .runs import RunActions
 from .scene_views import AXIAL, SceneViews
 
@@ -44,6 +45,8 @@ class WebController(RunActions, LearningActions):
         self.exports: dict[str, Path] = {}  # download name -> complete zip
         self.learn_bundles: list[tuple[Path, Path]] = []  # (bundle folder, its image file) exported in this session
         self.image_file: Path | None = None  # the open image's file (learning reads it again)
+        self.image_name = ""  # the open image's name; file names are built from it (never from page state)
+        self.paths = PathRule.build(options.data_dirs, options.image, SAMPLE_DIR)
         self.export_root = Path(options.output) if options.output else Path(tempfile.mkdtemp(prefix="musclesam-web-"))
         self.state.update({**page_state.defaults(), **learning_defaults()})
         self.state.msam_export_folder = str(self.export_root)
@@ -62,6 +65,17 @@ class WebController(RunActions, LearningActions):
             raise InputError("the ensemble is not loaded yet (or failed to load: see the message above)")
         return self.volume_node
 
+    def _label(self) -> int:
+        """The muscle chosen on the page (page state: checked, a client may send anything)."""
+        value = self.state.msam_label
+        try:
+            label = int(str(value).strip())  # 3 or "3"; not 3.5, True or a list
+        except ValueError:
+            label = None
+        if label not in muscle_names():
+            raise InputError(f"muscle {shown(str(value))} is not one of the 11 thigh muscles: pick one from the Muscle list")
+        return label
+
     def _require_idle(self, what: str) -> None:
         if self.logic.busy:
             raise InputError(f"a {self.state.msam_busy_text or 'prediction'} is running: wait for it or press Cancel, then {what}")
@@ -77,7 +91,8 @@ class WebController(RunActions, LearningActions):
     # ------------------------------------------------------------------ start-up: image and ensemble
     async def start(self) -> None:
         """Open the image given on the command line (or the sample) and load the ensemble, concurrently."""
-        await asyncio.gather(self.open_image(str(self.options.image) if self.options.image else ""), self.load_ensemble())
+        image = str(Path(self.options.image).expanduser().absolute()) if self.options.image else ""
+        await asyncio.gather(self.open_image(image), self.load_ensemble())
 
     @reported
     async def load_ensemble(self, name: str | None = None) -> None:
@@ -111,28 +126,39 @@ class WebController(RunActions, LearningActions):
         seg.precompute(seg.shape[0] // 2, radius=1)
 
     @reported
-    async def open_image(self, requested: str = "") -> None:
-        """Open ``requested`` (a path on the server; empty: the sample) in place of the current image."""
+    async def open_image(self, requested: Any = "") -> None:
+        """Open ``requested`` in place of the current image: a server path the path rule allows (paths.py); empty: the sample."""
         self._require_idle("open another image")
-        path = loading.image_path(requested)
-        with self.state:
-            self.say(f"Opening {path} ...", "info")
         try:
-            volume = await loading.read_image(path)
-        except MuscleSAMError as exc:
+            path, name = self._image_request(requested)
             with self.state:
-                kept = f" The current image ({self.state.msam_image}) stays open." if self.volume_node is not None else \
+                self.say(f"Opening {path} ...", "info")
+            volume = await loading.read_image(path)
+        except (MuscleSAMError, OSError) as exc:  # OSError: what the reader did not put in words
+            if isinstance(exc, OSError):
+                exc = InputError(f"{shown(str(requested))}: {exc.strerror or exc}")
+            with self.state:
+                kept = f" The current image ({self.image_name}) stays open." if self.volume_node is not None else \
                     " Open another image, or the sample, with the Image panel."
                 self.say(f"Could not open the image: {exc}.{kept}", "error")
             return
         with self.state:
-            self._replace_volume(volume, loading.display_name(path))
-            self.image_file = path.resolve()
+            self._replace_volume(volume, name)
+            self.image_name, self.image_file = name, path
             self._refresh_ready()
             self._precompute_middle()
-            self.say(f"Opened {self.state.msam_image}. Pick a muscle, drag a box around it on the axial view, then "
+            self.say(f"Opened {name}. Pick a muscle, drag a box around it on the axial view, then "
                      "press Segment." if self.logic.loaded is not None else
-                     f"Opened {self.state.msam_image}; the ensemble is still loading ...", "info")
+                     f"Opened {name}; the ensemble is still loading ...", "info")
+
+    def _image_request(self, requested: Any) -> tuple[Path, str]:
+        """(resolved path, display name) of the page's request: the sample when empty, else checked by the path rule."""
+        if requested is None or (isinstance(requested, str) and not requested.strip()):
+            from ..sample_data import sample_case  # noqa: PLC0415
+
+            water = sample_case().water.resolve()
+            return water, loading.display_name(water)
+        return self.paths.check(requested), loading.display_name(Path(requested.strip()))
 
     def _replace_volume(self, volume: Any, name: str) -> None:
         from ..scene_bridge.geometry import add_volume_node  # noqa: PLC0415
@@ -155,7 +181,7 @@ class WebController(RunActions, LearningActions):
         """A drag ended on the axial view: make it a box prompt for the chosen muscle (shown as an ROI)."""
         volume_node = self._require_volume()
         drag = Drag.parse(values)
-        label = int(self.state.msam_label)
+        label = self._label()
         ras0, ras1 = drag_to_ras(self.views.slice_node(AXIAL), drag)
         box = self.logic.box_from_ras(volume_node, label, ras0, ras1)
         box = BoxPrompt(box.label, box.slice, box.xyxy, source=f"box {len(self.pending) + 1} ({muscle_name(label)})")
@@ -227,7 +253,7 @@ class WebController(RunActions, LearningActions):
     @reported
     def tool_changed(self, **_: Any) -> None:
         """Box / Paint / Erase / Navigate chosen, muscle or brush changed."""
-        label = int(self.state.msam_label)
+        label = self._label()
         self.state.msam_label_color = page_state.hex_colour(muscle_names()[label].get("color", (128, 128, 128)))
         seg = self._segmentation()
         self.state.msam_locked = bool(seg is not None and label in self._locked(seg))
@@ -245,7 +271,7 @@ class WebController(RunActions, LearningActions):
         seg = self._segmentation()
         if tool in ("paint", "erase") and seg is None:
             self.say("Nothing to correct yet: segment first, then Paint or Erase.", "warning")
-        sid = muscle_segment_ids(seg).get(int(self.state.msam_label)) if seg is not None else None
+        sid = muscle_segment_ids(seg).get(self._label()) if seg is not None else None
         self.editing.set_tool(tool, sid, float(self.state.msam_brush))
 
     @reported
@@ -265,7 +291,7 @@ class WebController(RunActions, LearningActions):
         seg = self._segmentation()
         if seg is None:
             raise InputError("nothing to lock yet: segment the muscle first")
-        label = int(self.state.msam_label)
+        label = self._label()
         lock = label not in self._locked(seg)
         self.logic.lock_segment(seg, label, lock)
         self.state.msam_locked = lock
@@ -281,7 +307,7 @@ class WebController(RunActions, LearningActions):
         if seg is None:
             raise InputError("nothing to export yet: draw a box, press Segment (and correct it), then Export")
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        name = f"{self.state.msam_image}-corrected-{stamp}"
+        name = f"{safe_file_name(self.image_name)}-corrected-{stamp}"
         with self.state:
             self.state.msam_export = None
             self.say("Exporting ...", "info")

@@ -17,15 +17,6 @@ from ..volumes import Volume
 CASE_NODE_CLASSES = ("vtkMRMLSegmentationNode", "vtkMRMLScalarVolumeNode", "vtkMRMLTableNode", "vtkMRMLMarkupsROINode")
 
 
-def image_path(requested: str | Path | None) -> Path:
-    """The image to open: ``requested``, or the embedded sample's water image."""
-    if requested is None or str(requested).strip() == "":
-        from ..sample_data import sample_case  # noqa: PLC0415
-
-        return sample_case().water
-    return Path(str(requested).strip()).expanduser()
-
-
 async def read_image(path: Path) -> Volume:
     """Read ``path`` with the engine's reader in a worker thread (InputError with a clear text on failure)."""
     from ..volumes import read_volume  # noqa: PLC0415

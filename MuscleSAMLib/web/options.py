@@ -11,6 +11,7 @@ class WebOptions:
     """Command-line choices of the web app."""
 
     image: Path | None = None  # None: the embedded sample case
+    data_dirs: tuple[Path, ...] = ()  # folders the page may open images from (none: IMAGE's folder); see paths.py
     host: str = "127.0.0.1"
     port: int = 8080
     token: str | None = None

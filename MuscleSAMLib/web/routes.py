@@ -1,23 +1,29 @@
 """HTTP routes beside the trame page: the export download, and (tests only) a read-out of the scene.
 
-* ``GET /musclesam/export/<name>.zip``: a finished export (only names the app registered: no paths).
+* ``GET /musclesam/export/<name>.zip``: a finished export (only plain names the app registered, whose file
+  still resolves inside the export folder: no paths).
 * ``GET /musclesam/test/state``, ``GET /musclesam/test/ras_to_view?ras=R,A,S``,
   ``POST /musclesam/test/jump?ras=R,A,S``, ``POST /musclesam/test/hold_worker?seconds=S`` (occupies
-  the bridge's worker thread like a slow ensemble, until Cancel): exist only with ``--test-api``
-  (the browser tests). They run on the event loop, the thread that owns the scene.
+  the bridge's worker thread like a slow ensemble, until Cancel), ``POST /musclesam/test/action/<name>``
+  with a JSON list of arguments (one of ``TEST_ACTIONS``, called as the page's trigger calls it; answers
+  the read-out afterwards): exist only with ``--test-api`` (the browser tests). They run on the event
+  loop, the thread that owns the scene.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import numpy as np
 
 from .drag_box import ras_to_fraction, view_pixels
+from .paths import is_download_name
 from .scene_views import AXIAL
 
 EXPORT_PREFIX = "/musclesam/export/"
 TEST_PREFIX = "/musclesam/test/"
+TEST_ACTIONS = ("open_image", "box_drawn", "segment", "export", "clear_boxes")  # page actions the tests may call
 
 
 def add_routes(app: Any, controller: Any, test_api: bool) -> None:
@@ -25,8 +31,9 @@ def add_routes(app: Any, controller: Any, test_api: bool) -> None:
     from aiohttp import web  # noqa: PLC0415
 
     async def download(request: "web.Request") -> "web.StreamResponse":
-        path = controller.exports.get(request.match_info["name"])
-        if path is None or not path.is_file():
+        name = request.match_info["name"]
+        path = controller.exports.get(name) if is_download_name(name) else None
+        if path is None or not path.is_file() or not path.resolve().is_relative_to(controller.export_root.resolve()):
             return web.Response(status=404, text="MuscleSAM: no such export (export again from the page).\n")
         return web.FileResponse(path, headers={"Content-Disposition": f'attachment; filename="{path.name}"',
                                                "Content-Type": "application/zip", "Cache-Control": "no-store"})
@@ -52,7 +59,24 @@ def add_routes(app: Any, controller: Any, test_api: bool) -> None:
         controller.logic.worker.submit(lambda cancel: cancel.wait(seconds))  # a slow ensemble, stopped by Cancel
         return web.json_response({"ok": True})
 
+    async def action(request: "web.Request") -> "web.Response":
+        name = request.match_info["name"]
+        if name not in TEST_ACTIONS:
+            raise web.HTTPNotFound(text=f"test actions: {', '.join(TEST_ACTIONS)}\n")
+        try:
+            args = await request.json()  # read within client_max_size
+        except ValueError:
+            args = None
+        if not isinstance(args, list):
+            raise web.HTTPBadRequest(text="a JSON list of arguments expected\n")
+        with controller.state:
+            result = getattr(controller, name)(*args)  # as the page's trigger would call it
+            if asyncio.iscoroutine(result):
+                await result
+        return web.json_response(scene_report(controller))
+
     app.router.add_get(TEST_PREFIX + "state", state)
+    app.router.add_post(TEST_PREFIX + "action/{name}", action)
     app.router.add_post(TEST_PREFIX + "hold_worker", hold_worker)
     app.router.add_get(TEST_PREFIX + "ras_to_view", to_view)
     app.router.add_post(TEST_PREFIX + "jump", jump)
@@ -79,7 +103,9 @@ def scene_report(controller: Any) -> dict:
     out: dict[str, Any] = {key: st[key] for key in ("msam_phase", "msam_ready", "msam_busy", "msam_message", "msam_image",
                                                      "msam_ensemble", "msam_clients", "msam_remaining", "msam_tool")}
     out.update({"pending_boxes": [{"label": b.label, "slice": b.slice, "xyxy": list(b.xyxy)} for b, _ in controller.pending],
-                "exports": sorted(controller.exports), "segments": None, "heatmap": None})
+                "exports": sorted(controller.exports), "segments": None, "heatmap": None,
+                "image_file": str(controller.image_file) if controller.image_file else None,
+                "export_root": str(controller.export_root)})
     volume = controller.volume_node
     slice_node = controller.views.slice_node(AXIAL)
     out["axial"] = {"pixels": list(view_pixels(slice_node)), "offset": slice_node.GetSliceOffset()}

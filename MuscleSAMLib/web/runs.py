@@ -36,7 +36,7 @@ class RunActions:
         """Propagate the chosen muscle's latest box through the neighbouring slices."""
         volume_node = self._require_volume()
         self._require_idle("propagate")
-        label = int(self.state.msam_label)
+        label = self._label()
         mine = [(b, roi) for b, roi in self.pending if b.label == label]
         box = mine[-1][0] if mine else self.last_box.get(label)
         if box is None:

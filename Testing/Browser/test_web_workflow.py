@@ -15,6 +15,7 @@ import SimpleITK as sitk
 
 from MuscleSAMLib.corrections.bundle import REQUIRED_FILES, check_bundle
 
+from bad_input_table import record
 from webserver import start_server
 from helpers import assert_not_blank, drag, muscle_rect, open_app, page_point, tid, wait_message, warm_fraction
 
@@ -39,9 +40,10 @@ def test_workflow(server, browser, artifacts: Path) -> None:
     blank_px = assert_not_blank(page, "after loading")
 
     # Export before any segmentation: a clear refusal, nothing offered for download
-    page.click(tid("export"))
-    wait_message(page, "nothing to export yet")
-    assert server.state()["exports"] == []
+    with record("web", "Export before segmenting"):
+        page.click(tid("export"))
+        wait_message(page, "nothing to export yet")
+        assert server.state()["exports"] == []
     page.screenshot(path=str(artifacts / "02-export-refused.png"))
 
     # The mouse wheel over the box layer steps through the axial slices

@@ -36,13 +36,14 @@ class WebServer:
         self.proc, self.port, self.log, self.token = proc, port, log, token
         self.base = f"http://127.0.0.1:{port}"
 
-    def request(self, path: str, method: str = "GET", headers: dict | None = None) -> tuple[int, str, dict]:
+    def request(self, path: str, method: str = "GET", headers: dict | None = None,
+                data: bytes | None = None) -> tuple[int, str, dict]:
         """(status, body, headers) of one HTTP request (no redirects followed)."""
         class NoRedirect(urllib.request.HTTPRedirectHandler):
             def redirect_request(self, *_a: Any, **_k: Any) -> None:
                 return None
 
-        req = urllib.request.Request(self.base + path, method=method, headers=headers or {})
+        req = urllib.request.Request(self.base + path, method=method, headers=headers or {}, data=data)
         opener = urllib.request.build_opener(NoRedirect)
         try:
             with opener.open(req, timeout=30) as r:
@@ -55,6 +56,13 @@ class WebServer:
         hdr = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         status, body, _ = self.request(f"/musclesam/test/{path}", method, hdr)
         assert status == 200, f"{path}: HTTP {status}: {body[:300]}"
+        return json.loads(body)
+
+    def action(self, name: str, *args: Any) -> dict:
+        """Call page action ``name`` with ``args`` as the page would (test API); the state read-out after it."""
+        hdr = {"Content-Type": "application/json", **({"Authorization": f"Bearer {self.token}"} if self.token else {})}
+        status, body, _ = self.request(f"/musclesam/test/action/{name}", "POST", hdr, json.dumps(list(args)).encode())
+        assert status == 200, f"{name}: HTTP {status}: {body[:300]}"
         return json.loads(body)
 
     def state(self) -> dict:
