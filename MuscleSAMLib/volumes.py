@@ -119,7 +119,11 @@ def read_volume(path: str | os.PathLike, *, max_voxels: int = MAX_VOXELS, allow_
     ``max_voxels`` voxels (checked from the header, before the pixels are read), NaN or inf voxels.
     """
     p = Path(path)
-    if not p.exists():
+    try:
+        found = p.exists()
+    except OSError as exc:  # e.g. a name too long for the file system
+        raise InputError(f"{str(p)[:200]}: cannot access ({exc.strerror}); check the path") from None
+    if not found:
         raise InputError(f"{p}: file not found")
     reader = sitk.ImageFileReader()
     try:

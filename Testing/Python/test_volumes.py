@@ -209,3 +209,8 @@ def test_dicom_series_folder_reads_with_its_geometry(tmp_path):
 def test_folder_without_dicom_is_refused(tmp_path):
     with pytest.raises(InputError, match="holds no DICOM series"):
         read_volume(tmp_path)
+
+
+def test_a_name_too_long_for_the_file_system_is_a_clear_error(tmp_path):
+    with pytest.raises(InputError, match="cannot access"):
+        read_volume(tmp_path / ("x" * 5000 + ".nii.gz"))
