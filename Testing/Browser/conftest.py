@@ -59,14 +59,3 @@ def artifacts(request: pytest.FixtureRequest) -> Path:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     return folder
-
-
-def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    """Print the bad-input table on a browser-only run (Testing/Python's conftest prints it when it is loaded too)."""
-    python_conftest = ROOT / "Testing" / "Python" / "conftest.py"
-    if any(Path(getattr(p, "__file__", "") or ".").resolve() == python_conftest for p in config.pluginmanager.get_plugins()):
-        return
-    module = sys.modules.get("bad_input_table")
-    if module is not None and module.RESULTS:
-        terminalreporter.section("bad-input suite")
-        terminalreporter.write_line(module.summary_table())

@@ -19,11 +19,3 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 def ramp_array() -> np.ndarray:
     """A (k, j, i) = (6, 20, 30) int16 volume whose every voxel value is unique."""
     return (np.arange(6 * 20 * 30, dtype=np.int16).reshape(6, 20, 30) + 1)
-
-
-def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    """Print the bad-input table (cases tried, passed, per entry point) when any case ran."""
-    module = sys.modules.get("bad_input_table")
-    if module is not None and module.RESULTS:
-        terminalreporter.section("bad-input suite")
-        terminalreporter.write_line(module.summary_table())
