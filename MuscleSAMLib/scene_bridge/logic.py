@@ -411,6 +411,15 @@ class MuscleSAMLogic:
         ``dicom_files``: the DICOM files the volume was loaded from (default: looked up in desktop
         Slicer's DICOM database); when known, the bundle also holds the corrected labels as DICOM SEG.
         """
+        return self.prepare_export(volume_node, segmentation_node, folder, fat_node, dicom_files)()
+
+    def prepare_export(self, volume_node: Any, segmentation_node: Any, folder: str | Path, fat_node: Any | None = None,
+                       dicom_files: Sequence[str | Path] | None = None) -> Callable[[], Path]:
+        """Read what an export needs from the scene now (calling thread); the returned call writes the bundle.
+
+        The call touches no MRML and works on copies, so a front end may run it on another thread while
+        the user goes on (the web app does); see :meth:`export_corrected` for the arguments.
+        """
         geometry.check_volume_node(volume_node)
         if segmentation_node is None:
             raise InputError("no segmentation to export: segment first or choose a segmentation")
@@ -421,8 +430,9 @@ class MuscleSAMLogic:
 
         stored = segments.read_labels(segmentation_node, volume_node)
         statuses = {lab: segments.segment_status(segmentation_node, lab) for lab in segments.muscle_segment_ids(segmentation_node)}
-        return export_bundle(folder, vol, geometry.to_canonical(stored, vol), s, self.loaded, statuses,
-                             volume_node.GetName(), fat, [Path(f) for f in dicom_files] if dicom_files else dicom_files_of(volume_node))
+        files = [Path(f) for f in dicom_files] if dicom_files else dicom_files_of(volume_node)
+        corrected, snapshot, loaded, name = geometry.to_canonical(stored, vol), s.snapshot() if s else None, self.loaded, volume_node.GetName()
+        return lambda: export_bundle(folder, vol, corrected, snapshot, loaded, statuses, name, fat, files)
 
     def edit_check_summary(self, bundle: str | Path) -> str:
         """One line for the user after an export: did the uncertainty point at what they edited?"""

@@ -8,6 +8,7 @@ volumes and the "visited" set follow from the merged scores.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Iterator, Mapping
@@ -115,6 +116,15 @@ class Session:
             return {}
         sk, sr, sc = self.segmenter.spacing
         return muscle_volumes(self.scores.values(), pixel_area_mm2=sr * sc, slice_thickness_mm=sk)
+
+    def snapshot(self) -> "Session":
+        """A copy whose maps, prompts and log later runs cannot change (for an export on another thread)."""
+        out = copy.copy(self)
+        for name in ("probability", "total", "epistemic", "all_agree", "any_member", "prediction"):
+            setattr(out, name, getattr(self, name).copy())
+        out.scores, out.boxes, out.visited = dict(self.scores), list(self.boxes), set(self.visited)
+        out.log, out.member_windows = [dict(e) for e in self.log], dict(self.member_windows)
+        return out
 
     @property
     def member_masks(self) -> Mapping[int, np.ndarray]:

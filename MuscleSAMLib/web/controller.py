@@ -311,8 +311,10 @@ class WebController(RunActions, LearningActions):
         with self.state:
             self.state.msam_export = None
             self.say("Exporting ...", "info")
-        folder = self.logic.export_corrected(volume_node, seg, self.export_root / name)
-        zipped = await asyncio.get_running_loop().run_in_executor(None, zip_bundle, folder, self.export_root / f"{name}.zip")
+        write = self.logic.prepare_export(volume_node, seg, self.export_root / name)  # reads the scene here
+        loop = asyncio.get_running_loop()
+        folder = await loop.run_in_executor(None, write)  # the page stays live while the bundle is written
+        zipped = await loop.run_in_executor(None, zip_bundle, folder, self.export_root / f"{name}.zip")
         self.exports[zipped.name] = zipped
         self.bundle_exported(folder)
         with self.state:

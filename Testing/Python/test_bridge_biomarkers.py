@@ -104,3 +104,17 @@ def test_bridge_bundle_has_prediction_biomarkers_with_intervals(mrml, logic, dix
     assert lo <= hi and lo > 0
     ff_lo, ff_hi = vl["fat_fraction_mean_interval"]
     assert 0 <= ff_lo <= ff_hi <= 1
+
+
+def test_prepared_export_is_unchanged_by_a_later_run(mrml, logic, dixon, tmp_path: Path):
+    """The web app writes the bundle on another thread: what was read at Export time is what gets written."""
+    water, _, labels = dixon
+    node = G.add_volume_node(mrml.scene, water, "water")
+    lab = labels.canonical_array.astype(np.uint8)
+    out = logic.segment(node, boxes_from_labels(lab, values=[3], slices=[1]))
+    write = logic.prepare_export(node, out.segmentation_node, tmp_path / "bundle")
+    logic.segment(node, boxes_from_labels(lab, values=[2], slices=[1]), out.segmentation_node)  # the user goes on
+    dest = write()
+    pred = read_volume(dest / "prediction_labels.nii.gz", allow_labels=True).canonical_array
+    assert (pred == 3).any() and not (pred == 2).any()
+    assert len(json.loads((dest / "prompts.json").read_text())["canonical"]) == 1
