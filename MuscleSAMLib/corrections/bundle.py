@@ -14,7 +14,8 @@ Contents (all images on the input's grid)::
     edit_map.nii.gz     0 unchanged, 1 added (muscle where the prediction had background),
                         2 removed (background where the prediction had muscle), 3 relabelled
     prompts.json        box prompts in canonical, file-index (ijk) and RAS coordinates
-    interaction_log.json, provenance.json, report.json, biomarkers_*.csv
+    interaction_log.json   runs (boxes, seconds), review visits, and the export with the edits per muscle
+    provenance.json, report.json, biomarkers_*.csv
 """
 
 from __future__ import annotations
@@ -165,7 +166,9 @@ def write_bundle(dest: str | Path, image: Volume, corrected: np.ndarray, *, pred
             if arr is not None:
                 write_like(arr.astype(np.float32), image, tmp / fname)
         write_json_atomic(tmp / "prompts.json", prompts_document(prompts, image))
-        write_json_atomic(tmp / "interaction_log.json", list(interaction_log))
+        export_event = {"time": _dt.datetime.now().astimezone().isoformat(timespec="seconds"), "action": "export",
+                        "edits": report.get("edits"), "edits_per_muscle": report.get("edits_per_muscle")}
+        write_json_atomic(tmp / "interaction_log.json", [*interaction_log, export_event])
         prov = {"software": f"musclesam {__version__}", "bundle_format": BUNDLE_FORMAT,
                 "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 **_image_identity(image), **(provenance or {})}

@@ -387,7 +387,11 @@ class MuscleSAMLogic:
 
     def next_uncertain(self, volume_node: Any, jump: bool = True) -> review_table.ReviewTarget | None:
         """The next most uncertain (slice, muscle) not yet visited; slice views jump there when ``jump``."""
-        target = review_table.review_target(self._session_with_run(volume_node))
+        s = self._session_with_run(volume_node)
+        target = review_table.review_target(s)
+        if target is not None:
+            s.log.append({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "action": "review", "slice": target.slice,
+                          "label": target.label, "uncertainty_nats": round(target.uncertainty, 4)})
         if target is not None and jump:
             review_table.jump_slices(volume_node.GetScene(), target.ras)
         return target

@@ -97,7 +97,12 @@ def test_bridge_bundle_has_prediction_biomarkers_with_intervals(mrml, logic, dix
     node = G.add_volume_node(mrml.scene, water, "water")
     fat_node = G.add_volume_node(mrml.scene, fat, "fat")
     out = logic.segment(node, boxes_from_labels(labels.canonical_array.astype(np.uint8), values=[3], slices=[1]))
+    target = logic.next_uncertain(node)
     dest = logic.export_corrected(node, out.segmentation_node, tmp_path / "bundle", fat_node)
+    log = json.loads((dest / "interaction_log.json").read_text())
+    assert [e["action"] for e in log] == ["segment", "review", "export"]
+    assert log[1]["slice"] == target.slice and log[1]["label"] == target.label
+    assert log[2]["edits"] == {"added": 0, "removed": 0, "relabelled": 0}  # exported as predicted
     report = json.loads((dest / "report.json").read_text())
     vl = [b for b in report["biomarkers_prediction"] if b["label"] == 3 and b["side"] == "both"][0]
     lo, hi = vl["volume_ml_interval"]
