@@ -16,7 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import GeometryError, InputError
-from ..volumes import CANONICAL_ORIENTATION, Volume, image_like
+from ..volumes import CANONICAL_ORIENTATION, MAX_VOXELS, Volume, image_like
 from .mrml import matrix_to_numpy, numpy_to_matrix, parent_to_world, set_volume_array, volume_array
 
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -49,8 +49,17 @@ def check_volume_node(node: Any) -> None:
     if image.GetNumberOfScalarComponents() != 1:
         raise InputError(f"'{node.GetName()}' has {image.GetNumberOfScalarComponents()} components per voxel "
                          "(4D, vector or colour image); choose a 3D scalar MRI volume")
-    if min(image.GetDimensions()) < 1:
+    dims = image.GetDimensions()
+    if min(dims) < 1:
         raise InputError(f"'{node.GetName()}' is empty")
+    voxels = int(np.prod(np.asarray(dims, dtype=np.int64)))
+    size = " x ".join(str(d) for d in dims)
+    if voxels > MAX_VOXELS:  # before any copy of the voxels (the engine holds several float32 copies)
+        raise InputError(f"'{node.GetName()}' has {voxels} voxels ({size}), above the limit of {MAX_VOXELS}; "
+                         "crop or downsample it first (Crop Volume module)")
+    values = image.GetPointData().GetScalars().GetNumberOfTuples()
+    if values != voxels:
+        raise InputError(f"'{node.GetName()}' holds {values} voxel values for its {voxels} voxels ({size}); reload it")
 
 
 def world_geometry(node: Any) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
@@ -67,14 +76,30 @@ def world_geometry(node: Any) -> tuple[tuple[float, ...], tuple[float, ...], tup
 
 
 def volume_from_node(node: Any) -> Volume:
-    """The engine Volume of a scalar volume node (voxels copied, world geometry in LPS)."""
+    """The engine Volume of a scalar volume node (voxels copied, world geometry in LPS).
+
+    Refused (:class:`InputError` naming the node): NaN/inf voxels, and a single slice that is not axial
+    (a 2D sagittal or coronal image has no axial slice to draw a box on). A single axial slice is a
+    volume of one slice, as the CLI treats a one-slice file.
+    """
     check_volume_node(node)
     spacing, origin, direction = world_geometry(node)
-    image = sitk.GetImageFromArray(volume_array(node))
+    voxels = volume_array(node)
+    if voxels.dtype.kind == "f" and not np.isfinite(voxels.sum(dtype=np.float64)):  # no mask unless something is off
+        bad = int(voxels.size - np.count_nonzero(np.isfinite(voxels)))
+        if bad:
+            raise InputError(f"'{node.GetName()}' has {bad} NaN/inf voxels; fix or mask them before segmentation")
+    image = sitk.GetImageFromArray(voxels)
     image.SetSpacing(spacing)
     image.SetOrigin(origin)
     image.SetDirection(direction)
-    return Volume(image=image, source=node.GetName())
+    volume = Volume(image=image, source=node.GetName())
+    _, rows, cols = volume.canonical_image.GetSize()[::-1]
+    if rows < 2 or cols < 2:
+        plane = "sagittal" if cols < 2 else "coronal"
+        raise InputError(f"'{node.GetName()}' is a single {plane} slice ({' x '.join(map(str, image.GetSize()))} voxels): "
+                         "it has no axial slice to draw a box on; load the axial images")
+    return volume
 
 
 def volume_from_node_labels(labelmap_node: Any, reference: Volume) -> np.ndarray:

@@ -24,7 +24,7 @@ from ..engine.segmenter import Segmenter
 from ..engine.types import BoxPrompt
 from ..engine.volume_run import VolumeResult, segment_volume
 from ..engine.worker import PersistentWorker
-from ..errors import InputError, WeightsError
+from ..errors import InputError, MuscleSAMError, WeightsError
 from ..models.manifest import load_manifest
 from ..sample_data import REPO_ROOT, muscle_names
 from . import geometry, overlays, prompts, review_table, segments
@@ -180,7 +180,7 @@ class MuscleSAMLogic:
         out = []
         for item in items:
             if item is not None:
-                out.append(item if isinstance(item, BoxPrompt) else prompts.box_from_roi(vol, item))
+                out.append(prompts.check_box(vol, item) if isinstance(item, BoxPrompt) else prompts.box_from_roi(vol, item))
         if not out:
             raise InputError("no box: place a box around a muscle first")
         return out
@@ -377,7 +377,10 @@ class MuscleSAMLogic:
         fat_node = self._fat_nodes.get(volume_node.GetID())
         if fat_node is None or fat_node.GetScene() is None:
             return None
-        fat = geometry.volume_from_node(fat_node)
+        try:
+            fat = geometry.volume_from_node(fat_node)
+        except MuscleSAMError:  # emptied or made invalid since it was chosen: no fat fraction columns
+            return None
         return fat.canonical_array if fat.same_grid(s.volume) else None
 
     def review_table(self, volume_node: Any) -> Any:

@@ -120,6 +120,22 @@ def box_from_canonical_rect(volume: Volume, label: int, lo: np.ndarray, hi: np.n
     return box
 
 
+def check_box(volume: Volume, box: BoxPrompt) -> BoxPrompt:
+    """``box`` (a canonical BoxPrompt from a front end or a label map) if it can run on ``volume``.
+
+    Refused with the box named: a label that is not a muscle of the label table (:class:`InputError`),
+    a degenerate or inverted box, a box outside the image or on a slice that does not exist
+    (:class:`GeometryError`). Checked before a run, so a bad box never reaches the scene.
+    """
+    name = box.source or f"box {tuple(box.xyxy)} on slice {box.slice}"
+    if not isinstance(box.label, (int, np.integer)) or int(box.label) not in muscle_names():
+        raise InputError(f"{name}: unknown muscle {box.label!r}; use 1-11 or an abbreviation such as 'VL'")
+    reason = validate_box(box, volume.canonical_array.shape)
+    if reason:
+        raise GeometryError(f"{name}: {reason}")
+    return box
+
+
 def box_from_roi(volume: Volume, roi: Any, label: Any | None = None) -> BoxPrompt:
     """The axial box prompt of a markups ROI node on ``volume`` (see the module docstring)."""
     lab = roi_label(roi, label)
