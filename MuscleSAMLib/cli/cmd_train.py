@@ -100,6 +100,8 @@ def run_learning(args: argparse.Namespace) -> int:
         raise InputError("--resume does not apply to --from-bundles (a learning run is short; start it again)")
 
     def progress(fraction: float, stage: str, message: str) -> None:
+        if stage == "publish":  # from here on the job finishes: a cancel must not cut the manifest write
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if args.progress_json:
             _emit("progress", {"fraction": round(fraction, 4), "stage": stage, "message": message})
         elif not args.quiet:

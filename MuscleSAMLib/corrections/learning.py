@@ -429,9 +429,17 @@ def learn(plan: LearningPlan, progress: ProgressFn | None = None) -> dict[str, A
         return report
     finally:
         shutil.rmtree(work, ignore_errors=True)
-        if not published:
+        if not published and not _in_manifest(plan):  # an interrupt right after publish() must keep the files
             for p in written:
                 p.unlink(missing_ok=True)
+
+
+def _in_manifest(plan: LearningPlan) -> bool:
+    """True when the manifest on disk names ``plan``'s new ensemble (it was published)."""
+    try:
+        return plan.name in {e.name for e in load_manifest(plan.manifest).ensembles}
+    except Exception:  # noqa: BLE001 - unreadable manifest: treat as not published
+        return False
 
 
 __all__ = ["CorrectedCase", "EvalCase", "LearningPlan", "bump_version", "bundle_sha256", "evaluate_pair",

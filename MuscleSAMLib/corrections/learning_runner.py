@@ -5,6 +5,7 @@
                             on_done=lambda h: print(h.returncode, h.result or h.error))
     ...
     handle.cancel()          # kills the process tree; the manifest is left as it was
+                             # (once the job is publishing, it is let finish: handle.state == "succeeded")
 
 The job is a subprocess (its own process group / session) running the CLI with ``--progress-json``;
 a reader thread parses its ``@@progress {json}`` and ``@@result {json}`` lines, another keeps the last
@@ -28,6 +29,7 @@ from typing import Callable, Sequence
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROGRESS_PREFIX = "@@progress "
 RESULT_PREFIX = "@@result "
+COMMIT_STAGES = ("publish", "done")  # the job is adding (or has added) its entry to the manifest
 
 
 @dataclass(frozen=True)
@@ -103,9 +105,25 @@ class LearningHandle:
         return not self._done.is_set()
 
     @property
+    def state(self) -> str:
+        """``running``, ``cancelling``, ``succeeded`` (exit 0: the new entry is in the manifest, even when
+        Cancel came too late to stop it), ``cancelled`` (stopped by Cancel) or ``failed``."""
+        code = self.returncode
+        if code is None:
+            return "cancelling" if self.cancelled else "running"
+        if code == 0 or self.result is not None:  # the result line comes after the manifest was written
+            return "succeeded"
+        return "cancelled" if self.cancelled else "failed"
+
+    @property
+    def committing(self) -> bool:
+        """True once the job said it is adding its new entry to the manifest (too late to cancel)."""
+        return self.result is not None or (self.progress is not None and self.progress.stage in COMMIT_STAGES)
+
+    @property
     def error(self) -> str | None:
         """The job's last stderr line when it failed (the one-line reason), else None."""
-        if self.returncode in (None, 0):
+        if self.returncode in (None, 0) or self.result is not None:
             return None
         if self.cancelled:
             return "cancelled"
@@ -120,9 +138,20 @@ class LearningHandle:
         return self.returncode
 
     def cancel(self, grace: float = 5.0) -> None:
-        """Stop the job: SIGTERM to its process group (it removes partial files), SIGKILL after ``grace`` s."""
+        """Stop the job: SIGTERM to its process group (it removes partial files), SIGKILL after ``grace`` s.
+
+        A job already adding its entry to the manifest (:attr:`committing`) is let finish (``grace`` s at
+        most): a signal there would report a published ensemble as cancelled, or interrupt the publish."""
         if self._done.is_set():
             return
+        if self.committing:
+            try:
+                self.process.wait(grace)
+            except subprocess.TimeoutExpired:
+                pass  # stuck after publishing: stop it after all
+            else:
+                self._done.wait(10.0)
+                return
         self.cancelled = True
         if os.name == "posix":
             self._signal_group(signal.SIGTERM)
