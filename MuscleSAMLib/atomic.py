@@ -26,6 +26,9 @@ def write_failure(folder: str | os.PathLike, code: int | None, reason: str | Non
     if code in NO_SPACE:
         return OutputWriteError(f"{folder}: no space left on the device (or quota reached); free some space or choose "
                                 "another output folder. Nothing was written; earlier results there are unchanged.", code)
+    blocker = next((a for a in (Path(folder), *Path(folder).parents) if a.is_file()), None)
+    if code in (errno.EEXIST, errno.ENOTDIR) and blocker is not None:
+        reason = f"{blocker} is a file, not a folder"
     return OutputWriteError(f"{folder}: cannot write here ({reason or 'write failed'}); choose another output folder. "
                             "Nothing was written; earlier results there are unchanged.", code)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,14 @@ def sample_case(name: str = "Thigh_001") -> SampleCase:
 
 
 def muscle_names(path: Path = MUSCLE_LABELS_FILE) -> dict[int, dict]:
-    """Label value -> {"abbrev", "name", "color"} for the 11 thigh muscles (background excluded)."""
+    """Label value -> {"abbrev", "name", "color"} for the 11 thigh muscles (background excluded).
+
+    Read once per file (cached; a fresh copy of the outer dict each call, so callers may add keys).
+    """
+    return dict(_read_label_table(str(Path(path).resolve())))
+
+
+@functools.lru_cache(maxsize=8)
+def _read_label_table(path: str) -> dict[int, dict]:
     raw = json.loads(Path(path).read_text())
     return {int(k): v for k, v in raw.items() if int(k) != 0}

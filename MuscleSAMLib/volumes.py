@@ -157,7 +157,17 @@ def read_volume(path: str | os.PathLike, *, max_voxels: int = MAX_VOXELS, allow_
         raise InputError(f"{p}: image has {bad} NaN/inf voxels; fix or mask them before segmentation")
     if not allow_labels and arr.size and arr.max() == arr.min():
         raise InputError(f"{p}: image is constant (every voxel = {arr.flat[0]}); nothing to segment")
+    _check_has_axial_slices(p, image)
     return Volume(image=image, source=str(p))
+
+
+def _check_has_axial_slices(p: Path, image: sitk.Image) -> None:
+    """Refuse a single sagittal or coronal slice: it has no axial slice to draw a box on."""
+    axial = 2 - axial_array_axis(image.GetDirection())  # ITK index axis closest to S-I
+    in_plane = [image.GetSize()[a] for a in range(3) if a != axial]
+    if min(in_plane) < 2:
+        raise InputError(f"{p}: a single sagittal or coronal slice (size {image.GetSize()}) has no axial slice to draw "
+                         "a box on; use the axial images")
 
 
 def _check_header(p: Path, size: tuple[int, ...], components: int, pixel_id: int, max_voxels: int) -> None:
