@@ -22,6 +22,7 @@ class PersistentWorker:
         self._queue: queue.Queue[tuple[Callable[..., Any], tuple, Future, threading.Event] | None] = queue.Queue()
         self._pending: list[threading.Event] = []
         self._lock = threading.Lock()
+        self._closed = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -35,8 +36,10 @@ class PersistentWorker:
         future: Future = Future()
         cancel = threading.Event()
         with self._lock:
+            if self._closed:  # a future nobody would ever complete would hang its caller
+                raise RuntimeError("the MuscleSAM worker was shut down; create a new logic/engine to run more work")
             self._pending.append(cancel)
-        self._queue.put((fn, args, future, cancel))
+            self._queue.put((fn, args, future, cancel))
         return future, cancel
 
     def cancel_all(self) -> None:
@@ -65,7 +68,9 @@ class PersistentWorker:
                         self._pending.remove(cancel)
 
     def shutdown(self, wait: bool = True) -> None:
-        """Stop after the queued items (cancel them first with :meth:`cancel_all` to stop sooner)."""
-        self._queue.put(None)
+        """Stop after the queued items (cancel them first with :meth:`cancel_all` to stop sooner); later submits raise."""
+        with self._lock:
+            self._closed = True
+            self._queue.put(None)
         if wait:
             self._thread.join(timeout=30)

@@ -74,3 +74,14 @@ def test_cancel_stops_running_and_queued_items():
     after, _ = worker.submit(lambda cancel: "ok")  # the worker lives on
     assert after.result(timeout=5) == "ok"
     worker.shutdown()
+
+
+def test_submit_after_shutdown_is_refused_instead_of_hanging():
+    from MuscleSAMLib.engine.worker import PersistentWorker
+
+    w = PersistentWorker("test-shutdown")
+    future, _ = w.submit(lambda cancel: 7)
+    w.shutdown(wait=True)
+    assert future.result(timeout=5) == 7  # queued work still finishes
+    with pytest.raises(RuntimeError, match="was shut down"):
+        w.submit(lambda cancel: 8)
