@@ -128,10 +128,7 @@ def read_volume(path: str | os.PathLike, *, max_voxels: int = MAX_VOXELS, allow_
     reader = sitk.ImageFileReader()
     try:
         if p.is_dir():
-            series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(p))
-            if not series:
-                raise InputError(f"{p}: folder holds no DICOM series")
-            files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(p), series[0])
+            files = [str(f) for f in dicom_series_files(p)]
             reader.SetFileName(files[0])
             reader.ReadImageInformation()
             size = (*reader.GetSize()[:2], len(files))
@@ -168,6 +165,14 @@ def _check_has_axial_slices(p: Path, image: sitk.Image) -> None:
     if min(in_plane) < 2:
         raise InputError(f"{p}: a single sagittal or coronal slice (size {image.GetSize()}) has no axial slice to draw "
                          "a box on; use the axial images")
+
+
+def dicom_series_files(folder: str | os.PathLike) -> list[Path]:
+    """The files of the first DICOM series in ``folder``, in ITK's slice order (what :func:`read_volume` reads)."""
+    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    if not series:
+        raise InputError(f"{folder}: folder holds no DICOM series")
+    return [Path(f) for f in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0])]
 
 
 def _check_header(p: Path, size: tuple[int, ...], components: int, pixel_id: int, max_voxels: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -27,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from ..corrections.bundle import write_bundle
     from ..engine.types import BoxPrompt
     from ..errors import InputError
-    from ..volumes import check_same_grid, read_dixon_pair, read_volume
+    from ..volumes import check_same_grid, dicom_series_files, read_dixon_pair, read_volume
 
     image = read_volume(args.image)
     fat = read_dixon_pair(args.fat, args.image)[0] if args.fat else None
@@ -54,9 +55,13 @@ def run(args: argparse.Namespace) -> int:
                              for b in doc.get("canonical", [])]
         if (pdir / "report.json").is_file():
             kw["provenance"] = {"prediction": json.loads((pdir / "report.json").read_text()).get("provenance")}
+    if args.image.is_dir():  # a DICOM series: the bundle also gets a DICOM SEG referencing it
+        kw["dicom_source"] = dicom_series_files(args.image)
     dest = write_bundle(args.out, image, np.rint(corrected.canonical_array).astype(np.uint8), fat=fat,
                         interaction_log=[{"event": "export", "tool": "musclesam export"}], **kw)
     report = json.loads((dest / "report.json").read_text())
+    if "skipped" in report.get("dicom_seg", {}):
+        print(f"warning: no DICOM SEG in the bundle: {report['dicom_seg']['skipped']}", file=sys.stderr)
     if "uncertainty_vs_edits" in report:
         u = report["uncertainty_vs_edits"]
         print(f"edited voxels: {u['edited_voxels']}; AUROC of uncertainty for edits: {u['auroc_edit']}; "

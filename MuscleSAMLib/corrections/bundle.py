@@ -37,7 +37,7 @@ from ..errors import GeometryError, InputError, OutputWriteError
 from ..hashing import sha256_of_file
 from ..metrics.uncertainty_quality import auroc, error_share_in_top
 from ..outputs.biomarker_files import write_biomarker_csv, write_biomarker_plot
-from ..outputs.dicom_seg import dicom_series_files, write_dicom_seg
+from ..outputs.dicom_seg import write_dicom_seg
 from ..outputs.seg_nrrd import write_seg_nrrd
 from ..sample_data import muscle_names
 from ..version import __version__
@@ -110,7 +110,7 @@ def write_bundle(dest: str | Path, image: Volume, corrected: np.ndarray, *, pred
 
     Arrays are canonical (slices, rows, cols) on ``image``'s grid; ``corrected`` is the user's label map.
     ``dicom_source``: the DICOM files of the segmented series, for a DICOM SEG of the corrected labels
-    (default: the series in ``image.source`` when that is a DICOM folder; none otherwise).
+    (none: no SEG). A SEG that cannot be written is skipped with the reason in ``report.json``.
     """
     shape = image.canonical_array.shape
     for name, arr in (("corrected labels", corrected), ("prediction", prediction), ("probability", probability),
@@ -131,15 +131,8 @@ def write_bundle(dest: str | Path, image: Volume, corrected: np.ndarray, *, pred
         write_seg_nrrd(corrected_u8, image, tmp / "corrected_labels.seg.nrrd", names,
                        status={int(v): "completed" for v in np.unique(corrected_u8) if v})
         report: dict[str, Any] = {"format": BUNDLE_FORMAT, "image": image.source}
-        if dicom_source is None and Path(image.source).is_dir():
-            dicom_source = dicom_series_files(image.source)
-        if dicom_source and not corrected_u8.any():
-            report["dicom_seg"] = {"skipped": "no muscle in the corrected labels"}
-        elif dicom_source:
-            write_dicom_seg(corrected_u8, image, dicom_source, tmp / "corrected_labels.dcm", names,
-                            series_description="MuscleSAM corrected muscles")
-            report["dicom_seg"] = {"file": "corrected_labels.dcm", "segments": int(len(np.unique(corrected_u8[corrected_u8 > 0]))),
-                                   "source_files": len(dicom_source)}
+        if dicom_source:
+            report["dicom_seg"] = _dicom_seg(corrected_u8, image, dicom_source, tmp / "corrected_labels.dcm", names)
         spacing = image.canonical_spacing
         ff_kw = {"fat": fat.canonical_array, "water": image.canonical_array} if fat is not None else {}
         corrected_rows = muscle_biomarkers(corrected_u8, spacing, image=image.canonical_array, **ff_kw)
@@ -190,6 +183,22 @@ def write_bundle(dest: str | Path, image: Volume, corrected: np.ndarray, *, pred
     return dest
 
 
+def _dicom_seg(labels: np.ndarray, image: Volume, sources: Sequence[str | os.PathLike], path: Path, names: dict) -> dict:
+    """Write the DICOM SEG if it can be; otherwise say why (the rest of the bundle is still written:
+    the NIfTI and .seg.nrrd hold the same labels, and the user's corrections must not be lost)."""
+    if not labels.any():
+        return {"skipped": "no muscle in the corrected labels"}
+    try:
+        write_dicom_seg(labels, image, sources, path, names, series_description="MuscleSAM corrected muscles")
+    except ImportError as exc:
+        return {"skipped": f"highdicom is not installed ({exc.name}); install highdicom to get a DICOM SEG"}
+    except InputError as exc:  # not a disk problem (those end the export): a series the SEG cannot describe
+        if isinstance(exc, OutputWriteError):
+            raise
+        return {"skipped": str(exc)}
+    return {"file": path.name, "segments": int(len(np.unique(labels[labels > 0]))), "source_files": len(sources)}
+
+
 def _image_identity(image: Volume) -> dict:
     """Where the image is (absolute path, so learning finds it from any folder) and its sha256."""
     src = Path(image.source)
@@ -230,11 +239,19 @@ def check_bundle(path: str | Path, image: Volume | None = None) -> Path:
 
 
 def edit_check_summary(bundle: str | Path) -> str:
-    """One line for the GUIs after an export: did the uncertainty point at what the user edited?"""
+    """One line for the GUIs after an export: did the uncertainty point at what the user edited?
+
+    A DICOM SEG that could not be written is mentioned (the bundle's other files hold the labels).
+    """
     import json
 
     report = json.loads((Path(bundle) / "report.json").read_text())
-    check = report.get("uncertainty_vs_edits")
+    skipped = report.get("dicom_seg", {}).get("skipped")
+    note = f" No DICOM SEG: {skipped}." if skipped and "no muscle" not in skipped else ""
+    return _edit_check_line(report.get("uncertainty_vs_edits")) + note
+
+
+def _edit_check_line(check: dict | None) -> str:
     if not check:
         return "No prediction in this bundle: nothing to compare the edits with."
     if not check.get("edited_voxels"):

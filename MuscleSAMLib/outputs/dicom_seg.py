@@ -34,14 +34,6 @@ from ..volumes import Volume, image_like
 SEG_MODALITY_SERIES_NUMBER = 9901  # a high series number, as viewers list derived series after the source
 
 
-def dicom_series_files(folder: str | os.PathLike) -> list[Path]:
-    """The files of the first DICOM series in ``folder``, in ITK's slice order."""
-    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-    if not series:
-        raise InputError(f"{folder}: folder holds no DICOM series")
-    return [Path(f) for f in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0])]
-
-
 def _match_slices(datasets: Sequence, reference: Volume, files: Sequence[Path]) -> list[int]:
     """Stored slice index k of each dataset, from its ImagePositionPatient; refuses a mismatch."""
     image = reference.image

@@ -11,19 +11,21 @@ import SimpleITK as sitk
 
 from MuscleSAMLib.cli.main import main
 from MuscleSAMLib.errors import InputError
-from MuscleSAMLib.outputs.dicom_seg import dicom_series_files, write_dicom_seg
+from MuscleSAMLib.outputs.dicom_seg import write_dicom_seg
 from MuscleSAMLib.sample_data import muscle_names
-from MuscleSAMLib.volumes import read_volume
+from MuscleSAMLib.volumes import dicom_series_files, read_volume
 
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 
 
 def write_mr_series(folder: Path, arr: np.ndarray, spacing=(0.8, 0.9, 5.0), origin=(-10.0, 20.0, 30.0),
-                    reverse_files: bool = True) -> Path:
+                    reverse_files: bool = True, direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)) -> Path:
     """An MR series, one file per slice; file names in REVERSE slice order so order is never assumed."""
     img = sitk.GetImageFromArray(arr)
     img.SetSpacing(spacing)
     img.SetOrigin(origin)
+    img.SetDirection(direction)
+    d = np.asarray(direction, float).reshape(3, 3)
     folder.mkdir(parents=True)
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
@@ -35,7 +37,7 @@ def write_mr_series(folder: Path, arr: np.ndarray, spacing=(0.8, 0.9, 5.0), orig
                 "0010|0010": "Phantom^Thigh", "0010|0020": "PH001", "0020|000d": "1.2.826.0.1.3680043.2.1125.1",
                 "0020|000e": "1.2.826.0.1.3680043.2.1125.2", "0020|0052": "1.2.826.0.1.3680043.2.1125.4",
                 "0008|0060": "MR", "0020|0032": "\\".join(f"{v:.4f}" for v in pos), "0020|0013": str(k + 1),
-                "0020|0037": "1\\0\\0\\0\\1\\0", "0018|0050": f"{spacing[2]}",
+                "0020|0037": "\\".join(f"{v:g}" for v in (*d[:, 0], *d[:, 1])), "0018|0050": f"{spacing[2]}",
                 "0028|0030": f"{spacing[1]}\\{spacing[0]}"}
         for tag, value in tags.items():
             sl.SetMetaData(tag, value)
@@ -83,12 +85,17 @@ def _read_back(path: Path, series_files: list[Path]) -> dict[str, np.ndarray]:
     return out
 
 
-def test_dicom_seg_round_trip_on_the_right_slices(series, tmp_path):
-    folder, arr = series
+@pytest.mark.parametrize("direction", [(1, 0, 0, 0, 1, 0, 0, 0, 1), (-1, 0, 0, 0, -1, 0, 0, 0, 1)], ids=["LPS", "RAS"])
+def test_dicom_seg_round_trip_on_the_right_slices(direction, tmp_path):
+    arr = (np.random.default_rng(3).uniform(50, 500, (4, 24, 20))).astype(np.int16)
+    folder = write_mr_series(tmp_path / "series", arr, direction=direction)
     vol = read_volume(folder)
+    assert vol.orientation == ("LPS" if direction[0] == 1 else "RAS")
     files = dicom_series_files(folder)
     stored_labels = _labels(arr.shape)
-    canonical = sitk.GetArrayFromImage(sitk.DICOMOrient(sitk.GetImageFromArray(stored_labels), "LPS"))  # identity grid: LPS
+    lab_img = sitk.GetImageFromArray(stored_labels)
+    lab_img.CopyInformation(vol.image)
+    canonical = sitk.GetArrayFromImage(sitk.DICOMOrient(lab_img, "LPS"))
     out = write_dicom_seg(canonical, vol, files, tmp_path / "seg.dcm", muscle_names())
     back = _read_back(out, files)
     assert set(back) == {"vastus lateralis (label 3)", "gracilis (label 7)"}
@@ -161,3 +168,16 @@ def test_bridge_export_of_a_dicom_loaded_volume_writes_a_seg(series, tmp_path, m
         h.scene.Clear(1)
     back = _read_back(dest / "corrected_labels.dcm", files)
     np.testing.assert_array_equal(back["vastus lateralis (label 3)"], stored == 3)
+
+
+def test_a_seg_that_cannot_be_written_is_skipped_and_the_bundle_kept(series, tmp_path):
+    """DICOM SEG is an extra: files of another series give a reason in the report, never a lost export."""
+    from MuscleSAMLib.corrections.bundle import write_bundle
+
+    folder, arr = series
+    other = write_mr_series(tmp_path / "other", arr, origin=(-10.0, 20.0, 60.0))
+    vol = read_volume(folder)
+    dest = write_bundle(tmp_path / "b", vol, np.full(arr.shape, 3, np.uint8), dicom_source=dicom_series_files(other))
+    report = json.loads((dest / "report.json").read_text())
+    assert "is not a slice of the segmented image" in report["dicom_seg"]["skipped"]
+    assert (dest / "corrected_labels.nii.gz").is_file() and not (dest / "corrected_labels.dcm").exists()
