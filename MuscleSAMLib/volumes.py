@@ -316,12 +316,32 @@ def write_image_atomic(image: sitk.Image, path: str | os.PathLike, compress: boo
     dest = Path(path)
     try:
         with atomic_path(dest) as tmp:
-            sitk.WriteImage(image, str(tmp), compress)
+            try:
+                sitk.WriteImage(image, str(tmp), compress)
+                _verify_written(tmp)
+            except (RuntimeError, InputError) as exc:
+                if disk_nearly_full(tmp):  # checked before the partial file is removed; ITK passes no errno on
+                    raise write_failure(dest.parent, errno.ENOSPC, None) from None
+                reason = _itk_reason(exc) if isinstance(exc, RuntimeError) else str(exc)
+                raise OutputWriteError(f"{dest}: cannot write image ({reason})") from None
     except RuntimeError as exc:
-        if disk_nearly_full(dest):  # ITK does not pass errno on: a failed write on a full disk is that
-            raise write_failure(dest.parent, errno.ENOSPC, None) from None
         raise OutputWriteError(f"{dest}: cannot write image ({_itk_reason(exc)})") from None
     return dest
+
+
+def _verify_written(p: Path) -> None:
+    """Refuse a file ITK wrote short: its NIfTI writer reports a short write on stderr only, without failing.
+
+    gzip files: the whole stream and its CRC; uncompressed: at least header plus pixels; NRRD/MHA with
+    compressed data: read back (a cut stream fails in the decompressor).
+    """
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(p))
+    reader.ReadImageInformation()
+    if p.suffix.lower() != ".gz" and _header_says_compressed(p):
+        reader.Execute()
+    else:
+        _check_file_holds_pixels(p, reader)
 
 
 def write_like(canonical_array: np.ndarray, reference: Volume, path: str | os.PathLike) -> Path:

@@ -95,3 +95,21 @@ def test_disk_fills_up_mid_write_keeps_the_previous_output(command, case, tmp_pa
             assert _snapshot(disk) == before, "the previous output changed or a partial/temp file was left"
         finally:
             unmount(disk)
+
+
+@pytest.mark.parametrize("name", ["big.nii.gz", "big.nrrd", "big.seg.nrrd"])
+def test_an_image_larger_than_the_free_space_is_refused_not_published_short(name, tmp_path):
+    """ITK's NIfTI writer reports a short write only on stderr: the file is verified before it is published."""
+    from MuscleSAMLib.errors import OutputWriteError
+    from MuscleSAMLib.volumes import write_image_atomic
+
+    disk = tmp_path / "disk"
+    if not small_disk(disk, 1024):
+        pytest.skip("mounting a small tmpfs needs root: the full-disk case runs on CI and as root")
+    try:
+        noise = sitk.GetImageFromArray(np.random.default_rng(0).uniform(0, 1, (8, 256, 256)).astype(np.float32))  # 2 MB
+        with pytest.raises(OutputWriteError, match="no space left on the device"):
+            write_image_atomic(noise, disk / name)
+        assert list(disk.iterdir()) == []
+    finally:
+        unmount(disk)
