@@ -51,6 +51,7 @@ class WebController(RunActions, LearningActions):
         self.state.update({**page_state.defaults(), **learning_defaults()})
         self.state.msam_export_folder = str(self.export_root)
         self._task: asyncio.Task | None = None  # the run being watched (a strong reference keeps it alive)
+        self._exporting = False  # a bundle is being written off the event loop (no other image, no second export)
 
     # ------------------------------------------------------------------ messages and small helpers
     def say(self, text: str, kind: str = "info") -> None:
@@ -79,6 +80,8 @@ class WebController(RunActions, LearningActions):
     def _require_idle(self, what: str) -> None:
         if self.logic.busy:
             raise InputError(f"a {self.state.msam_busy_text or 'prediction'} is running: wait for it or press Cancel, then {what}")
+        if self._exporting:
+            raise InputError(f"an export is being written: wait a moment, then {what}")
 
     def _segmentation(self) -> Any | None:
         return self.logic.segmentation_for(self.volume_node) if self.volume_node is not None else None
@@ -306,17 +309,22 @@ class WebController(RunActions, LearningActions):
         seg = self._segmentation()
         if seg is None:
             raise InputError("nothing to export yet: draw a box, press Segment (and correct it), then Export")
-        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")  # unique: two exports never share a folder
         name = f"{safe_file_name(self.image_name)}-corrected-{stamp}"
         with self.state:
             self.state.msam_export = None
             self.say("Exporting ...", "info")
         write = self.logic.prepare_export(volume_node, seg, self.export_root / name)  # reads the scene here
+        image_file = self.image_file  # the image this bundle belongs to, whatever is opened later
         loop = asyncio.get_running_loop()
-        folder = await loop.run_in_executor(None, write)  # the page stays live while the bundle is written
-        zipped = await loop.run_in_executor(None, zip_bundle, folder, self.export_root / f"{name}.zip")
+        self._exporting = True
+        try:
+            folder = await loop.run_in_executor(None, write)  # the page stays live while the bundle is written
+            zipped = await loop.run_in_executor(None, zip_bundle, folder, self.export_root / f"{name}.zip")
+        finally:
+            self._exporting = False
         self.exports[zipped.name] = zipped
-        self.bundle_exported(folder)
+        self.bundle_exported(folder, image_file)
         with self.state:
             self.state.msam_export = {"url": f"/musclesam/export/{zipped.name}", "name": zipped.name,
                                       "size": f"{zipped.stat().st_size / 1e6:.1f} MB", "folder": str(folder)}

@@ -58,11 +58,11 @@ class LearningActions:
     _learn_task: asyncio.Task | None = None
     start_learning: Callable[..., Any] | None = None  # the runner's start_learning (tests put a fake here)
 
-    def bundle_exported(self, folder: Path) -> None:
-        """An export of the open image finished: it can be learned from (the bundle names the image node only)."""
-        if self.image_file is None:
+    def bundle_exported(self, folder: Path, image_file: Path | None) -> None:
+        """An export of ``image_file`` finished: it can be learned from (the bundle names the image node only)."""
+        if image_file is None:
             return
-        self.learn_bundles.append((Path(folder), self.image_file))
+        self.learn_bundles.append((Path(folder), image_file))
         self.state.msam_learn_bundles = len(self.learn_bundles)
 
     @reported

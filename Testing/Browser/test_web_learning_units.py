@@ -104,7 +104,7 @@ def test_refusals(tmp_path: Path) -> None:
     ctrl = Ctrl(tmp_path)
     ctrl.learn()
     assert "nothing to learn from yet" in ctrl.messages[-1][1].lower() and ctrl.messages[-1][0] == "error"
-    ctrl.bundle_exported(tmp_path / "b1")
+    ctrl.bundle_exported(tmp_path / "b1", ctrl.image_file)
     assert ctrl.state.msam_learn_bundles == 1
     ctrl.logic.loaded.ensemble.spec.kind = "lora"
     ctrl.learn()
@@ -121,7 +121,7 @@ def test_progress_then_result(tmp_path: Path, monkeypatch) -> None:
     report.write_text(json.dumps({"cases": [{"case": "c", "role": "corrected", "base": {"dsc": 0.6}, "new": {"dsc": 0.7},
                                              "delta": {"dsc": 0.1}}]}))
     ctrl = Ctrl(tmp_path)
-    ctrl.bundle_exported(tmp_path / "b1")
+    ctrl.bundle_exported(tmp_path / "b1", ctrl.image_file)
     ctrl.state.msam_learn_steps = "3"
     handle = FakeHandle(2, {"name": "base-corrected-1", "version": "0.0.1", "report": str(report), "regressions": 0})
     _run(ctrl, handle, monkeypatch)
@@ -137,7 +137,7 @@ def test_progress_then_result(tmp_path: Path, monkeypatch) -> None:
 
 def test_failure_and_cancel(tmp_path: Path, monkeypatch) -> None:
     ctrl = Ctrl(tmp_path)
-    ctrl.bundle_exported(tmp_path / "b1")
+    ctrl.bundle_exported(tmp_path / "b1", ctrl.image_file)
     _run(ctrl, FakeHandle(1, None, "musclesam train: error: bundle b1: corrupted edit map"), monkeypatch)
     assert ctrl.messages[-1] == ("error", "Learning from corrections failed: musclesam train: error: bundle b1: corrupted edit map")
     assert not ctrl.state.msam_learn_running and ctrl.state.msam_learn_result is None
