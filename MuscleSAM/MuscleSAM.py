@@ -234,7 +234,11 @@ class MuscleSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _withFatImage(self, call):
         """Run ``call`` after handing the bridge the chosen Dixon fat image (review table fat fraction)."""
-        self.logic.bridge.set_fat_image(self._volume(), self._parameterNode.fatVolume)
+        try:
+            self.logic.bridge.set_fat_image(self._volume(), self._parameterNode.fatVolume)
+        except Exception as exc:  # a wrong fat image only costs the fat fraction columns, never the run
+            self.logic.bridge.set_fat_image(self._volume(), None)
+            slicer.util.warningDisplay(f"Fat fraction left out: {exc}")
         return call()
 
     def onSegment(self):

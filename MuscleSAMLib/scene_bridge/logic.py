@@ -361,7 +361,12 @@ class MuscleSAMLogic:
         if fat_node is None:
             self._fat_nodes.pop(volume_node.GetID(), None)
             return
-        self._check_fat_grid(volume_node, fat_node)
+        geometry.check_volume_node(fat_node)
+        same = (tuple(fat_node.GetImageData().GetDimensions()) == tuple(volume_node.GetImageData().GetDimensions())
+                and np.allclose(geometry.ijk_to_world(fat_node), geometry.ijk_to_world(volume_node), atol=1e-4))
+        if not same:  # geometry only (no voxel copy): this runs before every Segment in the desktop module
+            raise InputError(f"fat image '{fat_node.GetName()}' is not on the grid of '{volume_node.GetName()}'; "
+                             "choose the fat image of the same Dixon acquisition")
         self._fat_nodes[volume_node.GetID()] = fat_node
 
     @staticmethod

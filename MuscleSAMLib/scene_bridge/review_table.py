@@ -14,7 +14,7 @@ from .mrml import nodes_by_class, owned_node
 from .session import Session
 
 COLUMNS = ("rank", "slice", "muscle", "uncertainty (nats)", "expected DSC", "volume (ml)", "volume low (ml)", "volume high (ml)",
-           "fat fraction (%)", "fat fraction low (%)", "fat fraction high (%)")
+           "muscle fat fraction (%)", "muscle fat fraction low (%)", "muscle fat fraction high (%)")
 
 
 @dataclass(frozen=True)

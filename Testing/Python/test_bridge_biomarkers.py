@@ -75,11 +75,11 @@ def test_review_table_shows_fat_fraction_with_member_intervals(mrml, logic, dixo
         expected = 100 * np.nanmean(ff[mask])
         per_member = [100 * np.nanmean(ff[m]) for m in members[label] if m.any()]
         for r in mine:  # every row of that muscle carries the muscle's values
-            assert float(r["fat fraction (%)"]) == pytest.approx(expected, abs=0.06)
-            assert float(r["fat fraction low (%)"]) == pytest.approx(min(per_member), abs=0.06)
-            assert float(r["fat fraction high (%)"]) == pytest.approx(max(per_member), abs=0.06)
+            assert float(r["muscle fat fraction (%)"]) == pytest.approx(expected, abs=0.06)
+            assert float(r["muscle fat fraction low (%)"]) == pytest.approx(min(per_member), abs=0.06)
+            assert float(r["muscle fat fraction high (%)"]) == pytest.approx(max(per_member), abs=0.06)
     logic.set_fat_image(node, None)  # no fat image: the columns stay, empty
-    assert all(r["fat fraction (%)"] == "" for r in _table(logic.review_table(node)))
+    assert all(r["muscle fat fraction (%)"] == "" for r in _table(logic.review_table(node)))
 
 
 def test_fat_image_on_another_grid_is_refused(mrml, logic, dixon):
