@@ -101,6 +101,7 @@ def staged_folder(dest: str | os.PathLike) -> Iterator[Path]:
     created = not dest.exists()
     try:
         dest.mkdir(parents=True, exist_ok=True)
+        remove_stale(dest, ".staging-*")
         stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=dest))
     except OSError as exc:
         raise write_failure(dest if dest.exists() else dest.parent, exc.errno, exc.strerror) from None
@@ -111,14 +112,30 @@ def staged_folder(dest: str | os.PathLike) -> Iterator[Path]:
             if exc.errno in NO_SPACE:  # name the folder the user chose, not the staging folder
                 raise write_failure(dest, exc.errno, None) from None
             raise
-        for f in sorted(stage.iterdir()):
-            os.replace(f, dest / f.name)
+        try:
+            for f in sorted(stage.iterdir()):
+                os.replace(f, dest / f.name)  # renames need no space; they fail only if the folder changed under us
+        except OSError as exc:
+            raise OutputWriteError(f"{dest}: could not move the new results into place ({exc.strerror}); some files "
+                                   "there may be new and others older: run again", exc.errno) from None
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         if created:
             shutil.rmtree(dest, ignore_errors=True)
         raise
     stage.rmdir()
+
+
+def remove_stale(folder: Path, pattern: str, max_age_s: float = 86400.0) -> None:
+    """Delete leftovers matching ``pattern`` in ``folder`` older than ``max_age_s`` (a process killed mid-write)."""
+    import time
+
+    for p in folder.glob(pattern):
+        try:
+            if time.time() - p.stat().st_mtime > max_age_s:
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+        except OSError:
+            pass  # best effort: a leftover we cannot remove does no harm
 
 
 def write_text_atomic(dest: str | os.PathLike, text: str) -> Path:

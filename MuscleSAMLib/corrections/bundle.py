@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..atomic import NO_SPACE, check_output_path, publish_mode, write_failure, write_json_atomic
+from ..atomic import NO_SPACE, check_output_path, publish_mode, remove_stale, write_failure, write_json_atomic
 from ..biomarkers import muscle_biomarkers
 from ..engine.boxes import boxes_to_json
 from ..engine.types import BoxPrompt
@@ -122,6 +122,8 @@ def write_bundle(dest: str | Path, image: Volume, corrected: np.ndarray, *, pred
     parent = dest.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
+        for leftover in (f".{dest.name}.tmp-*", f".{dest.name}.old-*"):  # from an export that was killed
+            remove_stale(parent, leftover)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=parent))
     except OSError as exc:
         raise write_failure(parent, exc.errno, exc.strerror) from None

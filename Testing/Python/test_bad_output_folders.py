@@ -113,3 +113,17 @@ def test_an_image_larger_than_the_free_space_is_refused_not_published_short(name
         assert list(disk.iterdir()) == []
     finally:
         unmount(disk)
+
+
+def test_leftovers_of_a_killed_write_are_cleaned_up_later(case, tmp_path):
+    """A process killed mid-write leaves a hidden staging folder; the next write removes it once it is stale."""
+    out = tmp_path / "out"
+    old = out / ".staging-killed"
+    old.mkdir(parents=True)
+    (old / "labels.nii.gz").write_bytes(b"partial")
+    os.utime(old, (0, 0))  # long ago
+    fresh = out / ".staging-running"  # another writer's, still going: left alone
+    fresh.mkdir()
+    assert main(_segment(case, out)) == 0
+    assert not old.exists() and fresh.exists()
+    assert (out / "labels.nii.gz").is_file()
