@@ -22,7 +22,7 @@ Conventions (METHODS.md "Multi-muscle", DESIGN.md "Multi-muscle"):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -166,12 +166,14 @@ def assemble_slice(
     locked: frozenset[int] = frozenset(),
     threshold: float = 0.5,
     keep_unpredicted: bool = True,
+    combined: Mapping[int, LabelProbabilities] | None = None,
 ) -> AssembledSlice:
     """Assemble one slice's box predictions into a label map (conventions in the module docstring).
 
     ``preds``: predictions of one slice (all ``box.slice`` equal), windows inside ``shape`` (rows, cols).
     ``current``: the slice's previous label map (rows, cols) or None. ``locked``: finished labels.
     ``threshold``: a voxel is labelled when its highest mean probability is ``>= threshold``.
+    ``combined``: :func:`combine_label_predictions` of ``preds`` if the caller has it already.
     """
     shape = (int(shape[0]), int(shape[1]))
     locked = frozenset(int(k) for k in locked)
@@ -192,7 +194,8 @@ def assemble_slice(
     ignored = sorted((p for p in preds if int(p.box.label) in locked), key=_canonical_key)
     ignored_locked = [p.box for p in ignored]
     active = [p for p in preds if int(p.box.label) not in locked]
-    combined = combine_label_predictions(active)
+    combined = ({lab: v for lab, v in combined.items() if lab not in locked} if combined is not None
+                else combine_label_predictions(active))
     label_ids = np.array(sorted(combined), dtype=np.int64)
     n_members = active[0].member_probs.shape[0] if active else 1
 

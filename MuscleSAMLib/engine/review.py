@@ -27,7 +27,7 @@ Conventions (METHODS.md "Uncertainty"; all from the ensemble's member probabilit
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,7 +35,7 @@ from scipy import ndimage
 
 from ..metrics import dice
 from ..uncertainty import uncertainty_maps
-from .assembly import combine_label_predictions
+from .assembly import LabelProbabilities, combine_label_predictions
 from .types import BoxPrediction
 
 #: A muscle is flagged for review when one of its scored slices has a mean total uncertainty above
@@ -196,17 +196,20 @@ def score_slice(
     *,
     dilate_px: int = 3,
     locked: Collection[int] = frozenset(),
+    combined: Mapping[int, LabelProbabilities] | None = None,
 ) -> list[MuscleSliceScore]:
     """Scores of every predicted muscle on one slice (sorted by label); ``locked`` labels are skipped.
 
-    Boxes of one label are combined as in :func:`combine_label_predictions`; the combined window is
-    padded by ``dilate_px`` (clipped to ``shape``) so the dilation sees the whole slice around it.
+    Boxes of one label are combined as in :func:`combine_label_predictions` (or ``combined``, when the
+    caller has it); the combined window is padded by ``dilate_px`` (clipped to ``shape``) so the
+    dilation sees the whole slice around it.
     """
     slices_seen = {int(p.box.slice) for p in preds}
     if len(slices_seen) > 1:
         raise ValueError(f"predictions from several slices {sorted(slices_seen)}")
     locked = {int(k) for k in locked}
-    combined = combine_label_predictions([p for p in preds if int(p.box.label) not in locked])
+    combined = ({lab: v for lab, v in combined.items() if lab not in locked} if combined is not None
+                else combine_label_predictions([p for p in preds if int(p.box.label) not in locked]))
     out = []
     for label, lp in combined.items():
         w = lp.window

@@ -85,13 +85,14 @@ def segment_volume(segmenter: Segmenter, boxes: Iterable[BoxPrompt], *, current:
             continue
         combined[k] = combine_label_predictions(pred.boxes)
         cur = None if current is None else current[k]
-        assembled = assemble_slice(pred.boxes, pred.shape, current=cur, locked=locked, threshold=threshold)
+        assembled = assemble_slice(pred.boxes, pred.shape, current=cur, locked=locked, threshold=threshold,
+                                   combined=combined[k])
         labels[k] = assembled.labels
         probability[k] = assembled.probability
         total[k] = assembled.uncertainty.total
         epistemic[k] = assembled.uncertainty.epistemic
         rejected.extend((b, "label is locked (finished); box not used") for b in assembled.ignored_locked)
-        scores.extend(score_slice(pred.boxes, pred.shape, locked=locked))
+        scores.extend(score_slice(pred.boxes, pred.shape, locked=locked, combined=combined[k]))
         for bp in pred.boxes:
             iou.setdefault(str(bp.box.label), []).append(float(np.mean(bp.iou_pred)))
     spacing = segmenter.spacing
