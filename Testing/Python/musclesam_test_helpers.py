@@ -116,3 +116,78 @@ def read_only_folder(folder: Path) -> str:
     if _mount_tmpfs(folder, "ro,size=64k"):
         return "mount"
     raise OSError(f"cannot make {folder} read-only here (not root and chmod has no effect)")
+
+
+class PickleTrap:
+    """Unpickling this would create the file ``marker`` (stands for any code a pickle can run)."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import builtins
+
+        return (builtins.open, (self.marker, "w"))
+
+
+def damage_ensemble(manifest: Path, change: str, marker: Path) -> Path:
+    """Give the (random) ensemble of ``manifest`` one defect, in place; returns ``manifest``.
+
+    ``change``: ``missing_member`` (member 1's file deleted), ``wrong_checksum`` (member 0's sha256
+    zeroed), ``wrong_architecture`` (the entry claims demo_s at 256), ``pickled_code`` (member 0 becomes
+    a .pth holding a :class:`PickleTrap` that would create ``marker``; its checksum is right).
+    """
+    import json
+    import os
+
+    doc = json.loads(manifest.read_text())
+    entry = doc["ensembles"][0]
+    if change == "missing_member":
+        os.remove(manifest.parent / entry["members"][1]["file"])
+    elif change == "wrong_checksum":
+        entry["members"][0]["sha256"] = "0" * 64
+    elif change == "wrong_architecture":
+        entry["arch"] = "demo_s"
+        entry["input_size"] = 256
+    elif change == "pickled_code":
+        import torch
+
+        from MuscleSAMLib.models.safe_load import sha256_file
+
+        evil = manifest.parent / "member0.pth"
+        torch.save({"payload": PickleTrap(str(marker))}, evil)
+        entry["members"][0] = {"file": "member0.pth", "sha256": sha256_file(evil)}
+    else:
+        raise ValueError(f"unknown change {change!r}")
+    manifest.write_text(json.dumps(doc))
+    return manifest
+
+
+def scene_state(scene) -> dict:
+    """What a user could lose: node IDs (class, name), a digest of every volume's voxels, and every
+    segmentation's muscle labels (on its own volume's grid) and statuses. Needs slicer-core."""
+    import hashlib
+
+    import slicer
+
+    from MuscleSAMLib.scene_bridge import segments as S
+    from MuscleSAMLib.scene_bridge.mrml import VOLUME_ATTR, nodes_by_class
+
+    state: dict = {}
+    for n in range(scene.GetNumberOfNodes()):
+        node = scene.GetNthNode(n)
+        state[node.GetID()] = (node.GetClassName(), node.GetName())
+    for node in nodes_by_class(scene, "vtkMRMLVolumeNode"):
+        image = node.GetImageData()
+        scalars = image.GetPointData().GetScalars() if image is not None else None
+        if scalars is None or scalars.GetNumberOfTuples() != np.prod(image.GetDimensions()):
+            state[node.GetID() + " voxels"] = None if scalars is None else f"{scalars.GetNumberOfTuples()} values"
+        else:
+            data = np.ascontiguousarray(slicer.util.arrayFromVolume(node))
+            state[node.GetID() + " voxels"] = hashlib.sha256(data.tobytes()).hexdigest()
+    for seg in nodes_by_class(scene, "vtkMRMLSegmentationNode"):
+        owner = scene.GetNodeByID(seg.GetAttribute(VOLUME_ATTR) or "")
+        if owner is not None:
+            state[seg.GetID() + " labels"] = S.read_labels(seg, owner).tobytes()
+        state[seg.GetID() + " status"] = {lab: S.segment_status(seg, lab) for lab in S.muscle_segment_ids(seg)}
+    return state

@@ -9,10 +9,6 @@ printed at the end of the session with the CLI and web cases.
 
 from __future__ import annotations
 
-import builtins
-import hashlib
-import json
-import os
 import shutil
 import threading
 import tracemalloc
@@ -24,7 +20,8 @@ import numpy as np
 import pytest
 
 from bad_input_table import record
-from musclesam_test_helpers import fill_disk, read_only_folder, small_disk, unmount, write_random_decoder_ensemble
+from musclesam_test_helpers import (damage_ensemble, fill_disk, read_only_folder, scene_state, small_disk, unmount,
+                                    write_random_decoder_ensemble)
 
 slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
 
@@ -36,22 +33,12 @@ from MuscleSAMLib.scene_bridge import segments as S  # noqa: E402
 from MuscleSAMLib.scene_bridge.headless import headless_scene  # noqa: E402
 from MuscleSAMLib.scene_bridge.jobs import Busy, Cancelled  # noqa: E402
 from MuscleSAMLib.scene_bridge.logic import MuscleSAMLogic  # noqa: E402
-from MuscleSAMLib.scene_bridge.mrml import VOLUME_ATTR, nodes_by_class, numpy_to_matrix  # noqa: E402
+from MuscleSAMLib.scene_bridge.mrml import VOLUME_ATTR, numpy_to_matrix  # noqa: E402
 from MuscleSAMLib.volumes import volume_from_array  # noqa: E402
 
 ENTRY = "scene bridge"
 SHAPE = (3, 48, 48)  # (k, j, i) of the good volume: 3 axial slices of 48 x 48 voxels
 SPACING = (1.0, 1.0, 4.0)
-
-
-class _Trap:
-    """Unpickling this would create a marker file (stands for any code a pickle can run)."""
-
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (builtins.open, (self.marker, "w"))
 
 
 # ---------------------------------------------------------------------------------------------- fixtures
@@ -120,27 +107,7 @@ def _add_volume(scene: Any, name: str, arr: np.ndarray, spacing=SPACING, origin=
 
 
 # ---------------------------------------------------------------------------------------------- checks
-def _scene_state(scene: Any) -> dict:
-    """Node IDs with their class and name, a digest of every volume's voxels, and every segmentation's
-    muscle labels (on its own volume's grid) and statuses."""
-    state: dict[str, Any] = {}
-    for n in range(scene.GetNumberOfNodes()):
-        node = scene.GetNthNode(n)
-        state[node.GetID()] = (node.GetClassName(), node.GetName())
-    for node in nodes_by_class(scene, "vtkMRMLVolumeNode"):
-        image = node.GetImageData()
-        scalars = image.GetPointData().GetScalars() if image is not None else None
-        if scalars is None or scalars.GetNumberOfTuples() != np.prod(image.GetDimensions()):
-            state[node.GetID() + " voxels"] = None if scalars is None else f"{scalars.GetNumberOfTuples()} values"
-        else:
-            data = np.ascontiguousarray(slicer.util.arrayFromVolume(node))
-            state[node.GetID() + " voxels"] = hashlib.sha256(data.tobytes()).hexdigest()
-    for seg in nodes_by_class(scene, "vtkMRMLSegmentationNode"):
-        owner = scene.GetNodeByID(seg.GetAttribute(VOLUME_ATTR) or "")
-        if owner is not None:
-            state[seg.GetID() + " labels"] = S.read_labels(seg, owner).tobytes()
-        state[seg.GetID() + " status"] = {lab: S.segment_status(seg, lab) for lab in S.muscle_segment_ids(seg)}
-    return state
+_scene_state = scene_state
 
 
 def _files(folder: Path) -> list[str]:
@@ -186,25 +153,7 @@ def _damaged(weights: Path, tmp: Path, change: str) -> Path:
     """A copy of the random ensemble with one defect; returns its manifest."""
     folder = Path(shutil.copytree(weights.parent, tmp / f"weights_{change}"))
     manifest = folder / weights.name
-    doc = json.loads(manifest.read_text())
-    entry = doc["ensembles"][0]
-    if change == "missing_member":
-        os.remove(folder / entry["members"][1]["file"])
-    elif change == "wrong_checksum":
-        entry["members"][0]["sha256"] = "0" * 64
-    elif change == "wrong_architecture":
-        entry["arch"] = "demo_s"
-        entry["input_size"] = 256
-    elif change == "pickled_code":
-        import torch
-
-        from MuscleSAMLib.models.safe_load import sha256_file
-
-        evil = folder / "member0.pth"
-        torch.save({"payload": _Trap(str(tmp / "PWNED"))}, evil)
-        entry["members"][0] = {"file": "member0.pth", "sha256": sha256_file(evil)}
-    manifest.write_text(json.dumps(doc))
-    return manifest
+    return damage_ensemble(manifest, change, tmp / "PWNED")
 
 
 # ---------------------------------------------------------------------------------------------- volumes

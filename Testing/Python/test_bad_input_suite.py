@@ -5,30 +5,17 @@ is printed at the end with the scene-bridge and web cases.
 
 from __future__ import annotations
 
-import builtins
 import json
-import os
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
 
 from bad_input_table import record
-from musclesam_test_helpers import write_random_decoder_ensemble
+from musclesam_test_helpers import damage_ensemble, write_random_decoder_ensemble
 from MuscleSAMLib.cli.main import main
-
-class _Trap:
-    """Unpickling this would create a marker file (stands for any code a pickle can run)."""
-
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (builtins.open, (self.marker, "w"))
-
 
 def _img(path: Path, arr: np.ndarray, **kw) -> Path:
     sitk.WriteImage(sitk.GetImageFromArray(arr, **kw), str(path))
@@ -49,24 +36,7 @@ GOOD_BOX = {"label": 3, "slice": 1, "xyxy": [5, 5, 20, 20]}
 
 
 def _manifest_variant(tmp: Path, change: str) -> Path:
-    m = write_random_decoder_ensemble(tmp / "w", members=2)
-    doc = json.loads(m.read_text())
-    entry = doc["ensembles"][0]
-    if change == "missing_member":
-        os.remove(tmp / "w" / entry["members"][1]["file"])
-    elif change == "wrong_checksum":
-        entry["members"][0]["sha256"] = "0" * 64
-    elif change == "wrong_architecture":
-        entry["arch"] = "demo_s"
-        entry["input_size"] = 256
-    elif change == "pickled_code":
-        evil = tmp / "w" / "member0.pth"
-        torch.save({"payload": _Trap(str(tmp / "PWNED"))}, evil)
-        from MuscleSAMLib.models.safe_load import sha256_file
-
-        entry["members"][0] = {"file": "member0.pth", "sha256": sha256_file(evil)}
-    m.write_text(json.dumps(doc))
-    return m
+    return damage_ensemble(write_random_decoder_ensemble(tmp / "w", members=2), change, tmp / "PWNED")
 
 
 # name -> builds argv from tmp folder; expected fragment of the one-line error

@@ -51,7 +51,7 @@ import pytest
 import torch
 
 from bad_input_table import record
-from musclesam_test_helpers import write_random_decoder_ensemble
+from musclesam_test_helpers import scene_state, write_random_decoder_ensemble
 
 slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
 
@@ -66,7 +66,7 @@ from MuscleSAMLib.scene_bridge import segments as S  # noqa: E402
 from MuscleSAMLib.scene_bridge.headless import headless_scene  # noqa: E402
 from MuscleSAMLib.scene_bridge.jobs import Cancelled  # noqa: E402
 from MuscleSAMLib.scene_bridge.logic import MuscleSAMLogic  # noqa: E402
-from MuscleSAMLib.scene_bridge.mrml import VOLUME_ATTR, nodes_by_class  # noqa: E402
+from MuscleSAMLib.scene_bridge.mrml import VOLUME_ATTR  # noqa: E402
 from MuscleSAMLib.volumes import volume_from_array  # noqa: E402
 
 TRIALS = max(1, int(os.environ.get("MUSCLESAM_CANCEL_TRIALS", "3")))
@@ -133,22 +133,7 @@ def _fresh_case(logic: MuscleSAMLogic) -> tuple[Any, Any, Any, Any]:
     return h, h.scene, volume, seg
 
 
-def _scene_state(scene: Any) -> dict:
-    """Node IDs (class, name), every volume's voxel digest, every segmentation's labels and statuses."""
-    state: dict[str, Any] = {}
-    for n in range(scene.GetNumberOfNodes()):
-        node = scene.GetNthNode(n)
-        state[node.GetID()] = (node.GetClassName(), node.GetName())
-    for node in nodes_by_class(scene, "vtkMRMLVolumeNode"):
-        if node.GetImageData() is not None:
-            data = np.ascontiguousarray(slicer.util.arrayFromVolume(node))
-            state[node.GetID() + " voxels"] = hashlib.sha256(data.tobytes()).hexdigest()
-    for seg in nodes_by_class(scene, "vtkMRMLSegmentationNode"):
-        owner = scene.GetNodeByID(seg.GetAttribute(VOLUME_ATTR) or "")
-        if owner is not None:
-            state[seg.GetID() + " labels"] = S.read_labels(seg, owner).tobytes()
-        state[seg.GetID() + " status"] = {lab: S.segment_status(seg, lab) for lab in S.muscle_segment_ids(seg)}
-    return state
+_scene_state = scene_state
 
 
 def _result_view(state: dict) -> dict:
