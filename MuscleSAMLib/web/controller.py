@@ -309,8 +309,12 @@ class WebController(RunActions, LearningActions):
         seg = self._segmentation()
         if seg is None:
             raise InputError("nothing to export yet: draw a box, press Segment (and correct it), then Export")
-        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")  # unique: two exports never share a folder
-        name = f"{safe_file_name(self.image_name)}-corrected-{stamp}"
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        base = name = f"{safe_file_name(self.image_name)}-corrected-{stamp}"
+        n = 1
+        while (self.export_root / name).exists() or (self.export_root / f"{name}.zip").exists():
+            n += 1  # unique: two exports in the same second never share a folder
+            name = f"{base}-{n}"
         with self.state:
             self.state.msam_export = None
             self.say("Exporting ...", "info")
