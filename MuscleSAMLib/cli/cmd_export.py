@@ -10,11 +10,12 @@ from pathlib import Path
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="write the corrections bundle (corrected labels, prediction, uncertainty, edits)",
-                       description="Bundle a corrected case: corrected labels (.seg.nrrd + NIfTI on the input grid), the model's "
+                       description="Bundle a corrected case: corrected labels (.seg.nrrd + NIfTI on the input grid, and a DICOM "
+                                   "SEG referencing the images when IMAGE is a DICOM series folder), the model's "
                                    "prediction and uncertainty maps (from a `musclesam segment` output folder), prompts, edit "
                                    "map, biomarkers for prediction and correction, whether the uncertainty pointed at the "
                                    "edits, and provenance. Written atomically: nothing partial, a previous bundle kept on error.")
-    p.add_argument("image", metavar="IMAGE", type=Path, help="the MRI that was segmented")
+    p.add_argument("image", metavar="IMAGE", type=Path, help="the MRI that was segmented (file or DICOM series folder)")
     p.add_argument("--corrected", required=True, type=Path, help="corrected label map (NIfTI/NRRD/.seg.nrrd label map) on IMAGE's grid")
     p.add_argument("--prediction", type=Path, help="the `musclesam segment` output folder of this case")
     p.add_argument("--fat", type=Path, help="Dixon fat image (fat fraction biomarkers)")
