@@ -67,6 +67,7 @@ def write_case_outputs(volume: Volume, result: VolumeResult, seg: Segmenter, loa
                        rejected_input: Sequence[tuple[str, str]] = (), fat: Volume | None = None) -> dict:
     """Write the label map, .seg.nrrd, float maps, report and overlay into ``out_dir`` (all or nothing)."""
     from .outputs.biomarker_files import write_biomarker_csv, write_biomarker_plot  # matplotlib: only when writing
+    from .outputs.member_masks import write_member_masks
     from .outputs.overlay import write_overlay
 
     with staged_folder(out_dir) as out:  # all files or none: a full disk leaves earlier results as they were
@@ -83,7 +84,9 @@ def write_case_outputs(volume: Volume, result: VolumeResult, seg: Segmenter, loa
                       title=f"{Path(volume.source).name}: {loaded.ensemble.spec.name}", boxes=boxes)
         report = build_report(volume, result, loaded, boxes, rejected_input)
         water = volume.canonical_array if fat is not None else None
-        rows = muscle_biomarkers(result.labels, volume.canonical_spacing, member_masks=member_label_masks(result, result.labels.shape),
+        members = member_label_masks(result, result.labels.shape)
+        write_member_masks(out / "member_masks.npz", members, result.labels.shape)  # for export's intervals
+        rows = muscle_biomarkers(result.labels, volume.canonical_spacing, member_masks=members,
                                  fat=fat.canonical_array if fat is not None else None, water=water,
                                  image=volume.canonical_array)
         report["biomarkers"] = [b.as_dict() for b in rows]

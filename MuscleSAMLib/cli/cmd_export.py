@@ -50,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
                 v = read_volume(pdir / fname, allow_labels=True)
                 check_same_grid(image, v, "image", fname)
                 kw[key] = v.canonical_array
+        if (pdir / "member_masks.npz").is_file():  # the prediction's biomarkers get member intervals
+            from ..outputs.member_masks import read_member_masks
+
+            kw["member_masks"] = read_member_masks(pdir / "member_masks.npz", kw["prediction"].shape)
         if (pdir / "prompts.json").is_file():
             doc = json.loads((pdir / "prompts.json").read_text())
             kw["prompts"] = [BoxPrompt(int(b["label"]), int(b["slice"]), tuple(b["xyxy_half_open"]), b.get("source", ""))

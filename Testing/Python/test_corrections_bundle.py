@@ -115,6 +115,12 @@ def test_segment_then_export_cli(tmp_path):
     assert prompts["ijk"]["boxes"][0]["xyxy"] == [10, 30, 40, 70]
     back = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "bundle" / "corrected_labels.nii.gz")))
     assert (back[1, 40:50, 20:30] == 3).all()  # the edit is in the bundle
+    # the prediction's biomarkers keep the member intervals segment computed (member_masks.npz carries them over)
+    at_segment = json.loads((tmp_path / "pred" / "report.json").read_text())["biomarkers"]
+    in_bundle = report["biomarkers_prediction"]
+    assert in_bundle and all(b["volume_ml_interval"] is not None for b in in_bundle)
+    key = lambda b: (b["label"], b["side"])  # noqa: E731
+    assert {key(b): b["volume_ml_interval"] for b in in_bundle} == {key(b): b["volume_ml_interval"] for b in at_segment}
 
 
 def test_edit_check_summary_line(tmp_path):
