@@ -361,21 +361,19 @@ class MuscleSAMLogic:
         if fat_node is None:
             self._fat_nodes.pop(volume_node.GetID(), None)
             return
-        geometry.check_volume_node(fat_node)
-        same = (tuple(fat_node.GetImageData().GetDimensions()) == tuple(volume_node.GetImageData().GetDimensions())
-                and np.allclose(geometry.ijk_to_world(fat_node), geometry.ijk_to_world(volume_node), atol=1e-4))
-        if not same:  # geometry only (no voxel copy): this runs before every Segment in the desktop module
-            raise InputError(f"fat image '{fat_node.GetName()}' is not on the grid of '{volume_node.GetName()}'; "
-                             "choose the fat image of the same Dixon acquisition")
+        self._check_fat_grid(volume_node, fat_node)
         self._fat_nodes[volume_node.GetID()] = fat_node
 
     @staticmethod
-    def _check_fat_grid(volume_node: Any, fat_node: Any) -> Any:
-        fat = geometry.volume_from_node(fat_node)
-        if not fat.same_grid(geometry.volume_from_node(volume_node)):
+    def _check_fat_grid(volume_node: Any, fat_node: Any) -> None:
+        """Refuse a fat node off ``volume_node``'s grid; geometry only (no voxel copy: it runs before every
+        Segment in the desktop module)."""
+        geometry.check_volume_node(fat_node)
+        same = (tuple(fat_node.GetImageData().GetDimensions()) == tuple(volume_node.GetImageData().GetDimensions())
+                and np.allclose(geometry.ijk_to_world(fat_node), geometry.ijk_to_world(volume_node), atol=1e-4))
+        if not same:
             raise InputError(f"fat image '{fat_node.GetName()}' is not on the grid of '{volume_node.GetName()}'; "
                              "choose the fat image of the same Dixon acquisition")
-        return fat
 
     def _fat_array(self, volume_node: Any, s: Session) -> np.ndarray | None:
         """The set fat image (canonical), or None: none set, removed from the scene, or no longer on the grid."""
@@ -437,7 +435,10 @@ class MuscleSAMLogic:
             raise InputError("no segmentation to export: segment first or choose a segmentation")
         s = self._sessions.get(volume_node.GetID())
         vol = s.volume if s is not None else geometry.volume_from_node(volume_node)
-        fat = self._check_fat_grid(volume_node, fat_node) if fat_node is not None else None
+        fat = None
+        if fat_node is not None:
+            self._check_fat_grid(volume_node, fat_node)
+            fat = geometry.volume_from_node(fat_node)
         from .export import export_bundle  # noqa: PLC0415
 
         stored = segments.read_labels(segmentation_node, volume_node)
