@@ -158,12 +158,21 @@ def read_volume(path: str | os.PathLike, *, max_voxels: int = MAX_VOXELS, allow_
     return Volume(image=image, source=str(p))
 
 
+def single_non_axial_plane(image: sitk.Image) -> str | None:
+    """``sagittal`` or ``coronal`` when ``image`` is one slice of that plane (no axial slice to draw a box
+    on), else None. A single axial slice is a volume of one slice."""
+    d = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    along = {int(np.argmax(np.abs(d[:, a]))): image.GetSize()[a] for a in range(3)}  # physical axis -> size (no copy)
+    if along.get(0, 2) < 2:  # one voxel from patient right to left
+        return "sagittal"
+    return "coronal" if along.get(1, 2) < 2 else None
+
+
 def _check_has_axial_slices(p: Path, image: sitk.Image) -> None:
-    """Refuse a single sagittal or coronal slice: it has no axial slice to draw a box on."""
-    axial = 2 - axial_array_axis(image.GetDirection())  # ITK index axis closest to S-I
-    in_plane = [image.GetSize()[a] for a in range(3) if a != axial]
-    if min(in_plane) < 2:
-        raise InputError(f"{p}: a single sagittal or coronal slice (size {image.GetSize()}) has no axial slice to draw "
+    """Refuse a single sagittal or coronal slice (see :func:`single_non_axial_plane`)."""
+    plane = single_non_axial_plane(image)
+    if plane is not None:
+        raise InputError(f"{p}: a single {plane} slice (size {image.GetSize()}) has no axial slice to draw "
                          "a box on; use the axial images")
 
 
@@ -314,18 +323,15 @@ def image_like(canonical_array: np.ndarray, reference: Volume) -> sitk.Image:
 def write_image_atomic(image: sitk.Image, path: str | os.PathLike, compress: bool = True) -> Path:
     """Write ``image`` to ``path`` atomically (see :mod:`atomic`); errors name the path."""
     dest = Path(path)
-    try:
-        with atomic_path(dest) as tmp:
-            try:
-                sitk.WriteImage(image, str(tmp), compress)
-                _verify_written(tmp)
-            except (RuntimeError, InputError) as exc:
-                if disk_nearly_full(tmp):  # checked before the partial file is removed; ITK passes no errno on
-                    raise write_failure(dest.parent, errno.ENOSPC, None) from None
-                reason = _itk_reason(exc) if isinstance(exc, RuntimeError) else str(exc)
-                raise OutputWriteError(f"{dest}: cannot write image ({reason})") from None
-    except RuntimeError as exc:
-        raise OutputWriteError(f"{dest}: cannot write image ({_itk_reason(exc)})") from None
+    with atomic_path(dest) as tmp:
+        try:
+            sitk.WriteImage(image, str(tmp), compress)
+            _verify_written(tmp)
+        except (RuntimeError, InputError) as exc:
+            if disk_nearly_full(tmp):  # checked before the partial file is removed; ITK passes no errno on
+                raise write_failure(dest.parent, errno.ENOSPC, None) from None
+            reason = _itk_reason(exc) if isinstance(exc, RuntimeError) else str(exc)
+            raise OutputWriteError(f"{dest}: cannot write image ({reason})") from None
     return dest
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import GeometryError, InputError
-from ..volumes import CANONICAL_ORIENTATION, MAX_VOXELS, Volume, image_like
+from ..volumes import CANONICAL_ORIENTATION, MAX_VOXELS, Volume, image_like, single_non_axial_plane
 from .mrml import matrix_to_numpy, numpy_to_matrix, parent_to_world, set_volume_array, volume_array
 
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -93,13 +93,11 @@ def volume_from_node(node: Any) -> Volume:
     image.SetSpacing(spacing)
     image.SetOrigin(origin)
     image.SetDirection(direction)
-    volume = Volume(image=image, source=node.GetName())
-    _, rows, cols = volume.canonical_image.GetSize()[::-1]
-    if rows < 2 or cols < 2:
-        plane = "sagittal" if cols < 2 else "coronal"
+    plane = single_non_axial_plane(image)
+    if plane is not None:
         raise InputError(f"'{node.GetName()}' is a single {plane} slice ({' x '.join(map(str, image.GetSize()))} voxels): "
                          "it has no axial slice to draw a box on; load the axial images")
-    return volume
+    return Volume(image=image, source=node.GetName())
 
 
 def volume_from_node_labels(labelmap_node: Any, reference: Volume) -> np.ndarray:

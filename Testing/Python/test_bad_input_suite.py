@@ -50,7 +50,7 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], str]] = {
     "vector image": (lambda t: ["segment", str(_img(t / "v.mha", np.ones((3, 8, 8, 3), np.float32), isVector=True)), "--boxes", str(_boxes(t, [GOOD_BOX])), "--out", str(t / "o")], "scalar image"),
     "complex image": (lambda t: ["segment", str(_img(t / "c.mha", np.ones((3, 8, 8), np.complex64))), "--boxes", str(_boxes(t, [GOOD_BOX])), "--out", str(t / "o")], "scalar image"),
     "NaN voxels": (lambda t: ["segment", str(_nan(t)), "--boxes", str(_boxes(t, [GOOD_BOX])), "--out", str(t / "o")], "NaN/inf"),
-    "single sagittal slice": (lambda t: ["segment", str(_sagittal(t)), "--boxes", str(_boxes(t, [GOOD_BOX])), "--out", str(t / "o")], "single sagittal or coronal slice"),
+    "single sagittal slice": (lambda t: ["segment", str(_sagittal(t)), "--boxes", str(_boxes(t, [GOOD_BOX])), "--out", str(t / "o")], "a single sagittal slice (size (1, 40, 30))"),
     "inf voxels": (lambda t: ["segment", str(_inf(t)), "--boxes", str(_boxes(t, [GOOD_BOX])), "--out", str(t / "o")], "NaN/inf"),
     "huge dimensions (header only)": (lambda t: ["segment", str(_huge(t)), "--boxes", str(_boxes(t, [GOOD_BOX])), "--out", str(t / "o")], "above the limit"),
     "fat/water on different grids": (lambda t: ["segment", str(_good_image(t)), "--fat", str(_shifted(t)), "--boxes", str(_boxes(t, [GOOD_BOX])), "--out", str(t / "o")], "different grids"),
