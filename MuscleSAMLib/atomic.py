@@ -26,11 +26,23 @@ def write_failure(folder: str | os.PathLike, code: int | None, reason: str | Non
     if code in NO_SPACE:
         return OutputWriteError(f"{folder}: no space left on the device (or quota reached); free some space or choose "
                                 "another output folder. Nothing was written; earlier results there are unchanged.", code)
-    blocker = next((a for a in (Path(folder), *Path(folder).parents) if a.is_file()), None)
-    if code in (errno.EEXIST, errno.ENOTDIR) and blocker is not None:
-        reason = f"{blocker} is a file, not a folder"
+    if code in (errno.EEXIST, errno.ENOTDIR):
+        blocker = next((a for a in (Path(folder), *Path(folder).parents) if a.is_file()), None)
+        reason = f"{blocker} is a file, not a folder" if blocker is not None else reason
     return OutputWriteError(f"{folder}: cannot write here ({reason or 'write failed'}); choose another output folder. "
                             "Nothing was written; earlier results there are unchanged.", code)
+
+
+@contextmanager
+def full_disk_names(folder: str | os.PathLike) -> Iterator[None]:
+    """Inside, a full-disk :class:`OutputWriteError` is re-raised naming ``folder`` (the one the user
+    chose) instead of the temp or staging folder the file was being written in."""
+    try:
+        yield
+    except OutputWriteError as exc:
+        if exc.errno in NO_SPACE:
+            raise write_failure(folder, exc.errno, None) from None
+        raise
 
 
 def disk_nearly_full(path: str | os.PathLike) -> bool:
@@ -106,12 +118,8 @@ def staged_folder(dest: str | os.PathLike) -> Iterator[Path]:
     except OSError as exc:
         raise write_failure(dest if dest.exists() else dest.parent, exc.errno, exc.strerror) from None
     try:
-        try:
+        with full_disk_names(dest):
             yield stage
-        except OutputWriteError as exc:
-            if exc.errno in NO_SPACE:  # name the folder the user chose, not the staging folder
-                raise write_failure(dest, exc.errno, None) from None
-            raise
         try:
             for f in sorted(stage.iterdir()):
                 os.replace(f, dest / f.name)  # renames need no space; they fail only if the folder changed under us

@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..atomic import NO_SPACE, check_output_path, publish_mode, remove_stale, write_failure, write_json_atomic
+from ..atomic import check_output_path, full_disk_names, publish_mode, remove_stale, write_failure, write_json_atomic
 from ..biomarkers import muscle_biomarkers
 from ..engine.boxes import boxes_to_json
 from ..engine.types import BoxPrompt
@@ -127,61 +127,57 @@ def write_bundle(dest: str | Path, image: Volume, corrected: np.ndarray, *, pred
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=parent))
     except OSError as exc:
         raise write_failure(parent, exc.errno, exc.strerror) from None
-    try:
-        corrected_u8 = corrected.astype(np.uint8)
-        write_like(corrected_u8, image, tmp / "corrected_labels.nii.gz")
-        write_seg_nrrd(corrected_u8, image, tmp / "corrected_labels.seg.nrrd", names,
-                       status={int(v): "completed" for v in np.unique(corrected_u8) if v})
-        report: dict[str, Any] = {"format": BUNDLE_FORMAT, "image": image.source}
-        if dicom_source:
-            report["dicom_seg"] = _dicom_seg(corrected_u8, image, dicom_source, tmp / "corrected_labels.dcm", names)
-        spacing = image.canonical_spacing
-        ff_kw = {"fat": fat.canonical_array, "water": image.canonical_array} if fat is not None else {}
-        corrected_rows = muscle_biomarkers(corrected_u8, spacing, image=image.canonical_array, **ff_kw)
-        write_biomarker_csv(corrected_rows, names, tmp / "biomarkers_corrected.csv")
-        report["biomarkers_corrected"] = [b.as_dict() for b in corrected_rows]
-        if prediction is not None:
-            pred_u8 = prediction.astype(np.uint8)
-            write_like(pred_u8, image, tmp / "prediction_labels.nii.gz")
-            edits = edit_map(pred_u8, corrected_u8)
-            write_like(edits, image, tmp / "edit_map.nii.gz")
-            report["edits"] = {code_name: int((edits == code).sum()) for code, code_name in EDIT_CODES.items() if code}
-            report["edits_per_muscle"] = {
-                str(v): {"added": int(((corrected_u8 == v) & (pred_u8 != v)).sum()),
-                         "removed": int(((pred_u8 == v) & (corrected_u8 != v)).sum())}
-                for v in sorted(set(np.unique(pred_u8)) | set(np.unique(corrected_u8))) if v}
-            pred_rows = muscle_biomarkers(pred_u8, spacing, member_masks=member_masks, image=image.canonical_array, **ff_kw)
-            write_biomarker_csv(pred_rows, names, tmp / "biomarkers_prediction.csv")
-            write_biomarker_plot(pred_rows, names, tmp / "biomarkers_prediction.png", title="prediction")
-            report["biomarkers_prediction"] = [b.as_dict() for b in pred_rows]
-            if uncertainty_total is not None:
-                report["uncertainty_vs_edits"] = uncertainty_edit_check(uncertainty_total, edits, pred_u8, corrected_u8)
-        for fname, arr in (("probability.nii.gz", probability), ("uncertainty_total.nii.gz", uncertainty_total),
-                           ("uncertainty_epistemic.nii.gz", uncertainty_epistemic)):
-            if arr is not None:
-                write_like(arr.astype(np.float32), image, tmp / fname)
-        write_json_atomic(tmp / "prompts.json", prompts_document(prompts, image))
-        export_event = {"time": _dt.datetime.now().astimezone().isoformat(timespec="seconds"), "action": "export",
-                        "edits": report.get("edits"), "edits_per_muscle": report.get("edits_per_muscle")}
-        write_json_atomic(tmp / "interaction_log.json", [*interaction_log, export_event])
-        prov = {"software": f"musclesam {__version__}", "bundle_format": BUNDLE_FORMAT,
-                "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                **_image_identity(image), **(provenance or {})}
-        write_json_atomic(tmp / "provenance.json", prov)
-        write_json_atomic(tmp / "report.json", report)
-        publish_mode(tmp)
-        _swap_into_place(tmp, dest)
-    except OutputWriteError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if exc.errno in NO_SPACE:  # name the bundle folder, not the temp folder it was written in
-            raise write_failure(dest, exc.errno, None) from None
-        raise
-    except OSError as exc:  # the final renames
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise write_failure(dest, exc.errno, exc.strerror) from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with full_disk_names(dest):  # a full disk names the bundle folder, not its temp folder
+        try:
+            corrected_u8 = corrected.astype(np.uint8)
+            write_like(corrected_u8, image, tmp / "corrected_labels.nii.gz")
+            write_seg_nrrd(corrected_u8, image, tmp / "corrected_labels.seg.nrrd", names,
+                           status={int(v): "completed" for v in np.unique(corrected_u8) if v})
+            report: dict[str, Any] = {"format": BUNDLE_FORMAT, "image": image.source}
+            if dicom_source:
+                report["dicom_seg"] = _dicom_seg(corrected_u8, image, dicom_source, tmp / "corrected_labels.dcm", names)
+            spacing = image.canonical_spacing
+            ff_kw = {"fat": fat.canonical_array, "water": image.canonical_array} if fat is not None else {}
+            corrected_rows = muscle_biomarkers(corrected_u8, spacing, image=image.canonical_array, **ff_kw)
+            write_biomarker_csv(corrected_rows, names, tmp / "biomarkers_corrected.csv")
+            report["biomarkers_corrected"] = [b.as_dict() for b in corrected_rows]
+            if prediction is not None:
+                pred_u8 = prediction.astype(np.uint8)
+                write_like(pred_u8, image, tmp / "prediction_labels.nii.gz")
+                edits = edit_map(pred_u8, corrected_u8)
+                write_like(edits, image, tmp / "edit_map.nii.gz")
+                report["edits"] = {code_name: int((edits == code).sum()) for code, code_name in EDIT_CODES.items() if code}
+                report["edits_per_muscle"] = {
+                    str(v): {"added": int(((corrected_u8 == v) & (pred_u8 != v)).sum()),
+                             "removed": int(((pred_u8 == v) & (corrected_u8 != v)).sum())}
+                    for v in sorted(set(np.unique(pred_u8)) | set(np.unique(corrected_u8))) if v}
+                pred_rows = muscle_biomarkers(pred_u8, spacing, member_masks=member_masks, image=image.canonical_array, **ff_kw)
+                write_biomarker_csv(pred_rows, names, tmp / "biomarkers_prediction.csv")
+                write_biomarker_plot(pred_rows, names, tmp / "biomarkers_prediction.png", title="prediction")
+                report["biomarkers_prediction"] = [b.as_dict() for b in pred_rows]
+                if uncertainty_total is not None:
+                    report["uncertainty_vs_edits"] = uncertainty_edit_check(uncertainty_total, edits, pred_u8, corrected_u8)
+            for fname, arr in (("probability.nii.gz", probability), ("uncertainty_total.nii.gz", uncertainty_total),
+                               ("uncertainty_epistemic.nii.gz", uncertainty_epistemic)):
+                if arr is not None:
+                    write_like(arr.astype(np.float32), image, tmp / fname)
+            write_json_atomic(tmp / "prompts.json", prompts_document(prompts, image))
+            export_event = {"time": _dt.datetime.now().astimezone().isoformat(timespec="seconds"), "action": "export",
+                            "edits": report.get("edits"), "edits_per_muscle": report.get("edits_per_muscle")}
+            write_json_atomic(tmp / "interaction_log.json", [*interaction_log, export_event])
+            prov = {"software": f"musclesam {__version__}", "bundle_format": BUNDLE_FORMAT,
+                    "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                    **_image_identity(image), **(provenance or {})}
+            write_json_atomic(tmp / "provenance.json", prov)
+            write_json_atomic(tmp / "report.json", report)
+            publish_mode(tmp)
+            _swap_into_place(tmp, dest)
+        except OSError as exc:  # the final renames
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise write_failure(dest, exc.errno, exc.strerror) from None
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return dest
 
 
