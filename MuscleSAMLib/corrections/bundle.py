@@ -190,9 +190,9 @@ def _dicom_seg(labels: np.ndarray, image: Volume, sources: Sequence[str | os.Pat
         write_dicom_seg(labels, image, sources, path, names, series_description="MuscleSAM corrected muscles")
     except ImportError as exc:
         return {"skipped": f"highdicom is not installed ({exc.name}); install highdicom to get a DICOM SEG"}
-    except InputError as exc:  # not a disk problem (those end the export): a series the SEG cannot describe
-        if isinstance(exc, OutputWriteError):
-            raise
+    except OutputWriteError:  # a disk problem ends the export like any other write
+        raise
+    except InputError as exc:  # a series the SEG cannot describe
         return {"skipped": str(exc)}
     return {"file": path.name, "segments": int(len(np.unique(labels[labels > 0]))), "source_files": len(sources)}
 
