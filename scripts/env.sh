@@ -8,6 +8,11 @@ MUSCLESAM_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 _lock="$MUSCLESAM_ROOT/requirements/lock.txt"
 _hash="$(sha256sum "$_lock" | cut -c1-16)"
 _venv="${MUSCLESAM_VENV_ROOT:-$HOME/.cache/musclesam}/venv-$_hash"
+mkdir -p "$(dirname "$_venv")"
+# One builder at a time: a second shell that starts while the venv is being built waits for it
+# instead of deleting it half-way (the lock is released when the subshell ends).
+exec 9>"$_venv.lock"
+flock 9
 if [ ! -f "$_venv/.complete" ]; then
   _py="${PYTHON:-}"
   if [ -z "$_py" ]; then
@@ -21,6 +26,8 @@ if [ ! -f "$_venv/.complete" ]; then
   "$_venv/bin/python" -m pip install --quiet -r "$_lock"
   touch "$_venv/.complete"
 fi
+flock -u 9
+exec 9>&-
 # shellcheck disable=SC1091
 source "$_venv/bin/activate"
 export PYTHONPATH="$MUSCLESAM_ROOT${PYTHONPATH:+:$PYTHONPATH}"
