@@ -3,17 +3,20 @@
 Supported: 3D Slicer 5.6 or later (parameterNodeWrapper, vtkMRMLMarkupsROINode, segment status).
 """
 
+from __future__ import annotations
+
 import json
 import logging
 import os
 import tempfile
 import time
+from typing import Annotated
 
 import qt
 import slicer
 import vtk
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
-from slicer.parameterNodeWrapper import parameterNodeWrapper
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
@@ -43,15 +46,20 @@ class MuscleSAM(ScriptedLoadableModule):
 
 @parameterNodeWrapper
 class MuscleSAMParameterNode:
-    """Module state saved with the scene."""
+    """Module state saved with the scene.
+
+    Each field bound in MuscleSAM.ui carries what Slicer's GUI connectors require (a combo box needs Choice, a
+    slider a WithinRange): one refused binding leaves the whole panel unconnected
+    (Testing/Python/test_desktop_ui_bindings.py checks it).
+    """
 
     inputVolume: vtkMRMLScalarVolumeNode
     fatVolume: vtkMRMLScalarVolumeNode
     segmentation: vtkMRMLSegmentationNode
     ensemble: str = ""
-    uncertaintyKind: str = "total"
-    opacity: float = 0.5
-    threshold: float = 0.05
+    uncertaintyKind: Annotated[str, Choice(["total", "epistemic", "aleatoric"])] = "total"
+    opacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
+    threshold: Annotated[float, WithinRange(0.0, 0.69)] = 0.05  # nats; ln 2 is the most a two-class entropy reaches
 
 
 class MuscleSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -74,7 +82,6 @@ class MuscleSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = MuscleSAMLogic()
         self.ui.segmentEditorWidget.setMRMLSegmentEditorNode(self.logic.segmentEditorNode())
-        self.ui.uncertaintyKindComboBox.addItems(["total", "epistemic", "aleatoric"])
         self.ui.exportDirectoryButton.directory = os.path.expanduser("~")
         self.ui.installDependenciesButton.connect("clicked(bool)", self.onInstallDependencies)
         self.ui.initializeButton.connect("clicked(bool)", self.onInitialize)
