@@ -28,6 +28,7 @@ from .atomic import atomic_path, disk_nearly_full, write_failure
 from .errors import GeometryError, InputError, OutputWriteError
 
 CANONICAL_ORIENTATION = "LPS"
+LPS_RAS_FLIP = (-1.0, -1.0, 1.0)  # LPS <-> RAS: negate x and y (the same flip both ways)
 MAX_VOXELS = 512 * 1024 * 1024  # refuse larger images before allocating (2 GB of float32)
 
 _VECTOR_OR_COMPLEX = {
@@ -88,6 +89,22 @@ class Volume:
             phys = self.image.TransformContinuousIndexToPhysicalPoint(tuple(float(v) for v in p))
             out[n] = self.canonical_image.TransformPhysicalPointToContinuousIndex(phys)
         return out
+
+    def canonical_index_of_physical(self, points_lps: np.ndarray) -> np.ndarray:
+        """Physical LPS points (N, 3) in mm -> continuous canonical indices (N, 3) as (col, row, slice)."""
+        pts = np.atleast_2d(np.asarray(points_lps, dtype=np.float64))
+        img = self.canonical_image
+        return np.array([img.TransformPhysicalPointToContinuousIndex(tuple(float(v) for v in p)) for p in pts])
+
+    def physical_of_canonical_index(self, col: float, row: float, slice_: float) -> np.ndarray:
+        """Physical LPS point (3,) in mm of a continuous canonical index (col, row, slice)."""
+        point = self.canonical_image.TransformContinuousIndexToPhysicalPoint((float(col), float(row), float(slice_)))
+        return np.asarray(point, dtype=np.float64)
+
+
+def lps_ras(points: np.ndarray) -> np.ndarray:
+    """Physical points (..., 3) from LPS to RAS or back (x and y negated; its own inverse): THE conversion."""
+    return np.asarray(points, dtype=np.float64) * LPS_RAS_FLIP
 
 
 def axial_array_axis(direction: tuple[float, ...] | np.ndarray) -> int:

@@ -41,7 +41,7 @@ from ..outputs.dicom_seg import write_dicom_seg
 from ..outputs.seg_nrrd import write_seg_nrrd
 from ..sample_data import muscle_names
 from ..version import __version__
-from ..volumes import Volume, write_like
+from ..volumes import Volume, lps_ras, write_like
 
 BUNDLE_FORMAT = 1
 REQUIRED_FILES = ("corrected_labels.nii.gz", "prompts.json", "provenance.json", "report.json")
@@ -84,14 +84,12 @@ def uncertainty_edit_check(uncertainty: np.ndarray, edits: np.ndarray, predictio
 
 def prompts_document(boxes: Sequence[BoxPrompt], volume: Volume) -> dict:
     """Prompts in canonical, file-index (ijk, inclusive) and RAS (mm, two corners) coordinates."""
-    canon = volume.canonical_image
     ras = []
     for b in boxes:
         c0, r0, c1, r1 = b.xyxy
         corners = []
         for c, r in ((c0 - 0.5, r0 - 0.5), (c1 - 0.5, r1 - 0.5)):
-            x, y, z = canon.TransformContinuousIndexToPhysicalPoint((float(c), float(r), float(b.slice)))
-            corners.append([-x, -y, z])  # LPS -> RAS
+            corners.append([float(v) for v in lps_ras(volume.physical_of_canonical_index(c, r, b.slice))])
         ras.append({"label": b.label, "corners": corners})
     return {
         "canonical": [{"label": b.label, "slice": b.slice, "xyxy_half_open": list(b.xyxy), "source": b.source} for b in boxes],

@@ -12,8 +12,10 @@ Boxes JSON (documented in README.md)::
   ``xyxy`` = first and last voxel (inclusive) along the file's two other index axes, in file order
   (i before j before k). This is what a viewer showing voxel indices displays.
 * ``lps`` / ``ras``: ``corners`` are two opposite corners in physical millimetres; the box holds the
-  voxels whose centres lie inside, on the axial slice nearest to the corners (it must not span more
-  than one slice). This is the rule the Slicer scene bridge applies to ROI nodes.
+  voxels whose centres lie inside (edges inclusive), on the axial slice nearest to the corners (it
+  must not span more than one slice). This module holds THE physical-corners -> box rule
+  (:func:`box_from_physical_corners`, :func:`nearest_slice`, :func:`box_from_canonical_rect`); the
+  Slicer scene bridge applies the same functions to ROI nodes and drag boxes.
 * ``label``: a muscle label value (1-11, see Resources/muscle_labels.json), abbreviation or name.
 
 Internally every box becomes a :class:`BoxPrompt` in canonical coordinates (half-open).
@@ -23,18 +25,20 @@ A bad box is rejected with a reason naming it; the good boxes still run.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 from scipy import ndimage
 
-from ..errors import InputError
+from ..errors import GeometryError, InputError
 from ..sample_data import muscle_names
-from ..volumes import Volume
+from ..volumes import Volume, lps_ras
 from .types import BoxPrompt
 
 COORDINATE_SYSTEMS = ("ijk", "lps", "ras")
+EDGE_TOL = 1e-6  # voxels: a voxel centre this close to a box edge counts as inside
 
 
 def label_lookup() -> dict[str, int]:
@@ -92,16 +96,16 @@ def parse_boxes(doc: Any, volume: Volume, source: str = "boxes") -> tuple[list[B
                 raise ValueError("each box must be an object")
             label = _parse_label(raw.get("label"), lookup)
             if system == "ijk":
-                box = _box_from_ijk(raw, volume, label, where)
+                box = _box_from_ijk(raw, volume, label)
             else:
-                box = _box_from_physical(raw, volume, label, where, system)
-            good.append(box)
-        except (ValueError, TypeError, KeyError) as exc:
+                box = _box_from_physical(raw, volume, label, system)
+            good.append(replace(box, source=where))
+        except (ValueError, TypeError, KeyError, InputError) as exc:
             bad.append((where, str(exc)))
     return good, bad
 
 
-def _box_from_ijk(raw: dict, volume: Volume, label: int, where: str) -> BoxPrompt:
+def _box_from_ijk(raw: dict, volume: Volume, label: int) -> BoxPrompt:
     if "slice" not in raw or "xyxy" not in raw:
         raise ValueError("an ijk box needs 'slice' and 'xyxy'")
     x0, y0, x1, y1 = (_number(v) for v in _four(raw["xyxy"]))
@@ -120,39 +124,65 @@ def _box_from_ijk(raw: dict, volume: Volume, label: int, where: str) -> BoxPromp
         idx[in_plane[0]], idx[in_plane[1]] = u, v
         corners.append(idx)
     canon = volume.canonical_index_of(np.array(corners))
-    return _canonical_box(canon, volume, label, where, inclusive=True)
+    # first/last voxel indices (inclusive), each rounded to the nearest voxel: a rectangle through their centres
+    lo = np.floor(canon[:, :2].min(axis=0) + 0.5)
+    hi = np.floor(canon[:, :2].max(axis=0) + 0.5)
+    return box_from_canonical_rect(volume, label, lo, hi, nearest_slice(canon[:, 2].mean()), hint=" (degenerate box)")
 
 
-def _box_from_physical(raw: dict, volume: Volume, label: int, where: str, system: str) -> BoxPrompt:
+def _box_from_physical(raw: dict, volume: Volume, label: int, system: str) -> BoxPrompt:
     corners = np.array([[_number(c) for c in _three(p)] for p in _two(raw.get("corners"))], dtype=np.float64)
-    if system == "ras":
-        corners[:, :2] *= -1.0  # RAS -> LPS
-    canon_img = volume.canonical_image
-    canon = np.array([canon_img.TransformPhysicalPointToContinuousIndex(tuple(c)) for c in corners])
-    if abs(canon[0, 2] - canon[1, 2]) > 1.0:
-        raise ValueError(f"box spans slices {canon[:, 2].min():.1f}..{canon[:, 2].max():.1f}; draw it on one axial slice")
-    return _canonical_box(canon, volume, label, where, inclusive=False)
+    return box_from_physical_corners(volume, label, lps_ras(corners) if system == "ras" else corners)
 
 
-def _canonical_box(canon: np.ndarray, volume: Volume, label: int, where: str, inclusive: bool) -> BoxPrompt:
-    """Continuous canonical indices (2, 3: col, row, slice) -> a validated, clipped half-open box."""
+def nearest_slice(k: float) -> int:
+    """THE axial slice of a continuous canonical slice coordinate: the one whose slab [k - 0.5, k + 0.5) holds it.
+
+    Half-voxel ties go to the higher index (``floor(k + 0.5)``), as ITK's TransformPhysicalPointToIndex
+    (RoundHalfIntegerUp) and the in-plane voxel-centre rule do. Python's ``round`` would send 2.5 to 2
+    but 3.5 to 4 (banker's rounding), so the slice of a box on a slab boundary depended on its parity.
+    """
+    return int(np.floor(float(k) + 0.5))
+
+
+def box_from_physical_corners(volume: Volume, label: int, corners_lps: np.ndarray, source: str = "",
+                              hint: str = "", noun: str = "image") -> BoxPrompt:
+    """Two opposite physical corners (LPS mm) on one axial slice -> the box of the voxels whose centres lie
+    inside, on the nearest slice (:func:`nearest_slice`). Refused (:class:`GeometryError`) when the corners
+    lie more than one slice apart, or as :func:`box_from_canonical_rect` refuses."""
+    idx = volume.canonical_index_of_physical(corners_lps)
+    if abs(idx[0, 2] - idx[1, 2]) > 1.0:
+        raise GeometryError(f"{_named(source)}box spans slices {idx[:, 2].min():.1f}..{idx[:, 2].max():.1f}; "
+                            "draw it on one axial slice")
+    return box_from_canonical_rect(volume, label, idx[:, :2].min(axis=0), idx[:, :2].max(axis=0),
+                                   nearest_slice(idx[:, 2].mean()), source, hint, noun)
+
+
+def box_from_canonical_rect(volume: Volume, label: int, lo: np.ndarray, hi: np.ndarray, k: int, source: str = "",
+                            hint: str = "", noun: str = "image") -> BoxPrompt:
+    """A rectangle in continuous canonical (col, row) indices on slice ``k`` -> the half-open box of the voxels
+    whose centres lie inside it (edges inclusive), clipped to the image.
+
+    Refused (:class:`GeometryError`, prefixed with ``source`` when given) on a slice that does not exist,
+    under 2 x 2 voxels (``hint`` says why that may be) or outside the image (``noun`` names it for the user).
+    """
     n_slices, rows, cols = volume.canonical_array.shape
-    k = int(round(float(canon[:, 2].mean())))
+    named = _named(source)
     if not 0 <= k < n_slices:
-        raise ValueError(f"box lies on slice {k}, outside the image's {n_slices} axial slices")
-    if inclusive:  # first/last voxel indices
-        lo = np.floor(canon[:, :2].min(axis=0) + 0.5).astype(int)
-        hi = np.floor(canon[:, :2].max(axis=0) + 0.5).astype(int) + 1
-    else:  # physical corners: the voxels whose centres lie inside the box (the scene bridge's rule)
-        lo = np.ceil(canon[:, :2].min(axis=0) - 1e-6).astype(int)
-        hi = np.floor(canon[:, :2].max(axis=0) + 1e-6).astype(int) + 1
-    if (hi - lo).min() < 2:
-        raise ValueError(f"box is degenerate ({hi[0] - lo[0]} x {hi[1] - lo[1]} pixels); draw at least 2 x 2 pixels")
-    c0, r0 = max(lo[0], 0), max(lo[1], 0)
-    c1, r1 = min(hi[0], cols), min(hi[1], rows)
+        raise GeometryError(f"{named}box lies on slice {k}, outside the {noun}'s {n_slices} axial slices")
+    c0, r0 = (int(np.ceil(v - EDGE_TOL)) for v in lo[:2])
+    c1, r1 = (int(np.floor(v + EDGE_TOL)) + 1 for v in hi[:2])
     if c1 - c0 < 2 or r1 - r0 < 2:
-        raise ValueError("box lies outside the image")
-    return BoxPrompt(label=label, slice=k, xyxy=(int(c0), int(r0), int(c1), int(r1)), source=where)
+        raise GeometryError(f"{named}box covers only {max(c1 - c0, 0)} x {max(r1 - r0, 0)} voxels of the axial slice"
+                            f"{hint}; draw at least 2 x 2 voxels on the axial view")
+    cc0, rr0, cc1, rr1 = max(c0, 0), max(r0, 0), min(c1, cols), min(r1, rows)
+    if cc1 - cc0 < 2 or rr1 - rr0 < 2:
+        raise GeometryError(f"{named}box lies outside the {noun}")
+    return BoxPrompt(label=int(label), slice=int(k), xyxy=(cc0, rr0, cc1, rr1), source=source)
+
+
+def _named(source: str) -> str:
+    return f"{source}: " if source else ""
 
 
 def validate_box(box: BoxPrompt, shape: tuple[int, int, int]) -> str | None:

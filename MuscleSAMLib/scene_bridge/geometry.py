@@ -16,10 +16,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import GeometryError, InputError
-from ..volumes import CANONICAL_ORIENTATION, MAX_VOXELS, Volume, image_like, single_non_axial_plane
+from ..volumes import CANONICAL_ORIENTATION, LPS_RAS_FLIP, MAX_VOXELS, Volume, image_like, lps_ras, single_non_axial_plane
 from .mrml import matrix_to_numpy, numpy_to_matrix, parent_to_world, set_volume_array, volume_array
 
-RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+RAS_TO_LPS = np.diag([*LPS_RAS_FLIP, 1.0])  # homogeneous form of volumes.lps_ras (its own inverse)
 ORTHOGONALITY_TOL = 1e-3
 
 
@@ -146,15 +146,13 @@ def to_stored(canonical: np.ndarray, volume: Volume) -> np.ndarray:
 
 def canonical_to_ras(volume: Volume, col: float, row: float, slice_: float) -> tuple[float, float, float]:
     """World RAS (mm) of a continuous canonical index (col, row, slice)."""
-    x, y, z = volume.canonical_image.TransformContinuousIndexToPhysicalPoint((float(col), float(row), float(slice_)))
-    return (-x, -y, z)
+    x, y, z = lps_ras(volume.physical_of_canonical_index(col, row, slice_))
+    return (float(x), float(y), float(z))
 
 
 def ras_to_canonical(volume: Volume, ras: np.ndarray) -> np.ndarray:
     """World RAS points (N, 3) -> continuous canonical indices (N, 3) as (col, row, slice)."""
-    pts = np.atleast_2d(np.asarray(ras, dtype=np.float64))
-    img = volume.canonical_image
-    return np.array([img.TransformPhysicalPointToContinuousIndex((-p[0], -p[1], p[2])) for p in pts])
+    return volume.canonical_index_of_physical(lps_ras(np.atleast_2d(ras)))
 
 
 def stored_slice_index(volume: Volume, canonical_slice: int) -> int:

@@ -8,10 +8,9 @@ ROI inside that slice's slab when it is thicker (a 3D box). An ROI tilted or rot
 :data:`MAX_TILT_DEG` against the volume's axial grid (drawn on a reformatted view) is refused, as is
 one outside the volume.
 
-Which voxels: those whose centres lie inside the rectangle (edges inclusive), clipped to the image,
-at least 2 x 2 (the engine's minimum); the result is a half-open canonical ``xyxy``. For edges on
-voxel boundaries this equals the engine's boxes-JSON reader (``engine/boxes.py``); for other edges
-that reader rounds each edge to the nearest index (floor(x + 0.5)), which can differ by one voxel.
+Which voxels: the engine's one physical-corners -> box rule (``engine/boxes.py``: voxel centres inside
+the rectangle, edges inclusive, the slice by :func:`~MuscleSAMLib.engine.boxes.nearest_slice`), so a
+boxes JSON file with the same corners gives the same box.
 """
 
 from __future__ import annotations
@@ -21,16 +20,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..engine.boxes import label_lookup, validate_box
+from ..engine.boxes import EDGE_TOL, box_from_canonical_rect, box_from_physical_corners, label_lookup, nearest_slice, validate_box
 from ..engine.types import BoxPrompt
 from ..errors import GeometryError, InputError
 from ..sample_data import muscle_names
-from ..volumes import Volume
+from ..volumes import LPS_RAS_FLIP, Volume, lps_ras
 from .geometry import canonical_to_ras, ras_to_canonical
 from .mrml import LABEL_ATTR, ROLE_ATTR, matrix_to_numpy, numpy_to_matrix
 
 MAX_TILT_DEG = 20.0
-EDGE_TOL = 1e-6  # voxels: a centre this close to an edge counts as inside
+NOT_AXIAL_HINT = " (drawn on a sagittal or coronal view?)"
 BOX_ROLE = "box"
 
 
@@ -77,7 +76,7 @@ def _thickness_along_slice_axis(roi: Any, volume: Volume) -> float:
     m = matrix_to_numpy(roi.GetObjectToWorldMatrix())[:3, :3]
     size = np.asarray(roi.GetSize(), dtype=np.float64) * np.linalg.norm(m, axis=0)
     d = np.asarray(volume.canonical_image.GetDirection(), dtype=np.float64).reshape(3, 3)
-    slice_axis_ras = np.array([-1.0, -1.0, 1.0]) * d[:, 2]
+    slice_axis_ras = lps_ras(d[:, 2])
     axes = m / np.maximum(np.linalg.norm(m, axis=0), 1e-12)
     return float(size[int(np.argmax(np.abs(axes.T @ slice_axis_ras)))])
 
@@ -97,27 +96,6 @@ def _slab_section(corners_idx: np.ndarray, k: int) -> np.ndarray:
                     t = (plane - pa[2]) / (pb[2] - pa[2])
                     pts.append((pa + t * (pb - pa))[:2])
     return np.array(pts)
-
-
-def box_from_canonical_rect(volume: Volume, label: int, lo: np.ndarray, hi: np.ndarray, k: int, source: str) -> BoxPrompt:
-    """A rectangle in continuous canonical (col, row) indices on slice ``k`` -> BoxPrompt of the voxels
-    whose centres lie inside it (edges inclusive), clipped to the image; refused when outside or < 2 x 2."""
-    n_slices, rows, cols = volume.canonical_array.shape
-    if not 0 <= k < n_slices:
-        raise GeometryError(f"{source}: box lies on slice {k}, outside the volume's {n_slices} axial slices")
-    c0, r0 = (int(np.ceil(v - EDGE_TOL)) for v in lo[:2])
-    c1, r1 = (int(np.floor(v + EDGE_TOL)) + 1 for v in hi[:2])
-    if c1 - c0 < 2 or r1 - r0 < 2:
-        raise GeometryError(f"{source}: box covers only {max(c1 - c0, 0)} x {max(r1 - r0, 0)} voxels of the axial slice "
-                            "(drawn on a sagittal or coronal view?); draw at least 2 x 2 voxels on the axial view")
-    cc0, rr0, cc1, rr1 = max(c0, 0), max(r0, 0), min(c1, cols), min(r1, rows)
-    if cc1 - cc0 < 2 or rr1 - rr0 < 2:
-        raise GeometryError(f"{source}: box lies outside the volume")
-    box = BoxPrompt(label=int(label), slice=int(k), xyxy=(cc0, rr0, cc1, rr1), source=source)
-    reason = validate_box(box, (n_slices, rows, cols))
-    if reason:
-        raise GeometryError(f"{source}: {reason}")
-    return box
 
 
 def check_box(volume: Volume, box: BoxPrompt) -> BoxPrompt:
@@ -149,25 +127,29 @@ def box_from_roi(volume: Volume, roi: Any, label: Any | None = None) -> BoxPromp
         raise GeometryError(f"{source} is rotated {tilt:.0f} degrees against the volume's axial slices (drawn on a "
                             "reformatted view?); draw the box on the axial view")
     n_slices = volume.canonical_array.shape[0]
-    k = int(np.floor(idx[:, 2].mean() + 0.5))
+    k = nearest_slice(idx[:, 2].mean())
     if not 0 <= k < n_slices:
         raise GeometryError(f"{source}: box lies on slice {k}, outside the volume's {n_slices} axial slices")
     thickness_mm = _thickness_along_slice_axis(roi, volume)
     section = idx[:, :2] if thickness_mm <= spacing[2] + EDGE_TOL else _slab_section(idx, k)
     if len(section) == 0:  # cannot happen for a box whose centre is on slice k; be explicit anyway
         raise GeometryError(f"{source} does not reach axial slice {k}")
-    return box_from_canonical_rect(volume, lab, section.min(axis=0), section.max(axis=0), k, source)
+    return _checked(volume, box_from_canonical_rect(volume, lab, section.min(axis=0), section.max(axis=0), k, source,
+                                                    NOT_AXIAL_HINT, "volume"))
 
 
 def box_from_ras(volume: Volume, label: Any, corner0: Sequence[float], corner1: Sequence[float],
                  source: str = "RAS box") -> BoxPrompt:
     """A box given by two opposite world-RAS corners on one axial slice (voxel-centre rule as for ROIs)."""
-    lab = resolve_label(label)
-    idx = ras_to_canonical(volume, np.array([corner0, corner1], dtype=np.float64))
-    if abs(idx[0, 2] - idx[1, 2]) > 1.0:
-        raise GeometryError(f"{source} spans slices {idx[:, 2].min():.1f}..{idx[:, 2].max():.1f}; draw it on one axial slice")
-    k = int(np.floor(idx[:, 2].mean() + 0.5))
-    return box_from_canonical_rect(volume, lab, idx[:, :2].min(axis=0), idx[:, :2].max(axis=0), k, source)
+    corners_lps = lps_ras(np.array([corner0, corner1], dtype=np.float64))
+    return _checked(volume, box_from_physical_corners(volume, resolve_label(label), corners_lps, source, NOT_AXIAL_HINT, "volume"))
+
+
+def _checked(volume: Volume, box: BoxPrompt) -> BoxPrompt:
+    reason = validate_box(box, volume.canonical_array.shape)
+    if reason:
+        raise GeometryError(f"{box.source}: {reason}")
+    return box
 
 
 def roi_for_box(scene: Any, volume: Volume, box: BoxPrompt, name: str | None = None) -> Any:
@@ -181,7 +163,7 @@ def roi_for_box(scene: Any, volume: Volume, box: BoxPrompt, name: str | None = N
     d = np.asarray(volume.canonical_image.GetDirection(), dtype=np.float64).reshape(3, 3)
     sx, sy, sz = volume.canonical_image.GetSpacing()
     object_to_node = np.eye(4)
-    object_to_node[:3, :3] = np.diag([-1.0, -1.0, 1.0]) @ d  # canonical (col, row, slice) axes in RAS
+    object_to_node[:3, :3] = np.diag(LPS_RAS_FLIP) @ d  # canonical (col, row, slice) axes in RAS
     object_to_node[:3, 3] = centre
     roi = new_box_roi(scene, box.label, name=name)
     roi.SetAndObserveObjectToNodeMatrix(numpy_to_matrix(object_to_node))

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from musclesam_test_helpers import DIRECTIONS, make_image
-from MuscleSAMLib.engine.boxes import boxes_from_labels, boxes_to_json, load_boxes_file, parse_boxes
+from MuscleSAMLib.engine.boxes import boxes_from_labels, boxes_to_json, load_boxes_file, nearest_slice, parse_boxes
 from MuscleSAMLib.errors import InputError
-from MuscleSAMLib.volumes import Volume, volume_from_array
+from MuscleSAMLib.volumes import Volume, lps_ras, volume_from_array
 
 
 def _volume(direction_name: str) -> tuple[Volume, np.ndarray]:
@@ -106,3 +106,31 @@ def test_boxes_from_labels_one_per_leg_per_muscle():
     boxes = boxes_from_labels(labels)
     assert [(b.label, b.slice, b.xyxy) for b in boxes] == [
         (3, 1, (5, 5, 20, 15)), (3, 1, (40, 8, 55, 18)), (7, 1, (5, 20, 10, 25))]
+
+
+@pytest.mark.parametrize("name", ["LPS", "RAS", "oblique"])
+@pytest.mark.parametrize("k", [1.5, 2.5, 2.2, 2.0])
+def test_boxes_file_and_scene_bridge_give_the_same_box_for_the_same_corners(name, k):
+    """One physical-corners -> box rule: a boxes JSON file (CLI) and the bridge's RAS box agree, half-voxel ties too."""
+    from MuscleSAMLib.scene_bridge.prompts import box_from_ras  # needs no MRML: only the engine Volume
+
+    vol, _ = _volume(name)
+    corners = [lps_ras(vol.physical_of_canonical_index(c, r, k)) for c, r in ((10.5, 4.2), (20.0, 13.5))]
+    doc = {"coordinates": "ras", "boxes": [{"label": "VL", "corners": [list(p) for p in corners]}]}
+    (from_file,), rejected = parse_boxes(doc, vol)
+    from_bridge = box_from_ras(vol, "VL", corners[0], corners[1])
+    assert rejected == []
+    assert (from_file.slice, from_file.xyxy) == (from_bridge.slice, from_bridge.xyxy)
+    assert from_file.xyxy == (11, 5, 21, 14)  # voxel centres inside, edges inclusive
+    if name != "oblique":  # axis-aligned: the tie is exact in floating point
+        assert from_file.slice == int(np.floor(k + 0.5))  # a tie goes to the higher slice (2.5 -> 3, not round()'s 2)
+
+
+def test_nearest_slice_sends_every_half_voxel_tie_the_same_way():
+    assert [nearest_slice(k) for k in (0.5, 1.5, 2.5, 3.5, 2.49, -0.5)] == [1, 2, 3, 4, 2, 0]
+
+
+def test_lps_ras_is_its_own_inverse():
+    p = np.array([[1.0, -2.0, 3.0], [-4.5, 5.5, -6.0]])
+    assert np.array_equal(lps_ras(p), [[-1.0, 2.0, 3.0], [4.5, -5.5, -6.0]])
+    assert np.array_equal(lps_ras(lps_ras(p)), p)
