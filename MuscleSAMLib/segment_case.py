@@ -19,11 +19,12 @@ import torch
 
 from .atomic import staged_folder, write_json_atomic
 from .engine.review import flagged_labels
-from .engine.segmenter import Segmenter, default_device
+from .engine.segmenter import Segmenter
 from .engine.types import BoxPrompt
 from .biomarkers import muscle_biomarkers
 from .corrections.bundle import prompts_document
 from .engine.volume_run import VolumeResult, member_label_masks, segment_volume, summarise_slices
+from .models.device import resolve_device
 from .models.ensemble import Ensemble
 from .models.manifest import load_manifest
 from .outputs.seg_nrrd import write_seg_nrrd
@@ -49,7 +50,7 @@ def load_ensemble(name: str | None = None, manifest: str | Path | None = None, d
     """Load ensemble ``name`` (default entry when None) from ``manifest`` (the shipped one by default)."""
     m = load_manifest(manifest or DEFAULT_MANIFEST)
     spec = m.get(name)
-    return LoadedEnsemble(Ensemble.from_spec(spec, device=default_device(device)), m.path, m.sha256)
+    return LoadedEnsemble(Ensemble.from_spec(spec, device=resolve_device(device)), m.path, m.sha256)
 
 
 def run_case(volume: Volume, boxes: Sequence[BoxPrompt], loaded: LoadedEnsemble, out_dir: str | Path, *,

@@ -291,13 +291,13 @@ def finetune_heads(plan: LearningPlan, work: Path, progress: ProgressFn, span: t
 def evaluate_pair(plan: LearningPlan, new_spec: EnsembleSpec, progress: ProgressFn,
                   span: tuple[float, float]) -> list[dict[str, Any]]:
     """Base and new ensemble on every eval case with label-derived tight boxes (``evaluation.evaluate_case``)."""
-    from ..engine.segmenter import default_device
     from ..evaluation import evaluate_case
+    from ..models.device import resolve_device
     from ..models.ensemble import Ensemble
     from ..segment_case import LoadedEnsemble
     from ..volumes import read_volume
 
-    dev = default_device(None)
+    dev = resolve_device(None)
     base = LoadedEnsemble(Ensemble.from_spec(plan.base, device=dev), plan.manifest, sha256_file(plan.manifest))
     new = LoadedEnsemble(Ensemble.from_spec(new_spec, device=dev), plan.manifest, None)
     cases = plan.eval_cases()

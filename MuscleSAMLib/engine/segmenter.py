@@ -238,14 +238,3 @@ class Segmenter:
 def _check_cancel(cancel: threading.Event | None) -> None:
     if cancel is not None and cancel.is_set():
         raise CancelledByUser("cancelled by the user")
-
-
-def default_device(requested: str | None = None) -> torch.device:
-    """CUDA when present (or requested), else CPU; a clear error when CUDA is asked for but absent."""
-    from ..errors import InputError
-
-    if requested in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA GPU is available here; use --device cpu")
-    return torch.device(requested)

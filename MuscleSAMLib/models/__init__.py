@@ -11,10 +11,10 @@ from .ensemble import (
     MemberStack,
     PromptHead,
     box_mask_prompt,
-    resolve_device,
     slice_resize_matrices,
     synthetic_spec,
 )
+from .device import resolve_device
 from .lora import (
     DEFAULT_TARGETS,
     LORA_TARGETS,

@@ -553,10 +553,30 @@ def test_from_models_and_vmapped_full_encoders():
     assert lo.encode(img).shape == (2, 1, 32, 8, 8)
 
 
-def test_cuda_request_falls_back_to_cpu(monkeypatch):
+def test_device_policy_auto_picks_cpu_without_cuda_and_refuses_an_absent_gpu(monkeypatch):
+    """One device policy (models/device.py): auto = CUDA when present; an explicit GPU that is absent is refused."""
+    from MuscleSAMLib.errors import InputError
     from MuscleSAMLib.models import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.warns(RuntimeWarning, match="CUDA"):
-        assert resolve_device("cuda").type == "cpu"
     assert resolve_device("auto").type == "cpu" and resolve_device(None).type == "cpu"
+    assert resolve_device("cpu").type == "cpu" and resolve_device(torch.device("cpu")).type == "cpu"
+    with pytest.raises(InputError, match="no CUDA GPU is available here; use --device cpu"):
+        resolve_device("cuda")
+    with pytest.raises(InputError, match="not a device"):
+        resolve_device("gpu please")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("auto").type == "cuda" and resolve_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(InputError, match="has 1 CUDA GPU"):
+        resolve_device("cuda:3")
+
+
+def test_loading_an_ensemble_goes_through_the_one_device_policy(monkeypatch):
+    """The loader front ends share refuses an absent GPU with the policy's message (not a warning and a CPU run)."""
+    from MuscleSAMLib.errors import InputError
+    from MuscleSAMLib.segment_case import load_ensemble
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(InputError, match="no CUDA GPU is available here"):
+        load_ensemble(device="cuda")
