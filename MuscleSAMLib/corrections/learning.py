@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as _dt
 import os
@@ -27,12 +26,13 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from ..errors import InputError, WeightsError
-from ..models.manifest import EnsembleSpec, WeightFile, load_manifest, replace_spec, save_manifest
+from ..models.manifest import EnsembleSpec, WeightFile, load_manifest, replace_spec
+from ..models.manifest_writer import add_entry
 from ..models.safe_load import sha256_file
 from ..version import __version__
 from .corrected_cases import CorrectedCase, bundle_sha256, read_bundle  # noqa: F401 - re-exported
@@ -321,32 +321,10 @@ def evaluate_pair(plan: LearningPlan, new_spec: EnsembleSpec, progress: Progress
 # ----------------------------------------------------------------------------- publishing
 
 
-@contextlib.contextmanager
-def manifest_lock(manifest: Path) -> Iterator[None]:
-    """Exclusive lock around a manifest read-modify-write: flock on its folder (POSIX; a no-op elsewhere).
-
-    The folder, not the file, because the manifest is replaced (new inode) by every write.
-    """
-    try:
-        import fcntl
-    except ImportError:  # Windows: the atomic replace still keeps the file valid
-        yield
-        return
-    fd = os.open(manifest.resolve().parent, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
 def publish(plan: LearningPlan, spec: EnsembleSpec) -> str:
-    """Append ``spec`` to the manifest (re-read under the lock; others' entries and ``default`` kept)."""
-    with manifest_lock(plan.manifest):
-        man = load_manifest(plan.manifest)
-        if spec.name in man.names:
-            raise WeightsError(f"manifest {man.path} gained an ensemble {spec.name!r} meanwhile; not overwritten")
-        return save_manifest(plan.manifest, list(man.ensembles) + [spec], man.description)
+    """Append ``spec`` to the manifest through the one manifest writer (re-read under its lock; others'
+    entries and ``default`` kept; a name added meanwhile is refused, never overwritten)."""
+    return add_entry(plan.manifest, spec)
 
 
 def _new_spec(plan: LearningPlan, files: list[WeightFile], record: dict) -> EnsembleSpec:

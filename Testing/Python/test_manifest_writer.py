@@ -1,0 +1,45 @@
+"""The one manifest writer (models/manifest_writer.add_entry): entries added at once are all kept, names never clash."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from musclesam_test_helpers import write_random_decoder_ensemble
+from MuscleSAMLib.errors import WeightsError
+from MuscleSAMLib.models.manifest import load_manifest, replace_spec
+from MuscleSAMLib.models.manifest_writer import add_entry
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    manifest = write_random_decoder_ensemble(tmp_path_factory.mktemp("w"), members=1)
+    return load_manifest(manifest).get()
+
+
+def test_concurrent_writers_keep_every_entry(base, tmp_path):
+    manifest = tmp_path / "manifest.json"
+    add_entry(manifest, base)  # created when absent
+    threads = [threading.Thread(target=add_entry, args=(manifest, replace_spec(base, name=f"run{n}", default=False)))
+               for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    man = load_manifest(manifest)
+    assert sorted(man.names) == sorted([base.name] + [f"run{n}" for n in range(8)])
+    assert man.get().name == base.name  # default untouched
+
+
+def test_a_name_that_exists_is_refused_unless_replacing(base, tmp_path):
+    manifest = tmp_path / "manifest.json"
+    add_entry(manifest, base)
+    add_entry(manifest, replace_spec(base, name="other", default=False))
+    with pytest.raises(WeightsError, match=f"manifest .*manifest.json already has an ensemble 'other'"):
+        add_entry(manifest, replace_spec(base, name="other", default=False))
+    add_entry(manifest, replace_spec(base, name="other", default=True, version="2"), replace=True)  # retrained
+    man = load_manifest(manifest)
+    assert sorted(man.names) == sorted([base.name, "other"])
+    assert man.get().name == "other" and man.get().version == "2"  # the default moved, one default only
+    assert [e.default for e in man.ensembles].count(True) == 1
