@@ -5,6 +5,8 @@ Importable with no Slicer and no Qt (see DESIGN.md layers). Submodules:
 (model-input resize/pad and its inverse), ``phantoms`` (synthetic thighs), ``metrics``.
 """
 
+from __future__ import annotations
+
 from .version import __version__
 
 __all__ = ["__version__"]

@@ -4,6 +4,8 @@ Every failure a user can cause (a bad file, a bad box, a bad manifest) raises on
 one-line message naming the input and what to do; the CLI prints it and exits with code 2.
 """
 
+from __future__ import annotations
+
 
 class MuscleSAMError(Exception):
     """Base class: a clear, user-facing problem (never a programming bug)."""

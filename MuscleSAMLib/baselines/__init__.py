@@ -10,6 +10,8 @@ slicer-core is imported only when GrowCut runs (an :class:`~MuscleSAMLib.errors.
 install it when missing).
 """
 
+from __future__ import annotations
+
 from .boxfill import box_area, boxfill_labels, check_boxes, paint_order
 from .growcut import MODES, centre_seed, growcut_2d, growcut_labels, seed_map, slicer_growcut_available
 

@@ -8,6 +8,8 @@ Pure numpy/scipy. Every function states its exact convention in its docstring:
 - :mod:`.uncertainty_quality`: ``auroc``, ``auroc_error``, ``error_share_in_top``.
 """
 
+from __future__ import annotations
+
 from .calibration import ReliabilityCurve, brier, ece, nll, reliability_curve
 from .overlap import dice, dice_per_label, mean_dice
 from .surface import SurfaceDistances, hd95, nsd, surface_distances, weighted_percentile

@@ -3,6 +3,8 @@
 Everything here is importable without Slicer; numpy/torch/segment_anything only.
 """
 
+from __future__ import annotations
+
 from .architectures import ARCHITECTURES, ArchSpec, build_sam, count_parameters, get_arch
 from .ensemble import (
     BATCH_MODES,

@@ -11,3 +11,5 @@ scene bridge), ``ui`` (the page), ``routes`` (export download, test-only state a
 
 Importing this package is cheap; trame, Slicer and torch are imported by :func:`app.serve`.
 """
+
+from __future__ import annotations
