@@ -8,9 +8,26 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import tempfile
 import time
 from typing import Annotated
+
+
+def _addCloneRootToPath() -> None:
+    """Make MuscleSAMLib importable when the module is loaded from a clone's MuscleSAM/ folder.
+
+    Slicer puts only this file's folder on sys.path. The extension build installs MuscleSAMLib beside this
+    file (nothing to do); in a clone it sits beside the folder, so the clone's root is added.
+    """
+    here = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(here)
+    if not os.path.isdir(os.path.join(here, "MuscleSAMLib")) and \
+            os.path.isfile(os.path.join(root, "MuscleSAMLib", "__init__.py")) and root not in sys.path:
+        sys.path.insert(0, root)
+
+
+_addCloneRootToPath()
 
 import qt
 import slicer
@@ -21,7 +38,7 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-from MuscleSAMLib.scene_bridge import dependencies
+from MuscleSAMLib.scene_bridge import dependencies  # noqa: E402 (after the clone path above)
 
 MODAL_AFTER_SECONDS = 2.0
 
