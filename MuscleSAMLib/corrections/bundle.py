@@ -25,7 +25,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -103,12 +103,16 @@ def write_bundle(dest: str | Path, image: Volume, corrected: np.ndarray, *, pred
                  uncertainty_epistemic: np.ndarray | None = None, prompts: Sequence[BoxPrompt] = (),
                  interaction_log: Sequence[dict] = (), provenance: dict | None = None, fat: Volume | None = None,
                  member_masks: dict[int, np.ndarray] | None = None,
-                 dicom_source: Sequence[str | os.PathLike] | None = None) -> Path:
+                 dicom_source: Sequence[str | os.PathLike] | None = None,
+                 segment_status: Mapping[int, str] | None = None) -> Path:
     """Write a corrections bundle to ``dest`` (a folder) atomically; returns ``dest``.
 
     Arrays are canonical (slices, rows, cols) on ``image``'s grid; ``corrected`` is the user's label map.
     ``dicom_source``: the DICOM files of the segmented series, for a DICOM SEG of the corrected labels
     (none: no SEG). A SEG that cannot be written is skipped with the reason in ``report.json``.
+    ``segment_status``: each muscle's Slicer segment status (``inprogress``, ``flagged``, ``completed``) as
+    the user left it, written into the .seg.nrrd; muscles it does not name (or all, when None: labels
+    from outside a MuscleSAM session) are marked ``completed``.
     """
     shape = image.canonical_array.shape
     for name, arr in (("corrected labels", corrected), ("prediction", prediction), ("probability", probability),
@@ -130,7 +134,8 @@ def write_bundle(dest: str | Path, image: Volume, corrected: np.ndarray, *, pred
             corrected_u8 = corrected.astype(np.uint8)
             write_like(corrected_u8, image, tmp / "corrected_labels.nii.gz")
             write_seg_nrrd(corrected_u8, image, tmp / "corrected_labels.seg.nrrd", names,
-                           status={int(v): "completed" for v in np.unique(corrected_u8) if v})
+                           status={int(v): (segment_status or {}).get(int(v)) or "completed"
+                                   for v in np.unique(corrected_u8) if v})
             report: dict[str, Any] = {"format": BUNDLE_FORMAT, "image": image.source}
             if dicom_source:
                 report["dicom_seg"] = _dicom_seg(corrected_u8, image, dicom_source, tmp / "corrected_labels.dcm", names)

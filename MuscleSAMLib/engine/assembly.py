@@ -77,6 +77,9 @@ class AssembledSlice:
     predicted in this call (full slices, not cropped: 11 muscles at 512x512 is about 11 MB).
     ``ignored_locked``: the box prompts of locked labels, not used.
     ``kept_from_current``: labels copied from ``current`` (locked, or unpredicted and kept).
+    ``model_labels`` (rows, cols) same dtype: the labels the model itself assigned in this call (0 where
+    it assigned none: below threshold, locked, or copied from ``current``), so a caller can keep the
+    model's prediction apart from the user's edits that ``labels`` carries along.
     """
 
     labels: np.ndarray
@@ -86,6 +89,7 @@ class AssembledSlice:
     per_label_mean: dict[int, np.ndarray] = field(default_factory=dict)
     ignored_locked: list[BoxPrompt] = field(default_factory=list)
     kept_from_current: frozenset[int] = frozenset()
+    model_labels: np.ndarray | None = None
 
 
 def _canonical_key(pred: BoxPrediction) -> tuple:
@@ -228,6 +232,7 @@ def assemble_slice(
         kept.update(int(v) for v in np.unique(current[carry]))
     predicted = (top_prob >= threshold) & (top_prob > 0) & ~locked_mask
     labels[predicted] = top_label[predicted]
+    model_labels = np.where(predicted, top_label, 0).astype(dtype)
     if locked_mask.any():
         labels[locked_mask] = current[locked_mask]
         top_label[locked_mask] = current[locked_mask]
@@ -259,4 +264,5 @@ def assemble_slice(
         per_label_mean=per_label_mean,
         ignored_locked=ignored_locked,
         kept_from_current=frozenset(kept),
+        model_labels=model_labels,
     )

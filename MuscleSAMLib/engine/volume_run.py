@@ -38,6 +38,10 @@ class VolumeResult:
     iou_pred: dict[str, list[float]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     _combined: dict[int, dict[int, LabelProbabilities]] | None = field(default=None, repr=False)
+    # the model's own labels (0 where it assigned none; ``labels`` also carries ``current``'s voxels) and,
+    # per slice, the labels this run predicted there (locked ones excluded): see Session.merge
+    model_labels: np.ndarray | None = None
+    predicted_labels: dict[int, frozenset[int]] = field(default_factory=dict)
 
     @property
     def combined(self) -> dict[int, dict[int, LabelProbabilities]]:
@@ -72,6 +76,8 @@ def segment_volume(segmenter: Segmenter, boxes: Iterable[BoxPrompt], *, current:
     finally:
         bar.close()
     labels = np.zeros(shape, np.uint8) if current is None else np.array(current, dtype=np.uint8, copy=True)
+    model_labels = np.zeros(shape, np.uint8)
+    predicted_labels: dict[int, frozenset[int]] = {}
     probability = np.zeros(shape, np.float32)
     total = np.zeros(shape, np.float32)
     epistemic = np.zeros(shape, np.float32)
@@ -88,6 +94,8 @@ def segment_volume(segmenter: Segmenter, boxes: Iterable[BoxPrompt], *, current:
         assembled = assemble_slice(pred.boxes, pred.shape, current=cur, locked=locked, threshold=threshold,
                                    combined=combined[k])
         labels[k] = assembled.labels
+        model_labels[k] = assembled.model_labels
+        predicted_labels[k] = frozenset(combined[k]) - frozenset(locked)
         probability[k] = assembled.probability
         total[k] = assembled.uncertainty.total
         epistemic[k] = assembled.uncertainty.epistemic
@@ -99,7 +107,8 @@ def segment_volume(segmenter: Segmenter, boxes: Iterable[BoxPrompt], *, current:
     volumes = muscle_volumes(scores, pixel_area_mm2=spacing[1] * spacing[2], slice_thickness_mm=spacing[0]) if scores else {}
     return VolumeResult(labels=labels, probability=probability, uncertainty_total=total, uncertainty_epistemic=epistemic,
                         scores=scores, volumes=volumes, queue=review_queue(scores), predictions=predictions,
-                        rejected=rejected, iou_pred=iou, _combined=combined,
+                        rejected=rejected, iou_pred=iou, _combined=combined, model_labels=model_labels,
+                        predicted_labels=predicted_labels,
                         timings={"total_seconds": time.perf_counter() - t0,
                                  "encode_seconds": segmenter.stats.encode_seconds,
                                  "decode_seconds": segmenter.stats.decode_seconds,

@@ -53,4 +53,5 @@ def export_bundle(folder: str | Path, volume: Volume, corrected: np.ndarray, ses
         fat=fat,
         member_masks=session.member_masks if ran else None,
         dicom_source=dicom_source,
+        segment_status=statuses,
     )

@@ -299,20 +299,56 @@ class MuscleSAMLogic:
         else:
             segments.prepare_segmentation(seg_node, volume_node)
         changed = segments.write_changes(seg_node, volume_node, before, after)
+        diff = np.flatnonzero(before != after)
+        s.undo_runs[-1].segmentation_changes = (diff, before.reshape(-1)[diff], after.reshape(-1)[diff])
         predicted = sorted({b.label for b in boxes})
         flagged = s.flagged(self.flag_uncertainty_nats)
         segments.set_statuses(seg_node, {lab: segments.STATUS_FLAGGED if lab in flagged else segments.STATUS_IN_PROGRESS
                                          for lab in predicted})
-        heat = self.show_uncertainty(volume_node)
-        prob = overlays.write_float_volume(volume_node, "probability", f"{volume_node.GetName()} probability",
-                                           geometry.to_stored(s.probability, s.volume))
-        overlays.style_probability(prob)
-        if self.display.agreement_outlines:
-            self.show_agreement_outlines(volume_node, True)
-        table = review_table.write_review_table(volume_node, s, self._fat_array(volume_node, s))
+        heat, prob, table = self._write_maps(volume_node, s)
         rejected = [(b.source or f"label {b.label} slice {b.slice}", why) for b, why in result.rejected]
         return RunOutcome(seg_node, heat, prob, table, boxes, changed, sorted(flagged & set(predicted)), rejected,
                           [geometry.stored_slice_index(s.volume, k) for k in touched], time.perf_counter() - started, stops)
+
+    def _write_maps(self, volume_node: Any, s: Session) -> tuple[Any, Any, Any]:
+        """Heatmap, probability volume, agreement outlines and review table from the session's maps."""
+        heat = self._show_heatmap(volume_node, s)
+        prob = overlays.write_float_volume(volume_node, "probability", f"{volume_node.GetName()} probability",
+                                           geometry.to_stored(s.probability, s.volume))
+        overlays.style_probability(prob)
+        if self.display.agreement_outlines and s.runs:
+            self.show_agreement_outlines(volume_node, True)
+        table = review_table.write_review_table(volume_node, s, self._fat_array(volume_node, s))
+        return heat, prob, table
+
+    def undo_run(self, volume_node: Any, segmentation_node: Any | None = None) -> list[int]:
+        """Take back the last Segment/Propagate run: the voxels it wrote that nobody edited since go back
+        to what they were, and the prediction, maps, review scores and prompts to their state before it.
+
+        Voxels painted or erased after the run stay as they are, and so does every voxel a locked
+        muscle holds or held before the run (a locked muscle is never changed by a run or its undo). Returns the
+        slices (stored K) it restored; :class:`InputError` when there is no run to undo.
+        """
+        self._check_idle()
+        s = self._sessions.get(volume_node.GetID()) if volume_node is not None else None
+        if s is None or not s.undo_runs:
+            raise InputError("no Segment or Propagate run to undo on this image")
+        seg_node = segmentation_node or self.segmentation_for(volume_node)
+        changes = s.undo_runs[-1].segmentation_changes
+        if seg_node is not None and changes is not None:
+            index, was, wrote = changes
+            now = segments.read_labels(seg_node, volume_node)
+            target = now.copy()
+            flat = target.reshape(-1)
+            locked = sorted(segments.locked_labels(seg_node))
+            untouched = (flat[index] == wrote) & ~np.isin(wrote, locked) & ~np.isin(was, locked)
+            flat[index[untouched]] = was[untouched]
+            segments.write_changes(seg_node, volume_node, now, target)
+        _, slices = s.undo_last_run()
+        s.log.append({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "action": "undo run",
+                      "slices": [geometry.stored_slice_index(s.volume, k) for k in slices]})
+        self._write_maps(volume_node, s)
+        return [geometry.stored_slice_index(s.volume, k) for k in slices]
 
     # ------------------------------------------------------------------ display
     def show_uncertainty(self, volume_node: Any, kind: str | None = None, opacity: float | None = None,
@@ -326,6 +362,10 @@ class MuscleSAMLogic:
         d.opacity = d.opacity if opacity is None else float(opacity)
         d.threshold = d.threshold if threshold is None else float(threshold)
         d.window_max = d.window_max if window_max is None else float(window_max)
+        return self._show_heatmap(volume_node, s)
+
+    def _show_heatmap(self, volume_node: Any, s: Session) -> Any:
+        d = self.display
         node = overlays.write_float_volume(volume_node, "uncertainty", f"{volume_node.GetName()} uncertainty",
                                            geometry.to_stored(s.uncertainty(d.kind), s.volume))
         node.SetAttribute("MuscleSAM.UncertaintyKind", d.kind)

@@ -16,11 +16,15 @@ from typing import Iterator, Mapping
 import numpy as np
 
 from ..biomarkers import Biomarkers, muscle_biomarkers
+from ..engine.assembly import LabelProbabilities
 from ..engine.review import MuscleSliceScore, MuscleVolume, ReviewItem, muscle_volumes, next_review_item, review_queue
 from ..engine.segmenter import Segmenter
 from ..engine.types import BoxPrompt
 from ..engine.volume_run import VolumeResult
+from ..uncertainty import uncertainty_maps
 from ..volumes import Volume
+
+MAX_RUN_UNDO = 10  # runs that "Undo run" can take back, most recent first
 
 
 @dataclass
@@ -43,6 +47,9 @@ class Session:
     runs: int = 0
     # (canonical slice, label) -> (window slices, (M, h, w) bool): each member's own mask, for intervals
     member_windows: dict[tuple[int, int], tuple[tuple[slice, slice], np.ndarray]] = field(default_factory=dict)
+    # (canonical slice, label) -> that muscle's latest combined prediction there (the maps are recomposed from these)
+    label_probs: dict[tuple[int, int], LabelProbabilities] = field(default_factory=dict)
+    undo_runs: list["_RunUndo"] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         shape = self.segmenter.shape
@@ -68,13 +75,23 @@ class Session:
         return maps[kind]
 
     def merge(self, result: VolumeResult) -> list[int]:
-        """Fold one run into the session; returns the canonical slices it touched."""
+        """Fold one run into the session; returns the canonical slices it touched.
+
+        The prediction layer only ever holds what runs predicted: on each slice the run's labels
+        replace those labels' earlier prediction, other labels keep theirs, and voxels the run took
+        over from the user's segmentation (``result.labels`` carries them) never enter it. The maps
+        (probability, uncertainty) are recomposed from every muscle's latest prediction on the slice
+        (:meth:`_recompose`), so a later overlapping run never wipes an earlier muscle's heatmap.
+        """
         touched = []
         predicted: set[tuple[int, int]] = set()
+        model = result.model_labels if result.model_labels is not None else result.labels
+        undo = _RunUndo(self)
         for k, pred in sorted(result.predictions.items()):
             if not pred.boxes:
                 continue
             touched.append(k)
+            undo.keep_slice(self, k)
             covered = np.zeros(pred.shape, bool)
             agree = np.zeros(pred.shape, bool)
             anyone = np.zeros(pred.shape, bool)
@@ -84,25 +101,72 @@ class Session:
                 members = bp.member_probs >= 0.5
                 agree[w] |= members.all(axis=0)
                 anyone[w] |= members.any(axis=0)
-                predicted.add((k, int(bp.box.label)))
-            for mine, theirs in ((self.probability, result.probability), (self.total, result.uncertainty_total),
-                                 (self.epistemic, result.uncertainty_epistemic)):
-                mine[k][covered] = theirs[k][covered]
             self.all_agree[k][covered] = agree[covered]
             self.any_member[k][covered] = anyone[covered]
-            self.prediction[k] = result.labels[k]
+            ran = result.predicted_labels.get(k, frozenset(result.combined.get(k, {})))
+            predicted.update((k, int(label)) for label in ran)
+            layer = self.prediction[k]
+            layer[np.isin(layer, sorted(ran))] = 0
+            mine = model[k] > 0
+            layer[mine] = model[k][mine]
             for label, per in result.combined.get(k, {}).items():
-                self.member_windows[(k, label)] = (per.window.slices, per.members >= 0.5)
-            present = {int(v) for v in np.unique(self.prediction[k])}
+                if label in ran:
+                    self.label_probs[(k, label)] = per
+                    self.member_windows[(k, label)] = (per.window.slices, per.members >= 0.5)
+            present = {int(v) for v in np.unique(layer)}
             for key in [key for key in self.member_windows if key[0] == k and key[1] not in present]:
                 del self.member_windows[key]  # a muscle the run took off this slice has no member masks here
+            self._recompose(k)
         for key in predicted:
             self.scores.pop(key, None)
         for s in result.scores:
             self.scores[(s.slice, s.label)] = s
         self.visited -= predicted
         self.runs += 1
+        self.undo_runs.append(undo)
+        del self.undo_runs[:-MAX_RUN_UNDO]
         return touched
+
+    def _recompose(self, k: int) -> None:
+        """Probability and uncertainty of slice ``k`` from each muscle's latest prediction there.
+
+        At each voxel the maps are those of the muscle the prediction shows there, else (background)
+        of the muscle with the highest ensemble-mean probability, as one run of all boxes reports them.
+        """
+        per_label = {label: lp for (kk, label), lp in self.label_probs.items() if kk == k}
+        shape = self.prediction.shape[1:]
+        for arr in (self.probability, self.total, self.epistemic):
+            arr[k] = 0.0
+        if not per_label:
+            return
+        labels = sorted(per_label)
+        stack = np.zeros((len(labels), *shape), np.float32)
+        for i, label in enumerate(labels):
+            stack[(i, *per_label[label].window.slices)] = per_label[label].mean
+        chosen = np.argmax(stack, axis=0)
+        for i, label in enumerate(labels):
+            chosen[self.prediction[k] == label] = i
+        members = np.zeros((next(iter(per_label.values())).members.shape[0], *shape), np.float32)
+        for i, label in enumerate(labels):
+            lp = per_label[label]
+            sel = chosen[lp.window.slices] == i
+            members[(slice(None), *lp.window.slices)][:, sel] = lp.members[:, sel]
+        covered = stack.max(axis=0) > 0
+        unc = uncertainty_maps(members)
+        self.probability[k] = np.take_along_axis(stack, chosen[None], axis=0)[0]
+        self.total[k] = np.where(covered, unc.total, 0.0)
+        self.epistemic[k] = np.where(covered, unc.epistemic, 0.0)
+
+    def undo_last_run(self) -> tuple[int, list[int]] | None:
+        """Put the prediction layer, maps, scores and prompts back as they were before the last run.
+
+        Returns (runs left, canonical slices restored), or None when there is no run to undo.
+        """
+        if not self.undo_runs:
+            return None
+        undo = self.undo_runs.pop()
+        undo.restore(self)
+        return self.runs, sorted(undo.slices)
 
     @property
     def queue(self) -> list[ReviewItem]:
@@ -124,6 +188,7 @@ class Session:
             setattr(out, name, getattr(self, name).copy())
         out.scores, out.boxes, out.visited = dict(self.scores), list(self.boxes), set(self.visited)
         out.log, out.member_windows = [dict(e) for e in self.log], dict(self.member_windows)
+        out.label_probs, out.undo_runs = dict(self.label_probs), []
         return out
 
     @property
@@ -189,3 +254,40 @@ class _MemberMasks(Mapping[int, np.ndarray]):
 
     def __len__(self) -> int:
         return len(self._labels)
+
+
+_MAPS = ("prediction", "probability", "total", "epistemic", "all_agree", "any_member")
+
+
+class _RunUndo:
+    """What one run changed in a :class:`Session`, to put it back (the slices it touched, scores, prompts)."""
+
+    def __init__(self, session: Session) -> None:
+        self.slices: dict[int, dict[str, np.ndarray]] = {}
+        self.keyed: dict[tuple[int, int], tuple] = {}
+        self.scores = dict(session.scores)
+        self.visited = set(session.visited)
+        self.n_boxes, self.runs = len(session.boxes), session.runs
+        # what the run wrote into the segmentation (stored flat indices, value before, value after); the bridge sets it
+        self.segmentation_changes: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def keep_slice(self, session: Session, k: int) -> None:
+        self.slices[k] = {name: getattr(session, name)[k].copy() for name in _MAPS}
+        for store in (session.label_probs, session.member_windows):
+            for key in [key for key in store if key[0] == k]:
+                self.keyed.setdefault(key, (session.label_probs.get(key), session.member_windows.get(key)))
+
+    def restore(self, session: Session) -> None:
+        for k, maps in self.slices.items():
+            for name, arr in maps.items():
+                getattr(session, name)[k] = arr
+            for store in (session.label_probs, session.member_windows):
+                for key in [key for key in store if key[0] == k]:
+                    del store[key]
+        for key, (lp, mw) in self.keyed.items():
+            if lp is not None:
+                session.label_probs[key] = lp
+            if mw is not None:
+                session.member_windows[key] = mw
+        session.scores, session.visited, session.runs = self.scores, self.visited, self.runs
+        del session.boxes[self.n_boxes:]
