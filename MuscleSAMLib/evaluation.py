@@ -35,7 +35,8 @@ from .metrics import brier, dice, ece, hd95, nll, nsd, reliability_curve  # noqa
 from .metrics.uncertainty_quality import auroc, error_share_in_top  # noqa: E402
 from .outputs.overlay import write_overlay  # noqa: E402
 from .sample_data import muscle_names  # noqa: E402
-from .segment_case import LoadedEnsemble, build_report  # noqa: E402
+from .models.loading import LoadedEnsemble  # noqa: E402
+from .segment_case import build_report  # noqa: E402
 from .uncertainty import binary_entropy  # noqa: E402
 from .volumes import Volume, check_same_grid  # noqa: E402
 

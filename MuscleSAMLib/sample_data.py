@@ -9,10 +9,7 @@ from pathlib import Path
 
 from .errors import InputError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-RESOURCES = REPO_ROOT / "Resources"
-SAMPLE_DIR = RESOURCES / "SampleData"
-MUSCLE_LABELS_FILE = RESOURCES / "muscle_labels.json"
+from .paths import MUSCLE_LABELS_FILE, REPO_ROOT, RESOURCES, SAMPLE_DIR  # noqa: F401 - REPO_ROOT, RESOURCES re-exported
 
 
 @dataclass(frozen=True)

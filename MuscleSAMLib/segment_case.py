@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import platform
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -24,33 +23,15 @@ from .engine.types import BoxPrompt
 from .biomarkers import muscle_biomarkers
 from .corrections.bundle import prompts_document
 from .engine.volume_run import VolumeResult, member_label_masks, segment_volume, summarise_slices
-from .models.device import resolve_device
-from .models.ensemble import Ensemble
-from .models.manifest import load_manifest
+from .models.loading import LoadedEnsemble
 from .outputs.seg_nrrd import write_seg_nrrd
-from .sample_data import REPO_ROOT, muscle_names
+from .paths import DEFAULT_MANIFEST  # noqa: F401 - cli/cmd_train imports it from here (its owner moves it)
+from .sample_data import muscle_names
 from .version import __version__
 from .volumes import Volume, write_like
 
-DEFAULT_MANIFEST = REPO_ROOT / "weights" / "manifest.json"
 OUTPUT_FILES = ("labels.nii.gz", "labels.seg.nrrd", "probability.nii.gz", "uncertainty_total.nii.gz",
                 "uncertainty_epistemic.nii.gz", "report.json", "overlay.png", "biomarkers.csv", "biomarkers.png", "prompts.json")
-
-
-@dataclass
-class LoadedEnsemble:
-    """An ensemble plus where it came from (for provenance)."""
-
-    ensemble: Ensemble
-    manifest_path: Path | None
-    manifest_sha256: str | None
-
-
-def load_ensemble(name: str | None = None, manifest: str | Path | None = None, device: str | None = None) -> LoadedEnsemble:
-    """Load ensemble ``name`` (default entry when None) from ``manifest`` (the shipped one by default)."""
-    m = load_manifest(manifest or DEFAULT_MANIFEST)
-    spec = m.get(name)
-    return LoadedEnsemble(Ensemble.from_spec(spec, device=resolve_device(device)), m.path, m.sha256)
 
 
 def run_case(volume: Volume, boxes: Sequence[BoxPrompt], loaded: LoadedEnsemble, out_dir: str | Path, *,

@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.segmenter import Segmenter
     from ..engine.volume_run import segment_volume
     from ..evaluation import baseline_scores, evaluate_result, mean_metrics
-    from ..segment_case import load_ensemble, write_case_outputs
+    from ..models.loading import load_ensemble
+    from ..segment_case import write_case_outputs
     from ..volumes import read_volume
     case = sample_case()
     if args.image is not None and args.boxes is None:

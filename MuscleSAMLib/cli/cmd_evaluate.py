@@ -26,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     # heavy imports here so `musclesam --help` and input errors answer fast
     from ..evaluation import evaluate_case
-    from ..segment_case import load_ensemble
+    from ..models.loading import load_ensemble
     from ..volumes import check_same_grid, read_volume
     image = read_volume(args.image)
     labels = read_volume(args.labels, allow_labels=True)

@@ -33,7 +33,8 @@ def add_ensemble_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     # heavy imports here so `musclesam --help` and input errors answer fast
     from ..engine.boxes import load_boxes_file
-    from ..segment_case import load_ensemble, run_case
+    from ..models.loading import load_ensemble
+    from ..segment_case import run_case
     from ..volumes import read_dixon_pair, read_volume
     volume = read_volume(args.image)
     fat = None

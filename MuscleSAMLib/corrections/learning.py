@@ -294,7 +294,7 @@ def evaluate_pair(plan: LearningPlan, new_spec: EnsembleSpec, progress: Progress
     from ..evaluation import evaluate_case
     from ..models.device import resolve_device
     from ..models.ensemble import Ensemble
-    from ..segment_case import LoadedEnsemble
+    from ..models.loading import LoadedEnsemble
     from ..volumes import read_volume
 
     dev = resolve_device(None)

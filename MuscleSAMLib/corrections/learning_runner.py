@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from ..paths import REPO_ROOT
+
 PROGRESS_PREFIX = "@@progress "
 RESULT_PREFIX = "@@result "
 COMMIT_STAGES = ("publish", "done")  # the job is adding (or has added) its entry to the manifest

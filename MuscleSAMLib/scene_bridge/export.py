@@ -17,7 +17,7 @@ from ..volumes import Volume
 from .session import Session
 
 if TYPE_CHECKING:
-    from ..segment_case import LoadedEnsemble
+    from ..models.loading import LoadedEnsemble
 
 
 def provenance(loaded: "LoadedEnsemble | None", volume_name: str, statuses: dict[int, str]) -> dict:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -24,20 +24,16 @@ from ..engine.segmenter import Segmenter
 from ..engine.types import BoxPrompt
 from ..engine.volume_run import VolumeResult, segment_volume
 from ..engine.worker import PersistentWorker
-from ..errors import InputError, MuscleSAMError, WeightsError
-from ..models.manifest import load_manifest
-from ..sample_data import REPO_ROOT, muscle_names
+from ..errors import InputError, MuscleSAMError
+from ..models.device import resolve_device
+from ..models.loading import LoadedEnsemble, installed_spec, load_spec, read_manifest
+from ..sample_data import muscle_names
 from . import geometry, overlays, prompts, review_table, segments
 from .dicom_source import dicom_files_of
 from .jobs import Busy, Job
 from .mrml import find_owned_node
 from .outcomes import DisplaySettings, EnsembleChoice, RunOutcome
 from .session import Session
-
-if TYPE_CHECKING:
-    from ..segment_case import LoadedEnsemble
-
-DEFAULT_MANIFEST = REPO_ROOT / "weights" / "manifest.json"  # as segment_case (imported lazily: it pulls matplotlib)
 
 Prompt = Any  # a BoxPrompt or a vtkMRMLMarkupsROINode
 
@@ -48,7 +44,7 @@ class MuscleSAMLogic:
     def __init__(self, flag_uncertainty_nats: float = FLAG_UNCERTAINTY_NATS, cache_bytes: int = 1 << 30) -> None:
         self.worker = PersistentWorker("musclesam-worker")
         self.cache = EmbeddingCache(cache_bytes)
-        self.loaded: "LoadedEnsemble | None" = None
+        self.loaded: LoadedEnsemble | None = None
         self.display = DisplaySettings()
         self.flag_uncertainty_nats = float(flag_uncertainty_nats)
         self._sessions: dict[str, Session] = {}
@@ -59,29 +55,26 @@ class MuscleSAMLogic:
     @staticmethod
     def ensemble_choices(manifest: str | Path | None = None) -> list[EnsembleChoice]:
         """Entries of the manifest (the shipped one by default) for the ensemble selector."""
-        m = load_manifest(manifest or DEFAULT_MANIFEST)
+        m = read_manifest(manifest)
         default = m.get(None).name
         return [EnsembleChoice(e.name, e.name == default, not e.missing_files(), e.licence, e.description,
                                tuple(str(p) for p in e.missing_files())) for e in m.ensembles]
 
     def load_ensemble(self, name: str | None = None, manifest: str | Path | None = None, device: str | None = None,
-                      pump: Callable[[], Any] | None = None) -> "LoadedEnsemble":
+                      pump: Callable[[], Any] | None = None) -> LoadedEnsemble:
         """Load (checksums verified) on the worker thread; a missing file is a clear :class:`WeightsError`."""
-        spec = load_manifest(manifest or DEFAULT_MANIFEST).get(name)
-        missing = spec.missing_files()
-        if missing:
-            raise WeightsError(f"ensemble '{spec.name}' is not installed: missing {', '.join(str(p) for p in missing)}")
+        m = read_manifest(manifest)  # parsed once: every check before the worker starts
+        spec = installed_spec(m, name)
+        dev = resolve_device(device)
         self._check_idle()
-        from ..segment_case import load_ensemble  # noqa: PLC0415
-
-        future, cancel = self.worker.submit(lambda cancel: load_ensemble(spec.name, manifest, device))
+        future, cancel = self.worker.submit(lambda cancel: load_spec(m, spec, dev))
         job: Job[Any] = Job(future, cancel, lambda loaded: loaded, self._close, what="loading the ensemble")
         self._job = job
         job.wait(pump)
         self.use_ensemble(job.finish())
         return self.loaded  # type: ignore[return-value]
 
-    def use_ensemble(self, loaded: "LoadedEnsemble") -> None:
+    def use_ensemble(self, loaded: LoadedEnsemble) -> None:
         """Use an already loaded ensemble (tests, servers); previous sessions are dropped."""
         self.loaded = loaded
         self._sessions.clear()

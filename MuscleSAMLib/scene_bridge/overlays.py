@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..sample_data import RESOURCES
+from ..paths import RESOURCES
 from .mrml import nodes_by_class, oriented_image, owned_node, set_volume_array, slicer_module
 from .segments import ijk_to_segmentation_frame
 

@@ -26,7 +26,7 @@ async def read_image(path: Path) -> Volume:
 
 async def read_ensemble(name: str | None, manifest: Path | None, device: str | None) -> Any:
     """Load the ensemble (checksums verified) in a worker thread."""
-    from ..segment_case import load_ensemble  # noqa: PLC0415
+    from ..models.loading import load_ensemble  # noqa: PLC0415
 
     return await asyncio.get_running_loop().run_in_executor(None, load_ensemble, name, manifest, device)
 

@@ -575,7 +575,7 @@ def test_device_policy_auto_picks_cpu_without_cuda_and_refuses_an_absent_gpu(mon
 def test_loading_an_ensemble_goes_through_the_one_device_policy(monkeypatch):
     """The loader front ends share refuses an absent GPU with the policy's message (not a warning and a CPU run)."""
     from MuscleSAMLib.errors import InputError
-    from MuscleSAMLib.segment_case import load_ensemble
+    from MuscleSAMLib.models.loading import load_ensemble
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(InputError, match="no CUDA GPU is available here"):
