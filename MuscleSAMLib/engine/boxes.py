@@ -198,6 +198,29 @@ def validate_box(box: BoxPrompt, shape: tuple[int, int, int]) -> str | None:
     return None
 
 
+AIR_LEVEL = 0.15  # a voxel darker than this share of its slice's 99th percentile counts as air (or background)
+MIN_TISSUE = 0.2  # a drawn box needs at least this share of tissue voxels (muscle boxes of the sample: >= 0.4)
+
+
+def tissue_fraction(slice_image: np.ndarray, xyxy: tuple[int, int, int, int]) -> float:
+    """Share of the box's voxels brighter than :data:`AIR_LEVEL` x the slice's 99th percentile (non-zero voxels)."""
+    c0, r0, c1, r1 = xyxy
+    inside = np.asarray(slice_image[r0:r1, c0:c1], dtype=np.float64)
+    nonzero = slice_image[slice_image > 0]
+    if inside.size == 0 or nonzero.size == 0:
+        return 0.0
+    return float((inside > AIR_LEVEL * np.percentile(nonzero, 99)).mean())
+
+
+def air_reason(slice_image: np.ndarray, box: BoxPrompt) -> str | None:
+    """Why a hand-drawn box lies in air (outside the body, between the legs), or None when it holds tissue."""
+    share = tissue_fraction(slice_image, box.xyxy)
+    if share >= MIN_TISSUE:
+        return None
+    return (f"the box lies in air or background ({share:.0%} of it is tissue): draw it around a muscle, "
+            "from corner to corner")
+
+
 def boxes_from_labels(labels: np.ndarray, values: Iterable[int] | None = None, slices: Iterable[int] | None = None,
                       min_pixels: int = 20) -> list[BoxPrompt]:
     """One tight box per connected component (e.g. per leg) per label per axial slice.

@@ -133,6 +133,13 @@ class MuscleSAMLogic:
         geometry.check_volume_node(volume_node)
         return prompts.box_from_ras(self._volume(volume_node), label, corner0, corner1)
 
+    def box_from_drawing(self, volume_node: Any, label: Any, corner0: Sequence[float], corner1: Sequence[float],
+                         source: str = "drawn box") -> BoxPrompt:
+        """A box dragged on an axial view: as :meth:`box_from_ras`, but one reaching past the image or lying in
+        air is refused with a message (see prompts.drawn_box)."""
+        geometry.check_volume_node(volume_node)
+        return prompts.drawn_box(self._volume(volume_node), label, corner0, corner1, source)
+
     @staticmethod
     def new_box_roi(scene: Any, label: Any, center: Sequence[float] | None = None, size: Sequence[float] | None = None) -> Any:
         """A new ROI node tagged with muscle ``label`` (to place interactively or set directly)."""
@@ -446,6 +453,17 @@ class MuscleSAMLogic:
         """Mark a muscle completed (locked: never overwritten) or back to in progress."""
         lab = prompts.resolve_label(label)
         segments.set_segment_status(segmentation_node, lab, segments.STATUS_COMPLETED if locked else segments.STATUS_IN_PROGRESS)
+
+    @staticmethod
+    def spare_locked(segmentation_node: Any, modifier_labelmap: Any, edited_segment_id: str | None) -> bool:
+        """Before a paint/erase stroke is applied: clear the stroke where a locked muscle (other than the
+        edited one) lies, so painting never erases a finished muscle; True when part of it was cleared."""
+        return segments.spare_locked(segmentation_node, modifier_labelmap, edited_segment_id)
+
+    @staticmethod
+    def locked_labels(segmentation_node: Any | None) -> frozenset[int]:
+        """Muscles marked finished (locked) in ``segmentation_node`` (none when it is None)."""
+        return segments.locked_labels(segmentation_node) if segmentation_node is not None else frozenset()
 
     def export_corrected(self, volume_node: Any, segmentation_node: Any, folder: str | Path, fat_node: Any | None = None,
                          dicom_files: Sequence[str | Path] | None = None) -> Path:

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..engine.boxes import EDGE_TOL, box_from_canonical_rect, box_from_physical_corners, label_lookup, nearest_slice, validate_box
+from ..engine.boxes import EDGE_TOL, air_reason, box_from_canonical_rect, box_from_physical_corners, label_lookup, nearest_slice, validate_box
 from ..engine.types import BoxPrompt
 from ..errors import GeometryError, InputError
 from ..sample_data import muscle_names
@@ -143,6 +143,32 @@ def box_from_ras(volume: Volume, label: Any, corner0: Sequence[float], corner1: 
     """A box given by two opposite world-RAS corners on one axial slice (voxel-centre rule as for ROIs)."""
     corners_lps = lps_ras(np.array([corner0, corner1], dtype=np.float64))
     return _checked(volume, box_from_physical_corners(volume, resolve_label(label), corners_lps, source, NOT_AXIAL_HINT, "volume"))
+
+
+OUTSIDE_TOL_VOXELS = 1.0  # a drawn corner may lie this far past the image edge (a hand's imprecision)
+
+
+def drawn_box(volume: Volume, label: Any, corner0: Sequence[float], corner1: Sequence[float],
+              source: str = "drawn box") -> BoxPrompt:
+    """A box the user dragged on an axial view (two world-RAS corners), held to the README's box contract.
+
+    Beyond :func:`box_from_ras`: a box reaching past the image edge (more than
+    :data:`OUTSIDE_TOL_VOXELS`) is refused rather than clipped, and so is a box in air
+    (:func:`~MuscleSAMLib.engine.boxes.air_reason`): a careless drag never labels the wrong region.
+    """
+    box = box_from_ras(volume, label, corner0, corner1, source)
+    _, rows, cols = volume.canonical_array.shape
+    idx = ras_to_canonical(volume, np.array([corner0, corner1], dtype=np.float64))
+    past = np.concatenate([-0.5 - idx[:, :2].min(axis=0), idx[:, :2].max(axis=0) - (np.array([cols, rows]) - 0.5)])
+    if past.max() > OUTSIDE_TOL_VOXELS:
+        spacing = volume.canonical_image.GetSpacing()
+        mm = max(float(v) * spacing[i % 2] for i, v in enumerate(past))
+        raise GeometryError(f"{source}: the box reaches {mm:.0f} mm past the edge of the image; draw it inside "
+                            "the image, around the muscle")
+    reason = air_reason(volume.canonical_array[box.slice], box)
+    if reason:
+        raise GeometryError(f"{source}: {reason}")
+    return box
 
 
 def _checked(volume: Volume, box: BoxPrompt) -> BoxPrompt:

@@ -4,7 +4,8 @@
   the CLI's .seg.nrrd writer uses, name, colour, tag ``MuscleSAM.Label``), created all at once so the
   Segment Editor's list is stable. A segment is recognised by that tag, else by ID, else by name.
 * Status (Slicer's ``Segmentation.Status`` tag): ``inprogress`` after a prediction, ``flagged`` when
-  its review scores say uncertain, ``completed`` = locked: a completed segment is never written.
+  its review scores say uncertain, ``completed`` = locked: a completed segment is never written, and
+  paint strokes of other muscles spare its voxels (:func:`spare_locked`).
 * Writes go through ``vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment`` (Slicer's own
   path, as Segment Editor effects do) restricted to the bounding box of the changed voxels of each
   label: erase (MERGE_MIN) the voxels a label lost, then add (MERGE_MASK) the voxels it gained. Only
@@ -226,3 +227,42 @@ def set_statuses(seg_node: Any, statuses: Mapping[int, str]) -> None:
     for label, status in statuses.items():
         if label not in locked:
             set_segment_status(seg_node, label, status)
+
+
+def spare_locked(seg_node: Any, modifier: Any, edited_segment_id: str | None) -> bool:
+    """Clear the voxels of a paint/erase ``modifier`` labelmap (vtkOrientedImageData, segmentation frame)
+    that a locked muscle other than the edited segment holds; True when some were cleared.
+
+    Slicer's Segment Editor masks by editable area and overwrite mode only (it has no per-segment
+    lock), so a stroke of another muscle would overwrite a finished one. Applied to the modifier
+    before Slicer's ``ModifySegmentByLabelmap`` (as Slicer applies its own edit mask), a stroke never
+    takes a locked muscle's voxels; the rest of the stroke is painted as usual.
+    """
+    slicer = slicer_module()
+    from vtkmodules.vtkCommonCore import vtkStringArray  # noqa: PLC0415
+
+    ids = muscle_segment_ids(seg_node)
+    locked = [ids[label] for label in sorted(locked_labels(seg_node)) if ids[label] != edited_segment_id]
+    if not locked or modifier is None:
+        return False
+    seg_ids = vtkStringArray()
+    for sid in locked:
+        seg_ids.InsertNextValue(sid)
+    merged = slicer.vtkOrientedImageData()
+    if not seg_node.GenerateMergedLabelmapForAllSegments(merged, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY,
+                                                         modifier, seg_ids):
+        raise InputError(f"cannot read the locked muscles of segmentation '{seg_node.GetName()}'")
+    target, ext = image_array(modifier), modifier.GetExtent()
+    lock, mext = image_array(merged), merged.GetExtent()
+    lo = [max(ext[2 * a], mext[2 * a]) for a in (2, 1, 0)]  # k, j, i
+    hi = [min(ext[2 * a + 1], mext[2 * a + 1]) + 1 for a in (2, 1, 0)]
+    if any(h <= low for low, h in zip(lo, hi)):
+        return False
+    spot = tuple(slice(low - ext[2 * a], h - ext[2 * a]) for low, h, a in zip(lo, hi, (2, 1, 0)))
+    held = lock[tuple(slice(low - mext[2 * a], h - mext[2 * a]) for low, h, a in zip(lo, hi, (2, 1, 0)))] > 0
+    hit = held & (target[spot] != 0)
+    if not hit.any():
+        return False
+    target[spot][hit] = 0
+    modifier.Modified()
+    return True

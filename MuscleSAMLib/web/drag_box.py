@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import InputError
 
 MIN_DRAG_PIXELS = 3.0  # a drag shorter than this on either side is a click, not a box
+EDGE_SLACK = 0.01  # a drag may end this far (view fraction) past the view's edge (a hand's imprecision)
 
 
 @dataclass(frozen=True)
@@ -30,13 +31,17 @@ class Drag:
 
     @classmethod
     def parse(cls, values: Sequence[Any]) -> "Drag":
-        """From the page's ``[x0, y0, x1, y1]``; refuses anything but four finite numbers (clamped to 0..1)."""
+        """From the page's ``[x0, y0, x1, y1]``; refuses anything but four finite numbers, and a drag that left
+        the view (clipping it would label what the user never saw); a hair past the edge is clamped."""
         try:
             nums = [float(v) for v in values]
         except (TypeError, ValueError):
             raise InputError("the box drag did not arrive as four numbers; draw it again") from None
         if len(nums) != 4 or not all(math.isfinite(v) for v in nums):
             raise InputError("the box drag did not arrive as four numbers; draw it again")
+        if any(v < -EDGE_SLACK or v > 1.0 + EDGE_SLACK for v in nums):
+            raise InputError("the box was dragged past the edge of the view, so it was not used: scroll or zoom so "
+                             "the whole muscle is visible, then draw the box inside the view")
         return cls(*(min(1.0, max(0.0, v)) for v in nums))
 
 

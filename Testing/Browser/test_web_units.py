@@ -54,7 +54,9 @@ def test_bad_drags_are_refused() -> None:
     for bad in ([0.1, 0.2, 0.3], ["a", 0, 0, 0], [0, 0, float("nan"), 1], None):
         with pytest.raises(InputError, match="four numbers"):
             Drag.parse(bad)
-    assert Drag.parse([-1, 0.5, 2, 0.5]) == Drag(0.0, 0.5, 1.0, 0.5)  # clamped to the view
+    with pytest.raises(InputError, match="past the edge of the view"):
+        Drag.parse([-0.2, 0.5, 0.6, 0.7])  # issue 16 item 7: not clipped and accepted
+    assert Drag.parse([-0.005, 0.5, 1.004, 0.7]) == Drag(0.0, 0.5, 1.0, 0.7)  # a hair past the edge is clamped
 
 
 def test_bind_policy() -> None:

@@ -25,6 +25,7 @@ from MuscleSAMLib.scene_bridge import geometry as G  # noqa: E402
 from MuscleSAMLib.scene_bridge import segments as S  # noqa: E402
 from MuscleSAMLib.scene_bridge.headless import headless_scene  # noqa: E402
 from MuscleSAMLib.scene_bridge.logic import MuscleSAMLogic  # noqa: E402
+from MuscleSAMLib.scene_bridge.mrml import image_array  # noqa: E402
 from MuscleSAMLib.volumes import volume_from_array  # noqa: E402
 
 SHAPE = (4, 48, 56)  # canonical slices, rows, cols
@@ -242,3 +243,61 @@ def test_seg_nrrd_segment_status_is_what_the_user_left(logic, tmp_path):
         assert S.segment_status(reread, 2) == prov["2"] == S.segment_status(seg, 2) != "completed"
     finally:
         h.scene.Clear(1)
+
+
+def test_a_paint_stroke_of_another_muscle_spares_a_locked_muscle(logic):
+    """Issue 16 item 6: Slicer's own editor logic applies the stroke; the bridge spares locked voxels first."""
+    h = headless_scene()
+    try:
+        node, session = _scene_with_fake_model(logic, h)
+        seg = logic.segment(node, [BoxPrompt(3, 1, (2, 2, 20, 20)), BoxPrompt(2, 1, (22, 2, 40, 20))]).segmentation_node
+        logic.lock_segment(seg, 3)
+        before = G.to_canonical(S.read_labels(seg, node), session.volume).copy()
+        editor_node = h.scene.AddNewNodeByClass("vtkMRMLSegmentEditorNode")
+        editor = slicer.vtkSlicerSegmentEditorLogic()
+        editor.SetMRMLScene(h.scene)
+        editor.SetSegmentEditorNode(editor_node)
+        editor_node.SetOverwriteMode(editor_node.OverwriteAllSegments)
+        editor.SetSegmentationNode(seg)  # as trame-slicer's Segmentation sets its editor logic up
+        editor.SetSourceVolumeNode(node)
+        editor.UpdateReferenceGeometryImage()
+        stroke = np.zeros(SHAPE, np.uint8)
+        stroke[1, 10:30, 10:30] = 1  # RF painted across VL (locked), RF and background
+        for sid, label in ((S.segment_id(2), 2), (S.segment_id(4), 4)):
+            editor_node.SetSelectedSegmentID(sid)
+            editor.ResetModifierLabelmapToDefault()
+            modifier = editor.GetModifierLabelmap()  # the volume's grid, as a paint effect gets it
+            image_array(modifier)[...] = G.to_stored(stroke, session.volume)
+            assert logic.spare_locked(seg, modifier, sid)
+            editor.ModifySegmentByLabelmap(seg, sid, modifier, editor.ModificationModeAdd, [0, -1, 0, -1, 0, -1], True, False)
+            after = G.to_canonical(S.read_labels(seg, node), session.volume)
+            assert np.array_equal(after == 3, before == 3)  # the locked muscle keeps every voxel
+            assert np.all(after[stroke.astype(bool) & (before != 3)] == label)  # the rest of the stroke is painted
+        assert not logic.spare_locked(seg, S.oriented_image(np.zeros(G.to_stored(stroke, session.volume).shape, np.uint8),
+                                                             S.ijk_to_segmentation_frame(node, seg)), S.segment_id(4))
+    finally:
+        h.scene.Clear(1)
+
+
+def test_drawn_boxes_past_the_image_or_in_air_are_refused():
+    """Issue 16 item 7: a dragged box is held to the box contract (not clipped, not in air)."""
+    from MuscleSAMLib.errors import GeometryError
+    from MuscleSAMLib.sample_data import sample_case
+    from MuscleSAMLib.scene_bridge import prompts as P
+    from MuscleSAMLib.volumes import read_volume
+
+    vol = read_volume(sample_case().water)
+    _, rows, cols = vol.canonical_array.shape
+    k = vol.canonical_array.shape[0] // 2
+
+    def ras(col: float, row: float) -> np.ndarray:
+        return G.canonical_to_ras(vol, col, row, k)
+
+    thigh = P.drawn_box(vol, "VL", ras(100, 200), ras(160, 260))  # on the patient's right thigh
+    assert thigh.slice == k and thigh.width >= 60
+    with pytest.raises(GeometryError, match="mm past the edge of the image"):
+        P.drawn_box(vol, "VL", ras(-40, 200), ras(60, 260))
+    with pytest.raises(GeometryError, match="in air"):
+        P.drawn_box(vol, "SA", ras(2, 2), ras(60, 60))  # a corner of the field of view
+    with pytest.raises(GeometryError, match="in air"):
+        P.drawn_box(vol, "SA", ras(cols // 2 - 15, rows // 2 - 30), ras(cols // 2 + 15, rows // 2 + 30))  # between the legs
