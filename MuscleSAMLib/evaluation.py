@@ -17,28 +17,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from .atomic import write_json_atomic  # noqa: E402
-from .outputs.figures import save_png  # noqa: E402
-from .baselines.boxfill import boxfill_labels  # noqa: E402
-from .engine.boxes import boxes_from_labels  # noqa: E402
-from .engine.segmenter import Segmenter  # noqa: E402
-from .engine.types import BoxPrompt  # noqa: E402
-from .engine.volume_run import VolumeResult, segment_volume  # noqa: E402
-from .errors import InputError  # noqa: E402
-from .metrics import brier, dice, ece, hd95, nll, nsd, reliability_curve  # noqa: E402
-from .metrics.uncertainty_quality import auroc, error_share_in_top  # noqa: E402
-from .outputs.overlay import write_overlay  # noqa: E402
-from .sample_data import muscle_names  # noqa: E402
-from .models.loading import LoadedEnsemble  # noqa: E402
-from .segment_case import build_report  # noqa: E402
-from .uncertainty import binary_entropy  # noqa: E402
-from .volumes import Volume, check_same_grid  # noqa: E402
+from .atomic import write_json_atomic
+from .outputs.figures import new_figure, save_png
+from .baselines.boxfill import boxfill_labels
+from .engine.boxes import boxes_from_labels
+from .engine.segmenter import Segmenter
+from .engine.types import BoxPrompt
+from .engine.volume_run import VolumeResult, segment_volume
+from .errors import InputError
+from .metrics import brier, dice, ece, hd95, nll, nsd, reliability_curve
+from .metrics.uncertainty_quality import auroc, error_share_in_top
+from .outputs.overlay import write_overlay
+from .sample_data import muscle_names
+from .models.loading import LoadedEnsemble
+from .segment_case import build_report
+from .uncertainty import binary_entropy
+from .volumes import Volume, check_same_grid
 
 METRIC_KEYS = ("dsc", "nsd_2mm", "hd95_mm", "ece_box_15", "ece_volume_15", "nll_box", "brier_box", "auroc_error")
 CONVENTIONS = {
@@ -150,7 +146,7 @@ def reliability_plot(p: np.ndarray, y: np.ndarray, path: str | Path, title: str)
     """Reliability diagram (15 bins, box region, pooled over muscles) with counts."""
     curve = reliability_curve(p, y, 15)
     centers = (curve.edges[:-1] + curve.edges[1:]) / 2
-    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    fig, (ax, ax2) = new_figure(2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     ok = curve.counts > 0
     ax.bar(centers[ok], curve.accuracy[ok], width=1 / 15, edgecolor="k", alpha=0.7, label="accuracy")
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")

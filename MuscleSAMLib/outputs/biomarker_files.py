@@ -7,15 +7,11 @@ import io
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from ..atomic import write_text_atomic  # noqa: E402
-from .figures import save_png  # noqa: E402
-from ..biomarkers import Biomarkers  # noqa: E402
+from ..atomic import write_text_atomic
+from .figures import new_figure, save_png
+from ..biomarkers import Biomarkers
 
 CSV_COLUMNS = ("label", "muscle", "side", "volume_ml", "volume_ml_min", "volume_ml_max", "mean_csa_mm2",
                "mean_csa_mm2_min", "mean_csa_mm2_max", "n_slices", "fat_fraction_mean", "fat_fraction_mean_min",
@@ -44,7 +40,7 @@ def write_biomarker_plot(rows: Sequence[Biomarkers], names: Mapping[int, dict], 
     sided = [b for b in rows if b.side in ("right", "left")]
     labels = sorted({b.label for b in sided})
     has_ff = any(b.fat_fraction_mean is not None for b in sided)
-    fig, axes = plt.subplots(2 if has_ff else 1, 1, figsize=(max(6, 0.9 * len(labels) + 2), 6 if has_ff else 3.4), squeeze=False)
+    fig, axes = new_figure(2 if has_ff else 1, 1, figsize=(max(6, 0.9 * len(labels) + 2), 6 if has_ff else 3.4), squeeze=False)
     x = np.arange(len(labels))
     for row, (attr, unit) in enumerate([("volume_ml", "volume (ml)")] + ([("fat_fraction_mean", "mean fat fraction")] if has_ff else [])):
         ax = axes[row][0]

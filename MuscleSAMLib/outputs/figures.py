@@ -1,23 +1,29 @@
-"""Saving matplotlib figures as PNG files, atomically, and freeing them."""
+"""Figures for PNG files: built on matplotlib's object API and saved atomically.
+
+No ``matplotlib.use`` and no pyplot: a :class:`~matplotlib.figure.Figure` made here renders with Agg
+when it is saved, whatever backend the process uses, so drawing a report inside desktop Slicer never
+switches the host's plotting backend, and there is no pyplot figure registry to leak into.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from ..atomic import atomic_path  # noqa: E402
+from ..atomic import atomic_path
 
 
-def save_png(fig: "plt.Figure", path: str | Path, dpi: int = 100) -> Path:
-    """Write ``fig`` to ``path`` as PNG (temp file + rename) and close it; returns the path."""
+def new_figure(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float], **subplots: Any) -> tuple[Figure, Any]:
+    """A figure (not registered with pyplot) and its axes, as ``plt.subplots`` would give them."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **subplots)
+
+
+def save_png(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
+    """Write ``fig`` to ``path`` as PNG (temp file + rename); returns the path."""
     dest = Path(path)
-    try:
-        with atomic_path(dest) as tmp:
-            fig.savefig(tmp, dpi=dpi, format="png")
-    finally:
-        plt.close(fig)
+    with atomic_path(dest) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
     return dest

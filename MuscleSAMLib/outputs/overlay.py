@@ -11,13 +11,11 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import matplotlib
+import numpy as np
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-
-from .figures import save_png  # noqa: E402
+from .figures import new_figure, save_png
 
 
 def write_overlay(mri_0_255: np.ndarray, labels: np.ndarray, uncertainty01: np.ndarray, slices: Sequence[int],
@@ -28,8 +26,8 @@ def write_overlay(mri_0_255: np.ndarray, labels: np.ndarray, uncertainty01: np.n
     Arrays are canonical (slices, rows, cols). ``boxes`` (optional BoxPrompts) are drawn dashed.
     """
     slices = list(slices)
-    fig, axes = plt.subplots(1, len(slices), figsize=(max(4.2 * len(slices) + 0.8, 7.5), 5.2), squeeze=False)
-    heat_cmap = plt.get_cmap("inferno").copy()
+    fig, axes = new_figure(1, len(slices), figsize=(max(4.2 * len(slices) + 0.8, 7.5), 5.2), squeeze=False)
+    heat_cmap = matplotlib.colormaps["inferno"].copy()
     heat_cmap.set_bad(alpha=0.0)
     im = None
     present: set[int] = set()
@@ -46,7 +44,7 @@ def write_overlay(mri_0_255: np.ndarray, labels: np.ndarray, uncertainty01: np.n
         for b in boxes or []:
             if b.slice == k:
                 c0, r0, c1, r1 = b.xyxy
-                ax.add_patch(plt.Rectangle((c0 - 0.5, r0 - 0.5), c1 - c0, r1 - r0, fill=False, ls="--", lw=0.6, ec="cyan"))
+                ax.add_patch(Rectangle((c0 - 0.5, r0 - 0.5), c1 - c0, r1 - r0, fill=False, ls="--", lw=0.6, ec="cyan"))
         ax.set_title(f"axial slice {k}")
         ax.axis("off")
     if im is not None:
