@@ -16,7 +16,8 @@ Boxes JSON (documented in README.md)::
   must not span more than one slice). This module holds THE physical-corners -> box rule
   (:func:`box_from_physical_corners`, :func:`nearest_slice`, :func:`box_from_canonical_rect`); the
   Slicer scene bridge applies the same functions to ROI nodes and drag boxes.
-* ``label``: a muscle label value (1-11, see Resources/muscle_labels.json), abbreviation or name.
+* ``label``: a muscle label value (1-11, see Resources/muscle_labels.json), abbreviation or name
+  (:func:`~MuscleSAMLib.labels.parse_label`).
 
 Internally every box becomes a :class:`BoxPrompt` in canonical coordinates (half-open).
 A bad box is rejected with a reason naming it; the good boxes still run.
@@ -33,29 +34,12 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import GeometryError, InputError
-from ..sample_data import muscle_names
+from ..labels import parse_label
 from ..volumes import Volume, lps_ras
 from .types import BoxPrompt
 
 COORDINATE_SYSTEMS = ("ijk", "lps", "ras")
 EDGE_TOL = 1e-6  # voxels: a voxel centre this close to a box edge counts as inside
-
-
-def label_lookup() -> dict[str, int]:
-    """Map accepted label spellings (value, abbreviation, name; case-insensitive) to label values."""
-    table: dict[str, int] = {}
-    for value, info in muscle_names().items():
-        table[str(value)] = value
-        table[info["abbrev"].lower()] = value
-        table[info["name"].lower()] = value
-    return table
-
-
-def _parse_label(raw: Any, lookup: dict[str, int]) -> int:
-    key = str(raw).strip().lower()
-    if isinstance(raw, bool) or key not in lookup:
-        raise ValueError(f"unknown label {raw!r} (use 1-11 or an abbreviation such as 'VL')")
-    return lookup[key]
 
 
 def load_boxes_file(path: str | Path, volume: Volume) -> tuple[list[BoxPrompt], list[tuple[str, str]]]:
@@ -86,7 +70,6 @@ def parse_boxes(doc: Any, volume: Volume, source: str = "boxes") -> tuple[list[B
     system = str(doc.get("coordinates", "ijk")).lower()
     if system not in COORDINATE_SYSTEMS:
         raise InputError(f"{source}: unknown coordinates {system!r}; use one of {COORDINATE_SYSTEMS}")
-    lookup = label_lookup()
     good: list[BoxPrompt] = []
     bad: list[tuple[str, str]] = []
     for n, raw in enumerate(doc["boxes"]):
@@ -94,7 +77,7 @@ def parse_boxes(doc: Any, volume: Volume, source: str = "boxes") -> tuple[list[B
         try:
             if not isinstance(raw, dict):
                 raise ValueError("each box must be an object")
-            label = _parse_label(raw.get("label"), lookup)
+            label = parse_label(raw.get("label"))
             if system == "ijk":
                 box = _box_from_ijk(raw, volume, label)
             else:

@@ -27,6 +27,7 @@ from ..engine.worker import PersistentWorker
 from ..errors import InputError, MuscleSAMError
 from ..models.device import resolve_device
 from ..models.loading import LoadedEnsemble, installed_spec, load_spec, read_manifest
+from ..labels import parse_label
 from ..sample_data import muscle_names
 from . import geometry, overlays, prompts, review_table, segments
 from .dicom_source import dicom_files_of
@@ -451,7 +452,7 @@ class MuscleSAMLogic:
     @staticmethod
     def lock_segment(segmentation_node: Any, label: Any, locked: bool = True) -> None:
         """Mark a muscle completed (locked: never overwritten) or back to in progress."""
-        lab = prompts.resolve_label(label)
+        lab = parse_label(label)
         segments.set_segment_status(segmentation_node, lab, segments.STATUS_COMPLETED if locked else segments.STATUS_IN_PROGRESS)
 
     @staticmethod

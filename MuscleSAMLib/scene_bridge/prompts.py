@@ -20,9 +20,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..engine.boxes import EDGE_TOL, air_reason, box_from_canonical_rect, box_from_physical_corners, label_lookup, nearest_slice, validate_box
+from ..engine.boxes import EDGE_TOL, air_reason, box_from_canonical_rect, box_from_physical_corners, nearest_slice, validate_box
 from ..engine.types import BoxPrompt
 from ..errors import GeometryError, InputError
+from ..labels import UNKNOWN_HINT, is_muscle_label, parse_label
 from ..sample_data import muscle_names
 from ..volumes import LPS_RAS_FLIP, Volume, lps_ras
 from .geometry import canonical_to_ras, ras_to_canonical
@@ -33,21 +34,12 @@ NOT_AXIAL_HINT = " (drawn on a sagittal or coronal view?)"
 BOX_ROLE = "box"
 
 
-def resolve_label(raw: Any) -> int:
-    """Muscle label from a value, abbreviation or name (as the boxes JSON accepts)."""
-    key = str(raw).strip().lower()
-    table = label_lookup()
-    if key not in table:
-        raise InputError(f"unknown muscle {raw!r}; use 1-11 or an abbreviation such as 'VL'")
-    return table[key]
-
-
 def roi_label(roi: Any, label: Any | None = None) -> int:
     """The muscle an ROI prompts: ``label`` if given, else the ROI's MuscleSAM.Label attribute."""
     raw = label if label is not None else roi.GetAttribute(LABEL_ATTR)
     if raw is None:
         raise InputError(f"ROI '{roi.GetName()}' has no muscle; pick the muscle before placing the box")
-    return resolve_label(raw)
+    return parse_label(raw)
 
 
 def roi_corners_ras(roi: Any) -> np.ndarray:
@@ -106,8 +98,8 @@ def check_box(volume: Volume, box: BoxPrompt) -> BoxPrompt:
     (:class:`GeometryError`). Checked before a run, so a bad box never reaches the scene.
     """
     name = box.source or f"box {tuple(box.xyxy)} on slice {box.slice}"
-    if not isinstance(box.label, (int, np.integer)) or int(box.label) not in muscle_names():
-        raise InputError(f"{name}: unknown muscle {box.label!r}; use 1-11 or an abbreviation such as 'VL'")
+    if not is_muscle_label(box.label):
+        raise InputError(f"{name}: unknown muscle label {box.label!r}; {UNKNOWN_HINT}")
     reason = validate_box(box, volume.canonical_array.shape)
     if reason:
         raise GeometryError(f"{name}: {reason}")
@@ -142,7 +134,7 @@ def box_from_ras(volume: Volume, label: Any, corner0: Sequence[float], corner1: 
                  source: str = "RAS box") -> BoxPrompt:
     """A box given by two opposite world-RAS corners on one axial slice (voxel-centre rule as for ROIs)."""
     corners_lps = lps_ras(np.array([corner0, corner1], dtype=np.float64))
-    return _checked(volume, box_from_physical_corners(volume, resolve_label(label), corners_lps, source, NOT_AXIAL_HINT, "volume"))
+    return _checked(volume, box_from_physical_corners(volume, parse_label(label), corners_lps, source, NOT_AXIAL_HINT, "volume"))
 
 
 OUTSIDE_TOL_VOXELS = 1.0  # a drawn corner may lie this far past the image edge (a hand's imprecision)
@@ -200,7 +192,7 @@ def roi_for_box(scene: Any, volume: Volume, box: BoxPrompt, name: str | None = N
 def new_box_roi(scene: Any, label: Any, center: Sequence[float] | None = None, size: Sequence[float] | None = None,
                 name: str | None = None) -> Any:
     """A new markups ROI tagged with a muscle (name and colour from the muscle table)."""
-    lab = resolve_label(label)
+    lab = parse_label(label)
     info = muscle_names()[lab]
     roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", scene.GenerateUniqueName(name or f"box {info['abbrev']}"))
     roi.SetAttribute(LABEL_ATTR, str(lab))

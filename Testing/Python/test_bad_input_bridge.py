@@ -298,12 +298,12 @@ def test_unknown_label_on_an_roi(case, logic):
     with record(ENTRY, "unknown label (ROI tagged 99, name 'XX')"):
         roi = _box(case, name="odd")
         roi.SetAttribute("MuscleSAM.Label", "99")
-        _refused(case, logic, lambda: logic.start_segment(case.volume, [roi]), InputError, "unknown muscle '99'")
-        _refused(case, logic, lambda: logic.new_box_roi(case.scene, "XX"), InputError, "unknown muscle 'XX'")
+        _refused(case, logic, lambda: logic.start_segment(case.volume, [roi]), InputError, "unknown muscle label '99'")
+        _refused(case, logic, lambda: logic.new_box_roi(case.scene, "XX"), InputError, "unknown muscle label 'XX'")
 
 
 BAD_BOX_PROMPTS = [  # (table row, box, error type, message fragment)
-    ("box prompt: unknown label 99", BoxPrompt(99, 1, (10, 10, 30, 30), "box #1"), InputError, "box #1: unknown muscle 99"),
+    ("box prompt: unknown label 99", BoxPrompt(99, 1, (10, 10, 30, 30), "box #1"), InputError, "box #1: unknown muscle label 99"),
     ("box prompt: inverted (x1 < x0)", BoxPrompt(3, 1, (30, 30, 10, 10), "box #2"), GeometryError,
      "box #2: box (30, 30, 10, 10) is degenerate (zero or negative size)"),
     ("box prompt: outside the image", BoxPrompt(3, 1, (40, 40, 90, 90), "box #3"), GeometryError,

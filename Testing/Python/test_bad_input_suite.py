@@ -59,7 +59,7 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], str]] = {
     "only inverted box": (lambda t: ["segment", str(_good_image(t)), "--boxes", str(_boxes(t, [{"label": 3, "slice": 1, "xyxy": [20, 20, 5, 5]}])), "--out", str(t / "o")], "negative size"),
     "only outside box": (lambda t: ["segment", str(_good_image(t)), "--boxes", str(_boxes(t, [{"label": 3, "slice": 1, "xyxy": [500, 500, 600, 600]}])), "--out", str(t / "o")], "outside the image"),
     "only non-axial box": (lambda t: ["segment", str(_good_image(t)), "--boxes", str(_nonaxial(t)), "--out", str(t / "o")], "one axial slice"),
-    "only unknown label": (lambda t: ["segment", str(_good_image(t)), "--boxes", str(_boxes(t, [{"label": 99, "slice": 1, "xyxy": [5, 5, 20, 20]}])), "--out", str(t / "o")], "unknown label"),
+    "only unknown label": (lambda t: ["segment", str(_good_image(t)), "--boxes", str(_boxes(t, [{"label": 99, "slice": 1, "xyxy": [5, 5, 20, 20]}])), "--out", str(t / "o")], "unknown muscle label"),
     "manifest: missing member": (lambda t: ["segment", str(_good_image(t)), "--boxes", str(_boxes(t, [GOOD_BOX])), "--out", str(t / "o"), "--manifest", str(_manifest_variant(t, "missing_member"))], "member1.safetensors"),
     "manifest: wrong checksum": (lambda t: ["segment", str(_good_image(t)), "--boxes", str(_boxes(t, [GOOD_BOX])), "--out", str(t / "o"), "--manifest", str(_manifest_variant(t, "wrong_checksum"))], "sha256"),
     "manifest: wrong architecture": (lambda t: ["segment", str(_good_image(t)), "--boxes", str(_boxes(t, [GOOD_BOX])), "--out", str(t / "o"), "--manifest", str(_manifest_variant(t, "wrong_architecture"))], "does not match"),

@@ -57,7 +57,7 @@ def test_physical_corners_lps_and_ras_agree():
     ({"label": 3, "slice": 1, "xyxy": [10, 10, 5, 20]}, "negative size"),
     ({"label": 3, "slice": 1, "xyxy": [10, 10, 10, 10]}, "degenerate"),
     ({"label": 3, "slice": 1, "xyxy": [500, 500, 600, 600]}, "outside the image"),
-    ({"label": 42, "slice": 1, "xyxy": [1, 1, 10, 10]}, "unknown label 42"),
+    ({"label": 42, "slice": 1, "xyxy": [1, 1, 10, 10]}, "unknown muscle label 42"),
     ({"label": 3, "slice": 1, "xyxy": [1, 1, 10]}, "four numbers"),
     ({"label": 3, "slice": 1, "xyxy": [1, "a", 10, 10]}, "not a finite number"),
 ])
