@@ -17,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .assembly import LabelProbabilities, assemble_slice, combine_label_predictions
+from .member_masks import MemberMasks, member_window
 from .review import MuscleSliceScore, MuscleVolume, ReviewItem, muscle_volumes, review_queue, score_slice
 from .segmenter import Segmenter
 from .types import BoxPrompt, SlicePrediction
@@ -128,16 +129,7 @@ def summarise_slices(result: VolumeResult) -> list[dict]:
     return out
 
 
-def member_label_masks(result: VolumeResult, shape: tuple[int, int, int]) -> dict[int, np.ndarray]:
-    """{label: (M, slices, rows, cols) bool}: each member's own mask (p_m >= 0.5) of every muscle.
-
-    Per slice, a muscle's member maps are those of its box with the highest mean (see assembly);
-    member masks are not contested between muscles (each member's view of that muscle alone).
-    """
-    out: dict[int, np.ndarray] = {}
-    for k, per_label in result.combined.items():
-        for label, per in per_label.items():
-            if label not in out:
-                out[label] = np.zeros((per.members.shape[0], *shape), bool)
-            out[label][(slice(None), k, *per.window.slices)] |= per.members >= 0.5
-    return out
+def member_label_masks(result: VolumeResult, shape: tuple[int, int, int]) -> MemberMasks:
+    """{label: (M, slices, rows, cols) bool}: each member's own mask of every muscle (see ``member_masks``)."""
+    windows = {(k, label): member_window(per) for k, per_label in result.combined.items() for label, per in per_label.items()}
+    return MemberMasks(windows, shape)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping
+from typing import Mapping
 
 import numpy as np
 
 from ..biomarkers import Biomarkers, muscle_biomarkers
 from ..engine.assembly import LabelProbabilities
+from ..engine.member_masks import MemberMasks, MemberWindows, member_window
 from ..engine.review import MuscleSliceScore, MuscleVolume, ReviewItem, muscle_volumes, next_review_item, review_queue
 from ..engine.segmenter import Segmenter
 from ..engine.types import BoxPrompt
@@ -46,7 +47,7 @@ class Session:
     log: list[dict] = field(default_factory=list)  # interaction log (runs, boxes, times) for the bundle
     runs: int = 0
     # (canonical slice, label) -> (window slices, (M, h, w) bool): each member's own mask, for intervals
-    member_windows: dict[tuple[int, int], tuple[tuple[slice, slice], np.ndarray]] = field(default_factory=dict)
+    member_windows: MemberWindows = field(default_factory=dict)
     # (canonical slice, label) -> that muscle's latest combined prediction there (the maps are recomposed from these)
     label_probs: dict[tuple[int, int], LabelProbabilities] = field(default_factory=dict)
     undo_runs: list["_RunUndo"] = field(default_factory=list, repr=False)
@@ -112,7 +113,7 @@ class Session:
             for label, per in result.combined.get(k, {}).items():
                 if label in ran:
                     self.label_probs[(k, label)] = per
-                    self.member_windows[(k, label)] = (per.window.slices, per.members >= 0.5)
+                    self.member_windows[(k, label)] = member_window(per)
             present = {int(v) for v in np.unique(layer)}
             for key in [key for key in self.member_windows if key[0] == k and key[1] not in present]:
                 del self.member_windows[key]  # a muscle the run took off this slice has no member masks here
@@ -194,7 +195,7 @@ class Session:
     @property
     def member_masks(self) -> Mapping[int, np.ndarray]:
         """{label: (M, slices, rows, cols) bool} each member's own mask, built on demand per label."""
-        return _MemberMasks(self.member_windows, self.prediction.shape)
+        return MemberMasks(self.member_windows, self.prediction.shape)
 
     def biomarkers(self, fat: np.ndarray | None = None, by_side: bool = False) -> list[Biomarkers]:
         """Predicted per-muscle biomarkers with member intervals; fat fraction when ``fat`` (canonical) is given.
@@ -231,29 +232,6 @@ class Session:
             return (c0 + c1 - 1) / 2.0, (r0 + r1 - 1) / 2.0
         _, h, w = self.prediction.shape
         return (w - 1) / 2.0, (h - 1) / 2.0
-
-
-class _MemberMasks(Mapping[int, np.ndarray]):
-    """Read-only mapping label -> (M, slices, rows, cols) bool, assembled from the per-slice windows."""
-
-    def __init__(self, windows: dict[tuple[int, int], tuple[tuple[slice, slice], np.ndarray]], shape: tuple[int, ...]) -> None:
-        self._windows, self._shape = windows, tuple(shape)
-        self._labels = sorted({label for _, label in windows})
-
-    def __getitem__(self, label: int) -> np.ndarray:
-        items = [(k, w, m) for (k, lab), (w, m) in self._windows.items() if lab == label]
-        if not items:
-            raise KeyError(label)
-        out = np.zeros((items[0][2].shape[0], *self._shape), bool)
-        for k, window, members in items:
-            out[(slice(None), k, *window)] = members
-        return out
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self._labels)
-
-    def __len__(self) -> int:
-        return len(self._labels)
 
 
 _MAPS = ("prediction", "probability", "total", "epistemic", "all_agree", "any_member")
