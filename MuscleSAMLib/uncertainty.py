@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 EPS = 1e-7
+KINDS = ("total", "epistemic", "aleatoric")  # the uncertainty maps a user can show (heatmap, web page)
 LOG2 = math.log(2.0)
 
 

@@ -20,13 +20,13 @@ from typing import Any
 import numpy as np
 
 from ..paths import RESOURCES
+from ..uncertainty import KINDS
 from .mrml import nodes_by_class, oriented_image, owned_node, set_volume_array, slicer_module
 from .segments import ijk_to_segmentation_frame
 
 COLORMAP_FILE = RESOURCES / "uncertainty_colormap.json"
 BUILTIN_COLOR_NAMES = ("Inferno", "Viridis")
 UNCERTAINTY_MAX_NATS = math.log(2.0)
-KINDS = ("total", "epistemic", "aleatoric")
 
 
 def _first_node_by_name(scene: Any, class_name: str, name: str) -> Any | None:

@@ -170,22 +170,26 @@ def _checked(volume: Volume, box: BoxPrompt) -> BoxPrompt:
     return box
 
 
-def roi_for_box(scene: Any, volume: Volume, box: BoxPrompt, name: str | None = None) -> Any:
-    """A markups ROI node exactly over canonical ``box`` (one slice thick, aligned with the volume's grid).
+def roi_for_box(scene: Any, volume: Volume, box: BoxPrompt, name: str | None = None, thickness: float = 1.0) -> Any:
+    """A markups ROI node exactly over canonical ``box``: THE ROI-from-box builder (bridge and web app).
 
-    Its edges lie on voxel boundaries, so :func:`box_from_roi` gives ``box`` back (to show stored or
-    propagated boxes, or in tests).
+    Oriented along the volume's pixel axes (so a slice view aligned to an oblique volume shows it
+    upright), ``thickness`` slices thick (1: its edges lie on voxel boundaries, so :func:`box_from_roi`
+    gives ``box`` back; less than 1 shows it on its own slice only).
     """
     c0, r0, c1, r1 = box.xyxy
     centre = canonical_to_ras(volume, (c0 + c1 - 1) / 2.0, (r0 + r1 - 1) / 2.0, box.slice)
     d = np.asarray(volume.canonical_image.GetDirection(), dtype=np.float64).reshape(3, 3)
     sx, sy, sz = volume.canonical_image.GetSpacing()
+    rotation = np.diag(LPS_RAS_FLIP) @ d  # canonical (col, row, slice) axes in RAS
+    if np.linalg.det(rotation) < 0:
+        rotation[:, 2] *= -1.0  # keep a right-handed frame (the box is symmetric along the slice axis)
     object_to_node = np.eye(4)
-    object_to_node[:3, :3] = np.diag(LPS_RAS_FLIP) @ d  # canonical (col, row, slice) axes in RAS
+    object_to_node[:3, :3] = rotation
     object_to_node[:3, 3] = centre
     roi = new_box_roi(scene, box.label, name=name)
     roi.SetAndObserveObjectToNodeMatrix(numpy_to_matrix(object_to_node))
-    roi.SetSize((c1 - c0) * sx, (r1 - r0) * sy, sz)
+    roi.SetSize(float((c1 - c0) * sx), float((r1 - r0) * sy), float(thickness * sz))
     return roi
 
 

@@ -10,7 +10,6 @@ from typing import Any
 
 from ..sample_data import muscle_names
 
-KINDS = ("total", "epistemic", "aleatoric")
 LEGEND_STOPS = 9
 
 

@@ -184,6 +184,21 @@ def test_ras_roi_lands_on_the_voxels_inside_it(mrml, orientation):
     assert box.label == 3
 
 
+@pytest.mark.parametrize("orientation", sorted(DIRECTIONS))
+def test_one_roi_builder_gives_the_box_back_for_the_bridge_and_the_web_page(mrml, orientation):
+    """roi_for_box (the bridge's, and the web page's 0.9-slice locked copy) lies exactly over the box."""
+    from MuscleSAMLib.web.box_rois import box_roi
+
+    vol = volume_from_array(np.ones((6, 20, 30), np.int16), (0.8, 0.9, 5.0), (-10.0, 20.0, 30.0), DIRECTIONS[orientation])
+    v = G.volume_from_node(G.add_volume_node(mrml.scene, vol, orientation))
+    box = BoxPrompt(5, 2, (3, 1, 11, 5))  # inside every orientation's canonical grid (axial_first: 6 rows)
+    for roi in (P.roi_for_box(mrml.scene, v, box), box_roi(mrml.scene, v, box)):
+        got = P.box_from_roi(v, roi)
+        assert (got.label, got.slice, got.xyxy) == (5, 2, (3, 1, 11, 5)), roi.GetName()
+        assert np.linalg.det(matrix_to_numpy(roi.GetObjectToWorldMatrix())[:3, :3]) > 0  # right-handed frame
+    assert box_roi(mrml.scene, v, box).GetLocked()
+
+
 def test_roi_under_a_transform_and_rasaligned_roi_on_oblique_volume(mrml):
     vol = volume_from_array(np.ones((6, 20, 30), np.int16), (0.8, 0.9, 5.0), (-10.0, 20.0, 30.0), DIRECTIONS["oblique"])
     node = G.add_volume_node(mrml.scene, vol, "oblique")
