@@ -23,7 +23,7 @@ def reported(fn: Callable) -> Callable:
     """Turn any exception of an action into a message on the page (the server keeps running)."""
 
     def report(self: Any, exc: BaseException) -> None:
-        from ..scene_bridge.jobs import Cancelled  # noqa: PLC0415
+        from ..scene_bridge import Cancelled  # noqa: PLC0415
 
         if isinstance(exc, MuscleSAMError):
             self.say(f"{str(exc)[:1].upper()}{str(exc)[1:]}", "warning" if isinstance(exc, Cancelled) else "error")

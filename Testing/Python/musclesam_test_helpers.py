@@ -7,12 +7,41 @@ would collide between Testing/Python and Testing/Browser).
 
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def installed(distribution: str) -> bool:
+    """True when pip's metadata says ``distribution`` is installed (whether or not it imports)."""
+    try:
+        importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def import_declared(module: str, distribution: str) -> ModuleType:
+    """``import module`` for a test module: skipped only when ``distribution`` is not installed at all.
+
+    When it is installed (scripts/env.sh installs it from requirements/lock.txt) but the import fails,
+    the install is broken: the tests FAIL with the import error instead of skipping silently (a suite
+    that skips on CI proves nothing).
+    """
+    if not installed(distribution):
+        pytest.skip(f"{distribution} is not installed (pip install it, or run scripts/test.sh)", allow_module_level=True)
+    try:
+        return importlib.import_module(module)
+    except Exception as exc:  # noqa: BLE001 - any failure of an installed package is a broken install
+        pytest.fail(f"{distribution} is installed but `import {module}` fails ({type(exc).__name__}: {exc}); "
+                    "the install is broken: rebuild the environment (scripts/env.sh)", pytrace=False)
 
 
 def oblique_direction(degrees: float = 12.0) -> tuple[float, ...]:

@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 
 from bad_input_table import record
-from musclesam_test_helpers import (damage_ensemble, fill_disk, read_only_folder, scene_state, small_disk, unmount,
+from musclesam_test_helpers import (damage_ensemble, fill_disk, import_declared, read_only_folder, scene_state, small_disk, unmount,
                                     write_random_decoder_ensemble)
 
-slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
+slicer = import_declared("slicer", "slicer-core")
 
 from MuscleSAMLib.engine.types import BoxPrompt  # noqa: E402
 from MuscleSAMLib.errors import GeometryError, InputError, MuscleSAMError, WeightsError  # noqa: E402

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from musclesam_test_helpers import write_random_decoder_ensemble
+from musclesam_test_helpers import import_declared, write_random_decoder_ensemble
 
-slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
+slicer = import_declared("slicer", "slicer-core")
 
 from MuscleSAMLib.biomarkers import fat_fraction_map  # noqa: E402
 from MuscleSAMLib.engine.boxes import boxes_from_labels  # noqa: E402

@@ -51,9 +51,9 @@ import pytest
 import torch
 
 from bad_input_table import record
-from musclesam_test_helpers import scene_state, write_random_decoder_ensemble
+from musclesam_test_helpers import import_declared, scene_state, write_random_decoder_ensemble
 
-slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
+slicer = import_declared("slicer", "slicer-core")
 
 from MuscleSAMLib.engine import propagation  # noqa: E402
 from MuscleSAMLib.engine.embedding_cache import EmbeddingCache  # noqa: E402

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from musclesam_test_helpers import import_declared
 from MuscleSAMLib.cli.main import main
 from MuscleSAMLib.errors import InputError
 from MuscleSAMLib.outputs.dicom_seg import write_dicom_seg
@@ -137,7 +138,7 @@ def test_export_of_a_dicom_series_writes_a_seg_in_the_bundle(series, tmp_path):
 
 def test_bridge_export_of_a_dicom_loaded_volume_writes_a_seg(series, tmp_path, monkeypatch):
     """Desktop Slicer tags DICOM-loaded volumes with their instance UIDs; the bridge finds the files and writes SEG."""
-    slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
+    slicer = import_declared("slicer", "slicer-core")
     import pydicom
 
     from MuscleSAMLib.scene_bridge import geometry as G

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from musclesam_test_helpers import write_random_decoder_ensemble
+from musclesam_test_helpers import import_declared, write_random_decoder_ensemble
 
-slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
+slicer = import_declared("slicer", "slicer-core")
 
 from MuscleSAMLib.engine.types import BoxPrediction, BoxPrompt, SlicePrediction, Window  # noqa: E402
 from MuscleSAMLib.errors import InputError  # noqa: E402

@@ -20,9 +20,9 @@ import pytest
 import SimpleITK as sitk
 from vtkmodules.vtkCommonCore import vtkStringArray
 
-from musclesam_test_helpers import DIRECTIONS, ROOT, write_random_decoder_ensemble
+from musclesam_test_helpers import DIRECTIONS, ROOT, import_declared, write_random_decoder_ensemble
 
-slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
+slicer = import_declared("slicer", "slicer-core")
 
 from MuscleSAMLib.engine.boxes import boxes_from_labels  # noqa: E402
 from MuscleSAMLib.engine.propagation import DirectionStop, PropagationResult  # noqa: E402
