@@ -7,6 +7,9 @@ Rules every front end relies on:
   input, an error or a Cancel leaves the scene exactly as it was.
 * One prompt at a time: starting a run while one is in flight raises :class:`Busy`.
 * Only the voxels a run changed are written into the segmentation; completed (locked) segments never.
+* State is keyed by volume node ID, and a closed scene's next case reuses those IDs
+  (``vtkMRMLScene::Clear`` resets them): closing a scene drops it all, and a session is only served for
+  the very volume it was built from (same ID, voxels and geometry).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ class MuscleSAMLogic:
         self._sessions: dict[str, Session] = {}
         self._fat_nodes: dict[str, Any] = {}  # volume node ID -> its Dixon fat node (fat fraction columns)
         self._job: Job | None = None
+        self._watched: list[tuple[Any, int]] = []  # (scene, observer tag): scene close drops every ID-keyed state
 
     # ------------------------------------------------------------------ ensemble
     @staticmethod
@@ -81,21 +85,50 @@ class MuscleSAMLogic:
         self._sessions.clear()
         self.cache.clear()
 
+    def forget_scene(self, *_: Any) -> None:
+        """Drop everything keyed by node ID (sessions, fat images, cached embeddings) and cancel a run.
+
+        Called on the scene's StartCloseEvent (observed from the first session on): after File > Close
+        Scene the next case's nodes reuse the IDs, and must never be served the previous patient's maps,
+        review queue or export contents.
+        """
+        self.cancel()
+        self._sessions.clear()
+        self._fat_nodes.clear()
+        self.cache.clear()
+
+    def _watch_scene(self, scene: Any) -> None:
+        if scene is not None and not any(watched is scene for watched, _ in self._watched):
+            self._watched.append((scene, scene.AddObserver(scene.StartCloseEvent, self.forget_scene)))
+
     @property
     def on_cpu(self) -> bool:
         """True when the loaded ensemble runs on the CPU (the module shows a persistent warning)."""
         return self.loaded is None or str(self.loaded.ensemble.device).startswith("cpu")
 
     # ------------------------------------------------------------------ sessions
+    @staticmethod
+    def _session_key(volume_node: Any) -> tuple:
+        """What a session is valid for: the node ID, its voxels (image MTime) and its geometry."""
+        return (volume_node.GetID(), volume_node.GetImageData().GetMTime(),
+                tuple(np.round(geometry.ijk_to_world(volume_node).ravel(), 6)))
+
+    def _existing_session(self, volume_node: Any) -> Session | None:
+        """The session built from this very volume, or None (none yet, or another case under the same ID)."""
+        if volume_node is None or volume_node.GetImageData() is None:
+            return None
+        s = self._sessions.get(volume_node.GetID())
+        return s if s is not None and s.key == self._session_key(volume_node) else None
+
     def session(self, volume_node: Any) -> Session:
         """The engine session of ``volume_node`` (rebuilt when its voxels or geometry changed)."""
         geometry.check_volume_node(volume_node)
         if self.loaded is None:
             raise InputError("no ensemble loaded: press Initialize first")
-        key = (volume_node.GetID(), volume_node.GetImageData().GetMTime(),
-               tuple(np.round(geometry.ijk_to_world(volume_node).ravel(), 6)))
-        s = self._sessions.get(volume_node.GetID())
-        if s is None or s.key != key:
+        key = self._session_key(volume_node)
+        self._watch_scene(volume_node.GetScene())
+        s = self._existing_session(volume_node)
+        if s is None:
             vol = geometry.volume_from_node(volume_node)
             seg = Segmenter(self.loaded.ensemble, vol.canonical_array, volume_id=f"{key[0]}@{key[1]}", cache=self.cache,
                             worker=self.worker, spacing=vol.canonical_spacing)
@@ -390,7 +423,7 @@ class MuscleSAMLogic:
         return node
 
     def _session_with_run(self, volume_node: Any) -> Session:
-        s = self._sessions.get(volume_node.GetID()) if volume_node is not None else None
+        s = self._existing_session(volume_node)
         if s is None or not s.runs:
             raise InputError("no prediction yet for this volume: place a box and press Segment first")
         return s
@@ -445,7 +478,7 @@ class MuscleSAMLogic:
 
     def remaining_reviews(self, volume_node: Any) -> int:
         """How many review places are left (for the "Next most uncertain (N)" button)."""
-        s = self._sessions.get(volume_node.GetID()) if volume_node is not None else None
+        s = self._existing_session(volume_node)
         return s.remaining() if s is not None else 0
 
     # ------------------------------------------------------------------ segments and export
@@ -485,7 +518,7 @@ class MuscleSAMLogic:
         geometry.check_volume_node(volume_node)
         if segmentation_node is None:
             raise InputError("no segmentation to export: segment first or choose a segmentation")
-        s = self._sessions.get(volume_node.GetID())
+        s = self._existing_session(volume_node)
         vol = s.volume if s is not None else geometry.volume_from_node(volume_node)
         fat = None
         if fat_node is not None:
@@ -506,6 +539,9 @@ class MuscleSAMLogic:
         return edit_check_summary(bundle)
 
     def shutdown(self) -> None:
-        """Cancel work and stop the worker thread (module cleanup)."""
+        """Cancel work, stop observing scenes and stop the worker thread (module cleanup)."""
         self.cancel()
+        for scene, tag in self._watched:
+            scene.RemoveObserver(tag)
+        self._watched.clear()
         self.worker.shutdown(wait=False)

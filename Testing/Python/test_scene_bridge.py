@@ -518,6 +518,32 @@ def test_export_round_trips_and_is_atomic(mrml, logic, sample_crop, tmp_path):
     assert (dest / "corrected_labels.nii.gz").read_bytes() == first
 
 
+def test_closing_the_scene_drops_the_previous_case_even_when_ids_are_reused(mrml, logic, sample_crop, tmp_path):
+    """File > Close Scene: vtkMRMLScene::Clear resets node IDs, so the next case gets the old case's volume ID."""
+    water, labels = sample_crop
+    old = _sample_node(mrml, sample_crop)
+    logic.segment(old, boxes_from_labels(labels.canonical_array.astype(np.uint8), values=[2, 9], slices=[1]))
+    assert logic.remaining_reviews(old) > 0
+    mrml.scene.Clear(0)  # what File > Close Scene does
+    other = sitk.Flip(water.image, [True, False, False])  # another patient on the same grid
+    new = G.add_volume_node(mrml.scene, Volume(other, "next case"), "water")
+    assert new.GetID() == old.GetID()
+    assert logic.remaining_reviews(new) == 0
+    with pytest.raises(InputError, match="no prediction yet"):
+        logic.show_uncertainty(new)
+    with pytest.raises(InputError, match="no prediction yet"):
+        logic.next_uncertain(new)
+    seg = S.new_segmentation(new)
+    blank = S.read_labels(seg, new)
+    drawn = blank.copy()
+    drawn[1, 80:120, 60:100] = 2  # the user paints one muscle by hand
+    S.write_changes(seg, new, blank, drawn)
+    dest = logic.export_corrected(new, seg, tmp_path / "next")
+    assert json.loads((dest / "prompts.json").read_text())["canonical"] == []  # nothing of the old case's boxes
+    assert not (dest / "prediction_labels.nii.gz").exists()
+    assert json.loads((dest / "interaction_log.json").read_text())[:-1] == []
+
+
 # ---------------------------------------------------------------------------------------------- packaging
 def test_bridge_imports_without_slicer_or_torch():
     code = ("import sys; sys.modules['slicer'] = None; sys.modules['torch'] = None\n"
