@@ -13,4 +13,14 @@ rc=$?
 if [ "$rc" = "5" ]; then
   echo "[musclesam] pytest collected no tests: treating as a failure (a suite that runs nothing proves nothing)" >&2
 fi
+# The whole suite (no test paths given) also runs the engine and learning tests on Slicer 5.6/5.8's
+# Python 3.9 + numpy 1.26 (scripts/test_py39.sh; MUSCLESAM_SKIP_PY39=1 leaves it out).
+_paths=0
+for _arg in "$@"; do case "$_arg" in -*) ;; *) _paths=1 ;; esac; done
+if [ "$_paths" = "0" ] && [ "${MUSCLESAM_SKIP_PY39:-0}" != "1" ]; then
+  echo "[musclesam] engine and learning tests on Python 3.9 + numpy 1.26 (Slicer 5.6/5.8)" >&2
+  bash "$MUSCLESAM_ROOT/scripts/test_py39.sh" -q
+  rc39=$?
+  if [ "$rc" = "0" ]; then rc=$rc39; fi
+fi
 exit "$rc"

@@ -10,7 +10,8 @@ Conventions
   (segment numbers 1..N in label order; the label value and the muscle name are in the segment label
   and description). Empty frames are omitted (highdicom's default).
 * Coding: category SCT 91723000 "Anatomical Structure", type SCT 127954009 "Skeletal muscle",
-  anatomic region SCT 68367000 "Thigh" (codes from pydicom's DICOM dictionary). The individual thigh
+  anatomic region SCT 68367000 "Thigh" (codes from pydicom's DICOM dictionary; the category is spelled out
+  because pydicom 2.4, which Slicer 5.6/5.8 ship, finds two codes under its name). The individual thigh
   muscles have no code in that dictionary, so the muscle is named in ``SegmentLabel``, not coded.
 * Algorithm type SEMIAUTOMATIC: a model's prediction reviewed and edited by a person.
 * Each source file is matched to a slice of the image by its ImagePositionPatient (not by file order);
@@ -67,6 +68,9 @@ def write_dicom_seg(labels_canonical: np.ndarray, reference: Volume, source_file
     import highdicom as hd  # noqa: PLC0415 - only when a DICOM series is exported
     import pydicom  # noqa: PLC0415
     from pydicom.sr.codedict import codes  # noqa: PLC0415
+    from pydicom.sr.coding import Code  # noqa: PLC0415
+
+    anatomical_structure = Code("91723000", "SCT", "Anatomical Structure")  # codes.SCT.AnatomicalStructure on pydicom 3
 
     files = [Path(f) for f in source_files]
     missing = [str(f) for f in files if not f.is_file()]
@@ -92,7 +96,7 @@ def write_dicom_seg(labels_canonical: np.ndarray, reference: Volume, source_file
             frames[i][stored[k] == label] = number
         descriptions.append(hd.seg.SegmentDescription(
             segment_number=number, segment_label=f"{info.get('name', f'label {label}')} (label {label})",
-            segmented_property_category=codes.SCT.AnatomicalStructure,
+            segmented_property_category=anatomical_structure,
             segmented_property_type=codes.SCT.SkeletalMuscle,
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC,
             algorithm_identification=algorithm, tracking_uid=hd.UID(),
