@@ -8,7 +8,7 @@ other names below are imported on first use.
 Modules: ``logic`` (MuscleSAMLogic), ``outcomes`` (result types), ``geometry`` (volume nodes <-> engine Volume), ``prompts`` (ROI /
 RAS boxes), ``segments`` (muscle segmentation), ``overlays`` (heatmap, probability, agreement),
 ``review_table``, ``export`` (atomic bundle), ``session``, ``jobs``, ``headless`` (slicer-core scene),
-``dependencies``.
+``dependencies``, ``user_data`` (the user's folder for learned ensembles).
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ _LAZY = {
     "Cancelled": ".jobs",
     "headless_scene": ".headless",
     "start_learning": "..corrections.learning_runner",  # learning from corrections (a subprocess)
+    "user_manifest": ".user_data",  # learned ensembles in the user's folder, never the install tree
+    "learning_output": ".user_data",
+    "propagation_start": ".prompts",  # Propagate right after Segment: the last box a run used
 }
 
 __all__ = sorted(_LAZY)

@@ -28,6 +28,7 @@ from ..engine.types import BoxPrompt
 from ..engine.volume_run import VolumeResult, segment_volume
 from ..engine.worker import PersistentWorker
 from ..errors import InputError, MuscleSAMError
+from ..file_names import safe_file_name
 from ..models.device import resolve_device
 from ..models.loading import LoadedEnsemble, installed_spec, load_spec, read_manifest
 from ..labels import parse_label
@@ -498,6 +499,12 @@ class MuscleSAMLogic:
     def locked_labels(segmentation_node: Any | None) -> frozenset[int]:
         """Muscles marked finished (locked) in ``segmentation_node`` (none when it is None)."""
         return segments.locked_labels(segmentation_node) if segmentation_node is not None else frozenset()
+
+    @staticmethod
+    def bundle_folder(parent: str | Path, volume_name: str) -> Path:
+        """The desktop module's bundle folder for a volume: ``parent``/<volume name, made a safe file name>_musclesam
+        (DICOM series names hold ':' and other characters Windows refuses)."""
+        return Path(parent).expanduser() / f"{safe_file_name(volume_name or 'case', 'case')}_musclesam"
 
     def export_corrected(self, volume_node: Any, segmentation_node: Any, folder: str | Path, fat_node: Any | None = None,
                          dicom_files: Sequence[str | Path] | None = None) -> Path:

@@ -16,7 +16,7 @@ boxes JSON file with the same corners gives the same box.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -211,3 +211,13 @@ def new_box_roi(scene: Any, label: Any, center: Sequence[float] | None = None, s
         display.SetSelectedColor(*rgb)
         display.SetColor(*rgb)
     return roi
+
+
+def propagation_start(pending: Sequence[Any], last_used: Mapping[int, Any], label: Any) -> Any | None:
+    """The box Propagate starts from for muscle ``label``: its newest pending box (BoxPrompt or ROI node), else
+    the last box a run used for it. Runs consume pending boxes, so Propagate right after Segment still has one
+    (both front ends follow this rule)."""
+    lab = parse_label(label)
+    mine = [item for item in pending
+            if (item.label if isinstance(item, BoxPrompt) else roi_label(item)) == lab]
+    return mine[-1] if mine else last_used.get(lab)

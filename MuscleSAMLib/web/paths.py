@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import InputError
+from ..file_names import safe_file_name  # noqa: F401 - the one file-name rule, re-exported for the web app
 
 MAX_PATH_CHARS = 4096
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _DOWNLOAD = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,200}\.zip")
 
 
@@ -29,12 +29,6 @@ def shown(text: str, limit: int = 200) -> str:
     """``text`` fit for a message: control characters made visible, long text shortened."""
     out = repr(text)[1:-1] if _CONTROL.search(text) else text
     return out if len(out) <= limit else out[: limit - 3] + "..."
-
-
-def safe_file_name(text: str, fallback: str = "image") -> str:
-    """``text`` as one file name: letters, digits, '.', '_', '-' only, no '..', no leading dot, at most 100 characters."""
-    name = re.sub(r"\.{2,}", ".", _UNSAFE.sub("_", text)).lstrip(".")[:100]
-    return name or fallback
 
 
 def is_download_name(name: str) -> bool:

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..engine.types import BoxPrompt
 from ..errors import InputError
+from ..scene_bridge.prompts import propagation_start
 from .box_rois import remove_rois
 from .job_watch import wait_for_job
 from .messages import muscle_name, reported, run_summary
@@ -38,7 +39,7 @@ class RunActions:
         self._require_idle("propagate")
         label = self._label()
         mine = [(b, roi) for b, roi in self.pending if b.label == label]
-        box = mine[-1][0] if mine else self.last_box.get(label)
+        box = propagation_start([b for b, _ in mine], self.last_box, label)
         if box is None:
             raise InputError(f"no box for {muscle_name(label)} yet: draw one around it on the axial view, then Propagate")
         job = self.logic.start_propagate(volume_node, box)
