@@ -38,9 +38,9 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.boxes import load_boxes_file
     from ..engine.segmenter import Segmenter
     from ..engine.volume_run import segment_volume
-    from ..evaluation import baseline_scores, evaluate_result, mean_metrics
+    from ..pipelines.evaluate import baseline_scores, evaluate_result, mean_metrics
     from ..models.loading import load_ensemble
-    from ..segment_case import write_case_outputs
+    from ..pipelines.segment import write_case_outputs
     from ..volumes import read_volume
     case = sample_case()
     if args.image is not None and args.boxes is None:

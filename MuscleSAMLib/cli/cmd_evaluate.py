@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # heavy imports here so `musclesam --help` and input errors answer fast
-    from ..evaluation import evaluate_case
+    from ..pipelines.evaluate import evaluate_case
     from ..models.loading import load_ensemble
     from ..volumes import check_same_grid, read_volume
     image = read_volume(args.image)
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
 def print_metrics(report: dict) -> None:
     """Mean metrics beside the baselines."""
-    from ..evaluation import METRIC_KEYS
+    from ..pipelines.evaluate import METRIC_KEYS
 
     mean = report["mean"]
     print(f"{report['ensemble']} on {Path(report['image']).name} ({report['boxes']} boxes):")

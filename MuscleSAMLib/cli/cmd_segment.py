@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     # heavy imports here so `musclesam --help` and input errors answer fast
     from ..engine.boxes import load_boxes_file
     from ..models.loading import load_ensemble
-    from ..segment_case import run_case
+    from ..pipelines.segment import run_case
     from ..volumes import read_dixon_pair, read_volume
     volume = read_volume(args.image)
     fat = None

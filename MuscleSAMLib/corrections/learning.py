@@ -10,7 +10,7 @@
    encoder (``D`` mode), then fine-tunes each member head from its own weights with its own seed
    (the base's baked temperature is taken out first and put back after), writes the new member files
    beside the manifest (atomically), evaluates base and new ensemble on the corrected cases and the
-   held-out cases (:func:`MuscleSAMLib.evaluation.evaluate_case`), and only then adds the new entry to the
+   held-out cases (:func:`MuscleSAMLib.pipelines.evaluate.evaluate_case`), and only then adds the new entry to the
    manifest (under a lock, atomic replace; ``default`` untouched). Anything that fails or is interrupted
    before that removes the new member files: the manifest is never left naming missing files.
 """
@@ -290,8 +290,8 @@ def finetune_heads(plan: LearningPlan, work: Path, progress: ProgressFn, span: t
 
 def evaluate_pair(plan: LearningPlan, new_spec: EnsembleSpec, progress: ProgressFn,
                   span: tuple[float, float]) -> list[dict[str, Any]]:
-    """Base and new ensemble on every eval case with label-derived tight boxes (``evaluation.evaluate_case``)."""
-    from ..evaluation import evaluate_case
+    """Base and new ensemble on every eval case with label-derived tight boxes (``pipelines.evaluate.evaluate_case``)."""
+    from ..pipelines.evaluate import evaluate_case
     from ..models.device import resolve_device
     from ..models.ensemble import Ensemble
     from ..models.loading import LoadedEnsemble

@@ -75,7 +75,7 @@ def _preload_engine() -> None:
     import torchvision.ops  # noqa: F401, PLC0415
 
     from ..scene_bridge import export, logic  # noqa: F401, PLC0415
-    from .. import segment_case  # noqa: F401, PLC0415
+    from ..pipelines import segment  # noqa: F401, PLC0415
 
 
 def serve(options: WebOptions) -> int:

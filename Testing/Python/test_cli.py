@@ -90,7 +90,7 @@ def test_segmenting_leaves_autograd_on_for_later_training(tmp_path):
 
     from MuscleSAMLib.engine.types import BoxPrompt
     from MuscleSAMLib.models.loading import load_ensemble
-    from MuscleSAMLib.segment_case import run_case
+    from MuscleSAMLib.pipelines.segment import run_case
     from MuscleSAMLib.volumes import volume_from_array
     from musclesam_test_helpers import write_random_decoder_ensemble
 

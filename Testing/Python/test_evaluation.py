@@ -14,7 +14,7 @@ import SimpleITK as sitk
 from musclesam_test_helpers import write_random_decoder_ensemble
 from MuscleSAMLib.engine.types import BoxPrediction, SlicePrediction, Window
 from MuscleSAMLib.engine.volume_run import VolumeResult
-from MuscleSAMLib.evaluation import METRIC_KEYS, evaluate_result, label_boxes, mean_metrics
+from MuscleSAMLib.pipelines.evaluate import METRIC_KEYS, evaluate_result, label_boxes, mean_metrics
 from MuscleSAMLib.phantoms import make_thigh_phantom
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,8 +1,7 @@
 """DESIGN.md layers: the core imports no Slicer, Qt or trame; imports point down only; front ends use one door.
 
 * The core engine (``engine``, ``models`` and the base modules beside them) never imports the scene
-  bridge, the front ends (web, cli), the headless use cases (pipelines: ``segment_case``,
-  ``evaluation``) or the orchestration above them (``corrections``, ``training``).
+  bridge, the front ends (web, cli), the headless use cases (``pipelines``) or the orchestration above them (``corrections``, ``training``).
 * Front ends (the desktop module and the web app) reach the scene bridge only through its package
   door: ``MuscleSAMLogic`` and its result types (``scene_bridge.__all__``), plus ``dependencies``
   (the desktop module's standard-library dependency check). What the web app still reaches past the
@@ -22,7 +21,7 @@ from layer_imports import imports_of, module_name, python_files, reaches
 ROOT = Path(__file__).resolve().parents[2]
 CORE = ["MuscleSAMLib.volumes", "MuscleSAMLib.intensity", "MuscleSAMLib.slice_geometry", "MuscleSAMLib.metrics",
         "MuscleSAMLib.phantoms", "MuscleSAMLib.models", "MuscleSAMLib.engine.segmenter", "MuscleSAMLib.engine.volume_run",
-        "MuscleSAMLib.engine.propagation", "MuscleSAMLib.segment_case", "MuscleSAMLib.evaluation",
+        "MuscleSAMLib.engine.propagation", "MuscleSAMLib.pipelines.segment", "MuscleSAMLib.pipelines.evaluate",
         "MuscleSAMLib.biomarkers", "MuscleSAMLib.corrections.bundle", "MuscleSAMLib.training.trainer",
         "MuscleSAMLib.cli.main", "MuscleSAMLib.scene_bridge"]
 
@@ -63,7 +62,7 @@ def test_every_bridge_name_the_desktop_module_imports_resolves():
 
 
 LOWER = ("MuscleSAMLib/engine", "MuscleSAMLib/models")
-PIPELINES = ("MuscleSAMLib.segment_case", "MuscleSAMLib.evaluation", "MuscleSAMLib.pipelines")
+PIPELINES = ("MuscleSAMLib.pipelines", "MuscleSAMLib.segment_case")  # segment_case: a shim for cli/cmd_train
 ABOVE_THE_CORE = ("MuscleSAMLib.scene_bridge", "MuscleSAMLib.web", "MuscleSAMLib.cli", "MuscleSAMLib.corrections",
                   "MuscleSAMLib.training") + PIPELINES
 

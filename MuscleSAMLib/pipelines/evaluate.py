@@ -19,22 +19,22 @@ from typing import Sequence
 
 import numpy as np
 
-from .atomic import write_json_atomic
-from .outputs.figures import new_figure, save_png
-from .baselines.boxfill import boxfill_labels
-from .engine.boxes import boxes_from_labels
-from .engine.segmenter import Segmenter
-from .engine.types import BoxPrompt
-from .engine.volume_run import VolumeResult, segment_volume
-from .errors import InputError
-from .metrics import brier, dice, ece, hd95, nll, nsd, reliability_curve
-from .metrics.uncertainty_quality import auroc, error_share_in_top
-from .outputs.overlay import write_overlay
-from .sample_data import muscle_names
-from .models.loading import LoadedEnsemble
-from .segment_case import build_report
-from .uncertainty import binary_entropy
-from .volumes import Volume, check_same_grid
+from ..atomic import write_json_atomic
+from ..outputs.figures import new_figure, save_png
+from ..baselines.boxfill import boxfill_labels
+from ..engine.boxes import boxes_from_labels
+from ..engine.segmenter import Segmenter
+from ..engine.types import BoxPrompt
+from ..engine.volume_run import VolumeResult, segment_volume
+from ..errors import InputError
+from ..metrics import brier, dice, ece, hd95, nll, nsd, reliability_curve
+from ..metrics.uncertainty_quality import auroc, error_share_in_top
+from ..outputs.overlay import write_overlay
+from ..sample_data import muscle_names
+from ..models.loading import LoadedEnsemble
+from .segment import build_report
+from ..uncertainty import binary_entropy
+from ..volumes import Volume, check_same_grid
 
 METRIC_KEYS = ("dsc", "nsd_2mm", "hd95_mm", "ece_box_15", "ece_volume_15", "nll_box", "brier_box", "auroc_error")
 CONVENTIONS = {
@@ -132,7 +132,7 @@ def baseline_scores(image: np.ndarray, truth: np.ndarray, boxes: Sequence[BoxPro
     out = {}
     fills = {"baseline_boxfill": boxfill_labels(boxes, truth.shape)}
     if use_growcut:
-        from .baselines.growcut import growcut_labels, slicer_growcut_available
+        from ..baselines.growcut import growcut_labels, slicer_growcut_available
 
         if slicer_growcut_available():
             fills["baseline_growcut"] = growcut_labels(image, boxes, truth.shape)
