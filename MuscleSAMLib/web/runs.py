@@ -12,7 +12,7 @@ from typing import Any
 
 from ..engine.types import BoxPrompt
 from ..errors import InputError
-from ..scene_bridge.prompts import propagation_start
+from ..scene_bridge import propagation_start
 from .box_rois import remove_rois
 from .job_watch import wait_for_job
 from .messages import muscle_name, reported, run_summary
