@@ -26,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..corrections.bundle import write_bundle
+    from ..outputs.bundle import write_bundle
     from ..engine.types import BoxPrompt
     from ..errors import InputError
     from ..volumes import check_same_grid, dicom_series_files, read_dixon_pair, read_volume

@@ -35,7 +35,7 @@ from ..models.manifest import EnsembleSpec, WeightFile, load_manifest, replace_s
 from ..models.manifest_writer import add_entry
 from ..models.safe_load import sha256_file
 from ..version import __version__
-from .corrected_cases import CorrectedCase, bundle_sha256, read_bundle  # noqa: F401 - re-exported
+from ..outputs.corrected_cases import CorrectedCase, bundle_sha256, read_bundle  # noqa: F401 - re-exported
 from .learning_report import EVAL_METRICS, REGRESSION_METRICS, _delta, _summary, find_regressions, format_table  # noqa: F401
 
 ProgressFn = Callable[[float, str, str], None]

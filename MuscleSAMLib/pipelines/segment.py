@@ -21,7 +21,7 @@ from ..engine.review import flagged_labels
 from ..engine.segmenter import Segmenter
 from ..engine.types import BoxPrompt
 from ..biomarkers import muscle_biomarkers
-from ..corrections.bundle import prompts_document
+from ..outputs.bundle import prompts_document
 from ..engine.volume_run import VolumeResult, member_label_masks, segment_volume, summarise_slices
 from ..models.loading import LoadedEnsemble
 from ..outputs.seg_nrrd import write_seg_nrrd

@@ -2,7 +2,7 @@
 
 The segmentation node's muscle segments are read on the input volume's grid (the user's edits as
 they are), and handed with the session's prediction, maps, prompts and interaction log to
-:func:`MuscleSAMLib.corrections.bundle.write_bundle`, which writes the whole folder atomically
+:func:`MuscleSAMLib.outputs.bundle.write_bundle`, which writes the whole folder atomically
 (temp folder + rename; a previous bundle is replaced only when the new one is complete).
 """
 
@@ -38,7 +38,7 @@ def export_bundle(folder: str | Path, volume: Volume, corrected: np.ndarray, ses
                   loaded: "LoadedEnsemble | None", statuses: dict[int, str], volume_name: str,
                   fat: Volume | None = None, dicom_source: list[Path] | None = None) -> Path:
     """Write the bundle for canonical ``corrected`` labels into ``folder``; returns its path."""
-    from ..corrections.bundle import write_bundle  # noqa: PLC0415 - heavy (plots); only when exporting
+    from ..outputs.bundle import write_bundle  # noqa: PLC0415 - heavy (plots); only when exporting
 
     ran = session is not None and session.runs > 0
     return write_bundle(

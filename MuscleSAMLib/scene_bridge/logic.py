@@ -541,7 +541,7 @@ class MuscleSAMLogic:
 
     def edit_check_summary(self, bundle: str | Path) -> str:
         """One line for the user after an export: did the uncertainty point at what they edited?"""
-        from ..corrections.bundle import edit_check_summary
+        from ..outputs.bundle import edit_check_summary
 
         return edit_check_summary(bundle)
 

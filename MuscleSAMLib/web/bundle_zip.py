@@ -16,7 +16,7 @@ from pathlib import Path
 
 def zip_bundle(folder: str | os.PathLike, dest: str | os.PathLike) -> Path:
     """Zip every file of ``folder`` (under the folder's name) into ``dest`` atomically; returns ``dest``."""
-    from ..corrections.bundle import check_bundle  # noqa: PLC0415 - the bundle format's own check
+    from ..outputs.bundle import check_bundle  # noqa: PLC0415 - the bundle format's own check
 
     src, out = check_bundle(folder), Path(dest)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..corrections.bundle import edit_check_summary
+from ..outputs.bundle import edit_check_summary
 from ..engine.types import BoxPrompt
 from ..errors import InputError, MuscleSAMError
 from ..sample_data import SAMPLE_DIR, muscle_names

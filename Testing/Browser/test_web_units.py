@@ -103,7 +103,7 @@ def test_access_rules_with_token() -> None:
 
 
 def test_zip_is_whole_or_absent(tmp_path: Path) -> None:
-    from MuscleSAMLib.corrections.bundle import REQUIRED_FILES
+    from MuscleSAMLib.outputs.bundle import REQUIRED_FILES
     from MuscleSAMLib.web.bundle_zip import zip_bundle
 
     folder = tmp_path / "case-corrected"

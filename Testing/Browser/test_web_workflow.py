@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import SimpleITK as sitk
 
-from MuscleSAMLib.corrections.bundle import REQUIRED_FILES, check_bundle
+from MuscleSAMLib.outputs.bundle import REQUIRED_FILES, check_bundle
 
 from bad_input_table import record
 from webserver import start_server

@@ -335,7 +335,7 @@ TINY = {"like": "demo_xs", "name": "tiny-cancel", "encoder_embed_dim": 32, "enco
 @pytest.fixture(scope="module")
 def learning_inputs(tmp_path_factory) -> dict:
     """A tiny random decoder ensemble and one corrections bundle of a phantom."""
-    from MuscleSAMLib.corrections.bundle import write_bundle
+    from MuscleSAMLib.outputs.bundle import write_bundle
     from MuscleSAMLib.models.architectures import ArchSpec
     from MuscleSAMLib.phantoms import make_thigh_phantom
     from MuscleSAMLib.volumes import read_volume, write_like

@@ -13,7 +13,7 @@ import pytest
 import SimpleITK as sitk
 
 from musclesam_test_helpers import DIRECTIONS, make_image, write_random_decoder_ensemble
-from MuscleSAMLib.corrections.bundle import check_bundle, edit_map, uncertainty_edit_check, write_bundle
+from MuscleSAMLib.outputs.bundle import check_bundle, edit_map, uncertainty_edit_check, write_bundle
 from MuscleSAMLib.errors import GeometryError, InputError
 from MuscleSAMLib.volumes import volume_from_array
 
@@ -127,7 +127,7 @@ def test_edit_check_summary_line(tmp_path):
     vol, pred, corr = _case()
     unc = (edit_map(pred, corr) > 0).astype(np.float32)
     dest = write_bundle(tmp_path / "b", vol, corr, prediction=pred, uncertainty_total=unc)
-    from MuscleSAMLib.corrections.bundle import edit_check_summary
+    from MuscleSAMLib.outputs.bundle import edit_check_summary
 
     line = edit_check_summary(dest)
     assert "AUROC 1.00 over 50 edited voxels" in line and "\n" not in line

@@ -173,7 +173,7 @@ def test_bridge_export_of_a_dicom_loaded_volume_writes_a_seg(series, tmp_path, m
 
 def test_a_seg_that_cannot_be_written_is_skipped_and_the_bundle_kept(series, tmp_path):
     """DICOM SEG is an extra: files of another series give a reason in the report, never a lost export."""
-    from MuscleSAMLib.corrections.bundle import write_bundle
+    from MuscleSAMLib.outputs.bundle import write_bundle
 
     folder, arr = series
     other = write_mr_series(tmp_path / "other", arr, origin=(-10.0, 20.0, 60.0))

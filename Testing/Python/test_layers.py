@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CORE = ["MuscleSAMLib.volumes", "MuscleSAMLib.intensity", "MuscleSAMLib.slice_geometry", "MuscleSAMLib.metrics",
         "MuscleSAMLib.phantoms", "MuscleSAMLib.models", "MuscleSAMLib.engine.segmenter", "MuscleSAMLib.engine.volume_run",
         "MuscleSAMLib.engine.propagation", "MuscleSAMLib.pipelines.segment", "MuscleSAMLib.pipelines.evaluate",
-        "MuscleSAMLib.biomarkers", "MuscleSAMLib.corrections.bundle", "MuscleSAMLib.training.trainer",
+        "MuscleSAMLib.biomarkers", "MuscleSAMLib.outputs.bundle", "MuscleSAMLib.training.trainer",
         "MuscleSAMLib.cli.main", "MuscleSAMLib.scene_bridge"]
 
 

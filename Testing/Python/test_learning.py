@@ -19,7 +19,7 @@ from bad_input_table import record
 from musclesam_test_helpers import write_random_decoder_ensemble
 from MuscleSAMLib.cli.main import main
 from MuscleSAMLib.corrections import learning
-from MuscleSAMLib.corrections.bundle import write_bundle
+from MuscleSAMLib.outputs.bundle import write_bundle
 from MuscleSAMLib.corrections.learning import EVAL_METRICS, bump_version, bundle_sha256, new_name, read_bundle
 from MuscleSAMLib.corrections.learning_runner import LearningHandle, start_learning
 from MuscleSAMLib.errors import GeometryError, InputError

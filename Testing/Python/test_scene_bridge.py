@@ -505,7 +505,7 @@ def test_export_round_trips_and_is_atomic(mrml, logic, sample_crop, tmp_path):
     assert prov["ensemble"] == "random-test" and "not for clinical use" in prov["intended_use"]
     # a failing export leaves the previous bundle untouched and no temp folder behind
     first = (dest / "corrected_labels.nii.gz").read_bytes()
-    import MuscleSAMLib.corrections.bundle as bundle
+    import MuscleSAMLib.outputs.bundle as bundle
 
     def boom(*a, **k):
         raise OSError(28, "No space left on device")

@@ -36,9 +36,9 @@ from ..engine.types import BoxPrompt
 from ..errors import GeometryError, InputError, OutputWriteError
 from ..hashing import sha256_of_file
 from ..metrics.uncertainty_quality import auroc, error_share_in_top
-from ..outputs.biomarker_files import write_biomarker_csv, write_biomarker_plot
-from ..outputs.dicom_seg import write_dicom_seg
-from ..outputs.seg_nrrd import write_seg_nrrd
+from .biomarker_files import write_biomarker_csv, write_biomarker_plot
+from .dicom_seg import write_dicom_seg
+from .seg_nrrd import write_seg_nrrd
 from ..sample_data import muscle_names
 from ..version import __version__
 from ..volumes import Volume, lps_ras, write_like
