@@ -1,10 +1,11 @@
-"""THE manifest writer: add one ensemble entry to a manifest under a lock (training and learning both call it).
+"""THE manifest writer: every change to a manifest file is a read-modify-write under one lock.
 
-A manifest is shared: ``musclesam train`` and learning from corrections may add entries to the same
-file at once (two runs, two users). :func:`add_entry` re-reads the file under an exclusive lock on its
-folder, keeps everyone else's entries and description, and replaces it atomically
-(:func:`~MuscleSAMLib.models.manifest.save_manifest`: re-validated, temp file + ``os.replace``), so a
-concurrent writer's entry is never lost and a reader never sees half a file.
+A manifest is shared: ``musclesam train``, learning from corrections and the desktop module's user
+folder may change the same file at once (two runs, two users). :func:`update_manifest` re-reads the
+file under an exclusive lock on its folder, applies the change to the entries found there, and
+replaces it atomically (:func:`~MuscleSAMLib.models.manifest.save_manifest`: re-validated, temp file
++ ``os.replace``), so a concurrent writer's entry is never lost and a reader never sees half a file.
+:func:`add_entry` is the common change: one new (or retrained) ensemble.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, List
 
 from ..errors import WeightsError
 from .manifest import EnsembleSpec, load_manifest, replace_spec, save_manifest
+
+Change = Callable[[List[EnsembleSpec]], List[EnsembleSpec]]
 
 
 @contextlib.contextmanager
@@ -37,6 +40,19 @@ def manifest_lock(manifest: str | os.PathLike[str]) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+def update_manifest(manifest: str | os.PathLike[str], change: Change, description: str | None = None) -> str:
+    """Apply ``change`` (current entries, [] when the file is absent -> new entries) under the lock and
+    write the result atomically; returns its sha256. ``description``: None keeps the file's own."""
+    path = Path(manifest)
+    with manifest_lock(path):
+        entries: list[EnsembleSpec] = []
+        old_description = ""
+        if path.is_file():
+            old = load_manifest(path)
+            entries, old_description = list(old.ensembles), old.description
+        return save_manifest(path, change(entries), old_description if description is None else description)
+
+
 def add_entry(manifest: str | os.PathLike[str], spec: EnsembleSpec, *, replace: bool = False) -> str:
     """Add ``spec`` to ``manifest`` (created when absent) under the lock; returns the new file's sha256.
 
@@ -44,16 +60,13 @@ def add_entry(manifest: str | os.PathLike[str], spec: EnsembleSpec, *, replace: 
     ensemble of the same name replaces the old one). A ``default`` spec takes the default from the
     entry that had it; otherwise ``default`` stays where it was.
     """
-    path = Path(manifest)
-    with manifest_lock(path):
-        entries, description = [], ""
-        if path.is_file():
-            old = load_manifest(path)
-            description = old.description
-            if spec.name in old.names and not replace:
-                raise WeightsError(f"manifest {old.path} already has an ensemble {spec.name!r} "
-                                   "(added meanwhile?); not overwritten: choose another name")
-            entries = [e for e in old.ensembles if e.name != spec.name]
+    def add(entries: list[EnsembleSpec]) -> list[EnsembleSpec]:
+        if not replace and any(e.name == spec.name for e in entries):
+            raise WeightsError(f"manifest {Path(manifest)} already has an ensemble {spec.name!r} "
+                               "(added meanwhile?); not overwritten: choose another name")
+        kept = [e for e in entries if e.name != spec.name]
         if spec.default:
-            entries = [replace_spec(e, default=False) if e.default else e for e in entries]
-        return save_manifest(path, entries + [spec], description)
+            kept = [replace_spec(e, default=False) if e.default else e for e in kept]
+        return kept + [spec]
+
+    return update_manifest(manifest, add)

@@ -14,11 +14,9 @@ import os
 from pathlib import Path
 
 from ..errors import OutputWriteError
-from ..models.manifest import WeightFile, load_manifest, replace_spec, save_manifest
-from ..models.manifest_writer import manifest_lock
-from ..sample_data import REPO_ROOT
-
-SHIPPED_MANIFEST = REPO_ROOT / "weights" / "manifest.json"
+from ..models.manifest import EnsembleSpec, WeightFile, load_manifest, replace_spec
+from ..models.manifest_writer import update_manifest
+from ..paths import DEFAULT_MANIFEST as SHIPPED_MANIFEST
 DESCRIPTION = "MuscleSAM: the shipped ensembles (absolute paths into the install folder) and those learned here"
 
 
@@ -32,11 +30,14 @@ def user_manifest(folder: str | os.PathLike, shipped: str | os.PathLike = SHIPPE
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         base = load_manifest(shipped)
-        with manifest_lock(target):
-            own = [e for e in load_manifest(target).ensembles if e.name not in base.names] if target.is_file() else []
-            copies = [replace_spec(e, base=_absolute(e.base), members=tuple(_absolute(m) for m in e.members))
-                      for e in base.ensembles]
-            save_manifest(target, copies + [replace_spec(e, default=False) for e in own], DESCRIPTION)
+        copies = [replace_spec(e, base=_absolute(e.base), members=tuple(_absolute(m) for m in e.members))
+                  for e in base.ensembles]
+
+        def refresh(current: list[EnsembleSpec]) -> list[EnsembleSpec]:
+            own = [e for e in current if e.name not in base.names]
+            return copies + [replace_spec(e, default=False) for e in own]
+
+        update_manifest(target, refresh, DESCRIPTION)
     except OSError as exc:
         raise OutputWriteError(f"{target.parent}: cannot keep learned ensembles there ({exc.strerror or exc}); "
                                "choose another folder for MuscleSAM data", exc.errno) from None
