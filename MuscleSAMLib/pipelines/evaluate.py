@@ -164,6 +164,51 @@ def reliability_plot(p: np.ndarray, y: np.ndarray, path: str | Path, title: str)
     return save_png(fig, path, dpi=100)
 
 
+def uncertainty_quality(result: VolumeResult, truth: np.ndarray, region: np.ndarray, wrong: np.ndarray,
+                        metrics: dict[str, dict], segment_per_muscle: dict[str, dict], boxes: Sequence[BoxPrompt],
+                        spacing: tuple[float, float, float]) -> dict:
+    """Does the uncertainty tell the truth? (METHODS.md "Uncertainty usefulness"; issue targets.)
+
+    - ``epistemic_share_wrong`` / ``_right``: mean of epistemic / total uncertainty over wrong / right
+      voxels of ``region`` (voxels with total > 1e-6 nats); members should disagree where they are wrong.
+    - ``expected_dsc_abs_error``: mean over muscles of |mean expected DSC - real DSC|.
+    - ``volume_interval_coverage``: share of muscles whose member [min, max] volume interval holds the
+      label map's volume over the same slices (``coverage_normal``: the mean +- 1.96 sd interval).
+    """
+    tot = result.uncertainty_total[region]
+    epi = result.uncertainty_epistemic[region]
+    w = wrong[region]
+    ok = tot > 1e-6
+    share = np.where(ok, epi / np.where(ok, tot, 1.0), np.nan)
+    errs, cover, cover_n = [], [], []
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    for key, m in metrics.items():
+        seg = segment_per_muscle.get(key)
+        if seg is None:
+            continue
+        if seg.get("mean_expected_dsc") is not None and m.get("dsc") is not None and not np.isnan(m["dsc"]):
+            errs.append(abs(seg["mean_expected_dsc"] - m["dsc"]))
+        label = int(key)
+        slices = sorted({b.slice for b in boxes if b.label == label})
+        true_ml = float((truth[slices] == label).sum()) * voxel_ml if slices else 0.0
+        lo, hi = seg.get("interval_minmax_ml") or (None, None)
+        if lo is not None and hi is not None:
+            cover.append(lo <= true_ml <= hi)
+        lo, hi = seg.get("interval_normal_ml") or (None, None)
+        if lo is not None and hi is not None:
+            cover_n.append(lo <= true_ml <= hi)
+    return {
+        "epistemic_share_wrong": float(np.nanmean(share[w & ok])) if (w & ok).any() else float("nan"),
+        "epistemic_share_right": float(np.nanmean(share[~w & ok])) if (~w & ok).any() else float("nan"),
+        "mean_epistemic_wrong_nats": float(epi[w].mean()) if w.any() else float("nan"),
+        "mean_epistemic_right_nats": float(epi[~w].mean()) if (~w).any() else float("nan"),
+        "expected_dsc_abs_error": float(np.mean(errs)) if errs else float("nan"),
+        "volume_interval_coverage": float(np.mean(cover)) if cover else float("nan"),
+        "volume_interval_coverage_normal": float(np.mean(cover_n)) if cover_n else float("nan"),
+        "region": "union of all boxes; wrong = assembled label map differs from the labels",
+    }
+
+
 def evaluate_case(image: Volume, labels: Volume, loaded: LoadedEnsemble, out_dir: str | Path, *,
                   show_progress: bool = True, use_growcut: bool = True) -> dict:
     """Run the ensemble with label-derived boxes, compare with the labels, write report + pictures."""
@@ -197,6 +242,8 @@ def evaluate_case(image: Volume, labels: Volume, loaded: LoadedEnsemble, out_dir
         "muscle_names": {str(k): v["name"] for k, v in muscle_names().items()},
         "segment_report": build_report(image, result, loaded, boxes, []),
     }
+    report["uncertainty_quality"] = uncertainty_quality(result, truth, union, wrong, report["per_muscle"],
+                                                        report["segment_report"]["per_muscle"], boxes, spacing)
     out = Path(out_dir)
     reliability_plot(pooled["p"], pooled["y"], out / "reliability.png", f"{Path(image.source).name}: {loaded.ensemble.spec.name}")
     slices = sorted({b.slice for b in boxes})

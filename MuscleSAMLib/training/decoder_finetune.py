@@ -1,0 +1,338 @@
+"""Fine-tune a pretrained SAM-family mask decoder on stored embeddings, then grow an ensemble of output heads.
+
+The recipe of the shipped LiteMedSAM ensemble (weights/MODEL_CARD.md), in two stages:
+
+1. **Decoder** (METHODS.md "D" configuration): the image encoder is frozen, every training slice was
+   encoded once (:mod:`.embedding_store`), and the whole mask decoder (two-way transformer, upscaling,
+   output heads) is trained with Dice + BCE on the 256 x 256 logits plus the IoU-head MSE. One slice a
+   step and up to ``boxes_per_step`` of its tight boxes, each grown outward by a random 0-``jitter`` of
+   its side. AdamW, warm-up then cosine, gradient clip. Validation DSC on held-out subjects (scored
+   through :class:`~MuscleSAMLib.models.ensemble.Ensemble`, the inference path) every ``val_every``
+   steps; the best state is kept and training stops after ``patience`` checks without a gain.
+2. **Heads**: M members share that decoder's trunk and each trains its own output heads (hypernetwork
+   MLP of mask token 0 and the IoU head, :mod:`~MuscleSAMLib.models.shared_trunk`) from the stage-1
+   heads, perturbed by its own seed, on its own bootstrap resample of the training slices, with its own
+   jitter draws. Members cost almost nothing at inference and disagree where features are ambiguous.
+
+Both stages checkpoint to ``out`` every ``save_every`` steps and resume from there.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..engine.boxes import boxes_from_labels
+from ..models.architectures import build_sam, get_arch
+from ..models.ensemble import Ensemble, synthetic_spec
+from ..models.safe_load import load_state_dict, save_safetensors_atomic
+from ..models.shared_trunk import MEMBER_HEAD_PREFIXES
+from ..slice_geometry import ResizePad, resize_pad
+from .data import jitter_box
+from .embedding_store import DixonCase, load_embedding
+from .losses import dice_bce, iou_head_loss
+from .schedule import lr_factor, set_lr
+
+DECODER_PREFIXES = ("prompt_encoder.", "mask_decoder.")
+ProgressFn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class DecoderRecipe:
+    """Settings of both stages (recorded in the model card and the manifest's training record)."""
+
+    arch: str = "litemedsam"
+    variants: tuple[str, ...] = ("water", "fat", "inphase", "outphase")
+    steps: int = 400
+    boxes_per_step: int = 4
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_steps: int = 20
+    grad_clip: float = 1.0
+    iou_loss_weight: float = 1.0
+    jitter: float = 0.1
+    jitter_px: int = 2
+    val_every: int = 50
+    patience: int = 3
+    save_every: int = 25
+    seed: int = 0
+    members: int = 5
+    member_steps: int = 120
+    member_lr: float = 2e-4
+    member_perturb: float = 0.05
+    bootstrap: bool = True
+
+
+@dataclass
+class SliceEntry:
+    """One stored training slice: case, variant, slice index and its tight boxes (label, xyxy)."""
+
+    case: int
+    variant: str
+    k: int
+    boxes: list[tuple[int, tuple[int, int, int, int]]] = field(default_factory=list)
+
+
+class TrainingSet:
+    """Embeddings (in memory) + boxes + targets of the stored slices of ``cases``."""
+
+    def __init__(self, cases: Sequence[DixonCase], variants: Sequence[str], folder: str | os.PathLike) -> None:
+        self.cases = list(cases)
+        self.entries: list[SliceEntry] = []
+        self.embeddings: list[torch.Tensor] = []
+        self._labels: dict[tuple[int, str], np.ndarray] = {}
+        for ci, case in enumerate(self.cases):
+            for v in variants:
+                lab = case.labels_for(v)
+                for k in case.labelled_slices():
+                    emb = load_embedding(folder, case.name, v, k)
+                    if emb is None:
+                        continue
+                    boxes = [(b.label, tuple(int(x) for x in b.xyxy)) for b in boxes_from_labels(lab, slices=[k])]
+                    if boxes:
+                        self._labels[(ci, v)] = lab
+                        self.entries.append(SliceEntry(ci, v, k, boxes))
+                        self.embeddings.append(emb.to(torch.float16))
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def target(self, i: int, label: int, box: tuple[int, int, int, int], size: int) -> torch.Tensor:
+        """Soft target on the (size x size) logit grid: the muscle inside its tight box (this leg only)."""
+        e = self.entries[i]
+        sl = self._labels[(e.case, e.variant)][e.k]
+        x0, y0, x1, y1 = box
+        m = np.zeros(sl.shape, np.float32)
+        m[y0:y1, x0:x1] = sl[y0:y1, x0:x1] == label
+        t, _ = resize_pad(m, size)
+        return t[0]
+
+
+def _decoder(arch: str, base: Mapping[str, torch.Tensor]) -> torch.nn.Module:
+    """A Sam holding ``base`` (prompt encoder + mask decoder trainable, encoder unused)."""
+    sam = build_sam(arch)
+    sam.load_state_dict({k: v for k, v in base.items()}, strict=True)
+    return sam
+
+
+def _decode(sam: torch.nn.Module, emb: torch.Tensor, boxes_model: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1, C, h, w) embedding, (N, 4) model boxes -> logits (N, L, L), IoU (N,)."""
+    sparse, dense = sam.prompt_encoder(points=None, boxes=boxes_model, masks=None)
+    logits, iou = sam.mask_decoder(image_embeddings=emb, image_pe=sam.prompt_encoder.get_dense_pe(),
+                                   sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                   multimask_output=False)
+    return logits[:, 0], iou[:, 0]
+
+
+def _batch(ts: TrainingSet, i: int, rng: np.random.Generator, recipe: DecoderRecipe, size: int
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Embedding, jittered model-space boxes and targets for up to ``boxes_per_step`` boxes of entry i."""
+    e = ts.entries[i]
+    pick = rng.choice(len(e.boxes), size=min(recipe.boxes_per_step, len(e.boxes)), replace=False)
+    shape = ts._labels[(e.case, e.variant)].shape[1:]
+    geo = ResizePad(shape[0], shape[1], size)
+    boxes, targets = [], []
+    for j in pick:
+        label, box = e.boxes[int(j)]
+        jb = jitter_box(box, shape, recipe.jitter, recipe.jitter_px, rng)
+        boxes.append(geo.box_to_model(np.asarray(jb, np.float64)))
+        targets.append(ts.target(i, label, box, size))
+    return ts.embeddings[i].float(), torch.as_tensor(np.stack(boxes), dtype=torch.float32), torch.stack(targets)
+
+
+def validation_dsc(ens: Ensemble, cases: Sequence[DixonCase], folder: str | os.PathLike,
+                   variant: str = "water") -> float:
+    """Mean over cases and muscles of the volume DSC of the ensemble-mean mask, tight boxes (no jitter).
+
+    Scored through :meth:`Ensemble.decode` (the inference path). Each muscle's mask is the union of its
+    boxes' masks (mean probability >= 0.5 inside each box's window); overlaps between muscles are not
+    resolved here (``musclesam evaluate`` does the full multi-muscle assembly for reported figures).
+    """
+    scores = []
+    for case in cases:
+        lab = case.labels_for(variant)
+        inter: dict[int, float] = {}
+        psum: dict[int, float] = {}
+        for k in case.labelled_slices():
+            emb = load_embedding(folder, case.name, variant, k)
+            boxes = boxes_from_labels(lab, slices=[k])
+            if emb is None or not boxes:
+                continue
+            geo = ResizePad(lab.shape[1], lab.shape[2], ens.input_size)
+            res = ens.decode(emb, geo, np.array([b.xyxy for b in boxes], np.float64))
+            pred = {}
+            for n, b in enumerate(boxes):
+                x0, y0, x1, y1 = b.xyxy
+                pw = res.probs_window(n, y0, y1, x0, x1).mean(0) >= 0.5
+                m = pred.setdefault(b.label, np.zeros(lab.shape[1:], bool))
+                m[y0:y1, x0:x1] |= pw
+            for label, m in pred.items():
+                g = lab[k] == label
+                inter[label] = inter.get(label, 0.0) + float((m & g).sum())
+                psum[label] = psum.get(label, 0.0) + float(m.sum() + g.sum())
+        scores += [2 * inter[lbl] / psum[lbl] for lbl in inter if psum[lbl] > 0]
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def _ensemble(arch: str, base: Mapping[str, torch.Tensor], heads: Sequence[Mapping[str, torch.Tensor]]) -> Ensemble:
+    """An in-memory decoder-kind ensemble from the base state and member states (the inference runtime)."""
+    spec = synthetic_spec(arch, "decoder")
+    return Ensemble.from_states(spec, base, [dict(h) for h in heads])
+
+
+def _save_json(path: Path, obj: dict) -> None:
+    from ..atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1), encoding="utf-8")
+
+
+def train_decoder(base: Mapping[str, torch.Tensor], train: TrainingSet, val_cases: Sequence[DixonCase],
+                  emb_folder: str | os.PathLike, out: str | os.PathLike, recipe: DecoderRecipe,
+                  progress: ProgressFn = print) -> dict[str, torch.Tensor]:
+    """Stage 1: fine-tune the whole mask decoder; returns the best decoder state (prompt_encoder.* +
+    mask_decoder.*). Resumes from ``out/decoder_last.safetensors`` + ``decoder_state.json``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    size = get_arch(recipe.arch).img_size
+    sam = _decoder(recipe.arch, base)
+    state_file, last_file, best_file = out / "decoder_state.json", out / "decoder_last.safetensors", out / "decoder_best.safetensors"
+    st = json.loads(state_file.read_text()) if state_file.is_file() else {"step": 0, "best": -1.0, "bad": 0, "history": []}
+    if st["step"] and last_file.is_file():
+        sam.load_state_dict(load_state_dict(last_file), strict=False)
+        progress(f"resuming decoder training at step {st['step']}")
+    if st.get("done") and best_file.is_file():
+        return load_state_dict(best_file)
+    for p in sam.image_encoder.parameters():
+        p.requires_grad_(False)
+    params = [p for n, p in sam.named_parameters() if n.startswith("mask_decoder.")]
+    for p in sam.prompt_encoder.parameters():
+        p.requires_grad_(False)  # prompt encoder frozen (METHODS.md step 5)
+    opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    rng = np.random.default_rng(recipe.seed * 7919 + st["step"])
+    torch.manual_seed(recipe.seed + st["step"])
+
+    def dec_state() -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in sam.state_dict().items() if k.startswith(DECODER_PREFIXES)}
+
+    def validate(step: int) -> float:
+        sam.eval()
+        dsc = validation_dsc(_ensemble(recipe.arch, {**base, **dec_state()}, [{}]), val_cases, emb_folder) \
+            if val_cases else float("nan")
+        sam.train()
+        return dsc
+
+    t0, losses = time.time(), []
+    sam.train()
+    step = st["step"]
+    while step < recipe.steps:
+        set_lr(opt, recipe.lr, lr_factor(step, recipe.steps, recipe.warmup_steps))
+        emb, boxes, targets = _batch(train, int(rng.integers(len(train))), rng, recipe, size)
+        logits, iou = _decode(sam, emb, boxes)
+        loss = dice_bce(logits, targets) + recipe.iou_loss_weight * iou_head_loss(iou, logits, targets)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, recipe.grad_clip)
+        opt.step()
+        losses.append(float(loss))
+        step += 1
+        if step % recipe.save_every == 0 or step == recipe.steps:
+            save_safetensors_atomic(dec_state(), last_file)
+            st["step"] = step
+            _save_json(state_file, st)
+        if step % recipe.val_every == 0 or step == recipe.steps:
+            dsc = validate(step)
+            rate = (time.time() - t0) / max(len(losses), 1)
+            st["history"].append({"step": step, "loss": float(np.mean(losses[-recipe.val_every:])), "val_dsc": dsc})
+            progress(f"decoder step {step}/{recipe.steps}  loss {np.mean(losses[-recipe.val_every:]):.4f}  "
+                     f"val DSC {dsc:.4f}  ({rate:.2f} s/step)")
+            if not math.isnan(dsc) and dsc > st["best"]:
+                st["best"], st["bad"], st["best_step"] = dsc, 0, step
+                save_safetensors_atomic(dec_state(), best_file)
+            elif not math.isnan(dsc):
+                st["bad"] += 1
+            save_safetensors_atomic(dec_state(), last_file)
+            st["step"] = step
+            _save_json(state_file, st)
+            if st["bad"] >= recipe.patience:
+                progress(f"early stop at step {step}: best val DSC {st['best']:.4f} at step {st.get('best_step')}")
+                break
+    if not best_file.is_file():
+        save_safetensors_atomic(dec_state(), best_file)
+    st["done"] = True
+    _save_json(state_file, st)
+    return load_state_dict(best_file)
+
+
+def _head_state(sam: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The member-specific part of a decoder (see MEMBER_HEAD_PREFIXES)."""
+    return {k: v.detach().clone() for k, v in sam.state_dict().items() if k.startswith(MEMBER_HEAD_PREFIXES)}
+
+
+def train_heads(base: Mapping[str, torch.Tensor], decoder: Mapping[str, torch.Tensor], train: TrainingSet,
+                out: str | os.PathLike, recipe: DecoderRecipe, progress: ProgressFn = print) -> list[dict[str, torch.Tensor]]:
+    """Stage 2: M output-head members on the frozen stage-1 trunk; returns their head states.
+
+    Member m: seed ``recipe.seed + 1 + m``; starts from the stage-1 heads with the hypernetwork's last
+    layer perturbed by ``member_perturb`` x its std; trains on a bootstrap resample of the slices.
+    Finished members are stored as ``out/member{m}.safetensors`` and skipped on resume.
+    """
+    out = Path(out)
+    size = get_arch(recipe.arch).img_size
+    members = []
+    for m in range(recipe.members):
+        path = out / f"member{m}.safetensors"
+        if path.is_file():
+            members.append(load_state_dict(path))
+            continue
+        seed = recipe.seed + 1 + m
+        rng = np.random.default_rng(seed)
+        torch.manual_seed(seed)
+        sam = _decoder(recipe.arch, {**base, **decoder})
+        for p in sam.parameters():
+            p.requires_grad_(False)
+        md = sam.mask_decoder
+        head = torch.nn.ModuleList([md.output_hypernetworks_mlps[0], md.iou_prediction_head])
+        with torch.no_grad():
+            last = md.output_hypernetworks_mlps[0].layers[-1]
+            last.weight.add_(torch.randn_like(last.weight) * recipe.member_perturb * last.weight.std())
+        params = list(head.parameters())
+        for p in params:
+            p.requires_grad_(True)
+        opt = torch.optim.AdamW(params, lr=recipe.member_lr, weight_decay=recipe.weight_decay)
+        pool = rng.integers(len(train), size=len(train)) if recipe.bootstrap else np.arange(len(train))
+        sam.train()
+        t0, losses = time.time(), []
+        for step in range(recipe.member_steps):
+            set_lr(opt, recipe.member_lr, lr_factor(step, recipe.member_steps, min(recipe.warmup_steps, 10)))
+            emb, boxes, targets = _batch(train, int(pool[rng.integers(len(pool))]), rng, recipe, size)
+            logits, iou = _decode(sam, emb, boxes)
+            loss = dice_bce(logits, targets) + recipe.iou_loss_weight * iou_head_loss(iou, logits, targets)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, recipe.grad_clip)
+            opt.step()
+            losses.append(float(loss))
+        sam.eval()
+        state = _head_state(sam)
+        save_safetensors_atomic(state, path)
+        progress(f"member {m}: {recipe.member_steps} steps, loss {np.mean(losses[-30:]):.4f} "
+                 f"({(time.time() - t0) / max(len(losses), 1):.2f} s/step)")
+        members.append(state)
+    return members
+
+
+def recipe_dict(recipe: DecoderRecipe) -> dict:
+    """JSON-ready recipe (lists for tuples)."""
+    d = asdict(recipe)
+    d["variants"] = list(recipe.variants)
+    return d

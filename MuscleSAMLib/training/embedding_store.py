@@ -1,0 +1,101 @@
+"""Image embeddings of training slices, computed once by a frozen encoder and kept on disk.
+
+Decoder-side fine-tuning (the mask decoder or its output heads, with the image encoder frozen) needs
+each training image through the encoder only once; at 1.6 s per LiteMedSAM slice on a 2-core CPU that
+is what makes training affordable here. Every variant of a slice that changes pixels needs its own
+pass: each Dixon contrast (METHODS.md: water, fat, in-phase W + F, out-of-phase |W - F|, so that T1-,
+PD- and GRE-like scans are not new to the model), the left-right mirror, and intensity augmentations.
+
+Files: ``<folder>/<case>__<variant>__s<slice>.safetensors`` holding ``embedding`` (C, h, w) float16,
+written atomically, so an interrupted run resumes where it stopped. The encoder input is exactly what
+inference feeds (:meth:`~MuscleSAMLib.models.ensemble.Ensemble.preprocess`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from ..intensity import normalize_mri
+
+#: Contrast variants a Dixon pair gives for free, and their mirrored twins (suffix "_flip").
+DIXON_CONTRASTS = ("water", "fat", "inphase", "outphase")
+
+
+@dataclass
+class DixonCase:
+    """One subject: raw water and fat volumes (canonical, slices first) and the label map."""
+
+    name: str
+    water: np.ndarray
+    fat: np.ndarray
+    labels: np.ndarray
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    def contrast(self, variant: str) -> np.ndarray:
+        """0..255 volume of one contrast (normalised per volume like every model input)."""
+        base = variant.replace("_flip", "")
+        w, f = self.water.astype(np.float32), self.fat.astype(np.float32)
+        raw = {"water": w, "fat": f, "inphase": w + f, "outphase": np.abs(w - f)}.get(base)
+        if raw is None:
+            raise ValueError(f"unknown contrast variant {variant!r}; known: {', '.join(DIXON_CONTRASTS)} (+ _flip)")
+        vol = normalize_mri(raw)
+        return vol[:, :, ::-1].copy() if variant.endswith("_flip") else vol
+
+    def labels_for(self, variant: str) -> np.ndarray:
+        """Label map matching a variant (mirrored for "_flip"; muscle values are per muscle, not per side)."""
+        return self.labels[:, :, ::-1].copy() if variant.endswith("_flip") else self.labels
+
+    def labelled_slices(self) -> list[int]:
+        """Axial slices holding at least one muscle label."""
+        return [int(k) for k in np.nonzero((self.labels > 0).reshape(self.labels.shape[0], -1).any(1))[0]]
+
+
+def embedding_file(folder: str | os.PathLike, case: str, variant: str, k: int) -> Path:
+    """Path of one stored embedding."""
+    return Path(folder) / f"{case}__{variant}__s{k:03d}.safetensors"
+
+
+def precompute(cases: Sequence[DixonCase], variants: Iterable[str], folder: str | os.PathLike,
+               preprocess: Callable[[np.ndarray], tuple[torch.Tensor, object]],
+               encode: Callable[[torch.Tensor], torch.Tensor], progress: Callable[[str], None] = print) -> int:
+    """Encode every labelled slice of every case in every variant not yet stored; returns how many were new."""
+    from safetensors.torch import save_file
+
+    from ..atomic import atomic_path
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    new = 0
+    for variant in variants:
+        for case in cases:
+            vol = None
+            for k in case.labelled_slices():
+                path = embedding_file(out, case.name, variant, k)
+                if path.is_file():
+                    continue
+                if vol is None:
+                    vol = case.contrast(variant)
+                x, _ = preprocess(vol[k])
+                with torch.inference_mode():
+                    emb = encode(x)[0].to(torch.float16).contiguous()
+                with atomic_path(path) as tmp:
+                    save_file({"embedding": emb}, str(tmp))
+                new += 1
+                progress(f"embedded {case.name} {variant} slice {k}")
+    return new
+
+
+def load_embedding(folder: str | os.PathLike, case: str, variant: str, k: int) -> torch.Tensor | None:
+    """A stored embedding as float32 (1, C, h, w), or None when it was not computed."""
+    from safetensors.torch import load_file
+
+    path = embedding_file(folder, case, variant, k)
+    if not path.is_file():
+        return None
+    return load_file(str(path))["embedding"].float()[None]

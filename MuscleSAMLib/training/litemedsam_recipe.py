@@ -1,0 +1,178 @@
+"""The LiteMedSAM recipe end to end: embeddings, cross-validated folds, temperature by cross-fitting, final model.
+
+``musclesam train --recipe CONFIG.json --out RUN/`` runs this (weights/train_litemedsam.json is the
+shipped default's config). With two subjects A and B:
+
+- fold A->B trains on A, validates (early stopping) on B; fold B->A the reverse. Each fold gets its
+  own M-member head ensemble. These folds give the cross-validated figures (``musclesam evaluate``).
+- Temperature by cross-fitting: each fold fits T on its held-out subject, and that T is applied to
+  the OTHER fold's ensemble when it is reported, so no reported figure uses a temperature fitted on the
+  subject it is reported on. The final model (trained on A and B, stage-1 steps = mean of the folds'
+  best steps) uses the mean of the fold temperatures.
+- Every stage checkpoints into ``RUN/`` and an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..models.litemedsam import CHECKPOINT_SHA256, checkpoint_path
+from ..models.safe_load import load_state_dict, save_safetensors_atomic
+from ..slice_geometry import ResizePad
+from ..volumes import check_same_grid, read_volume
+from .decoder_finetune import DecoderRecipe, TrainingSet, _ensemble, recipe_dict, train_decoder, train_heads
+from .embedding_store import DixonCase, load_embedding, precompute
+
+TEMPERATURES = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.4, 1.6, 1.8, 2.0, 2.5, 3.0)
+
+
+def load_dixon_case(name: str, water: str, fat: str, labels: str) -> DixonCase:
+    """Read one subject (water, fat, labels on one grid) into canonical arrays."""
+    w, f = read_volume(water), read_volume(fat)
+    lab = read_volume(labels, allow_labels=True)
+    check_same_grid(w, f, "water image", "fat image")
+    check_same_grid(w, lab, "water image", "label map")
+    return DixonCase(name, w.canonical_array, f.canonical_array, np.rint(lab.canonical_array).astype(np.uint8),
+                     w.canonical_spacing)
+
+
+def load_recipe_config(path: str | os.PathLike) -> tuple[list[dict], DecoderRecipe, dict]:
+    """Config JSON -> (subjects [{name, water, fat, labels}], recipe, extra fields). Paths relative to the file."""
+    p = Path(path)
+    try:
+        cfg = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"cannot read recipe config {p}: {exc}") from None
+    subjects = []
+    for s in cfg.get("subjects", []):
+        subjects.append({k: (str((p.parent / v).resolve()) if k != "name" else v) for k, v in s.items()})
+    if len(subjects) < 2:
+        raise InputError(f"{p}: 'subjects' needs at least two subjects (cross-validation is by subject)")
+    known = {f.name for f in fields(DecoderRecipe)}
+    raw = cfg.get("recipe", {})
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise InputError(f"{p}: unknown recipe keys {unknown}; known: {sorted(known)}")
+    if "variants" in raw:
+        raw = dict(raw, variants=tuple(raw["variants"]))
+    extra = {k: v for k, v in cfg.items() if k not in ("subjects", "recipe")}
+    return subjects, DecoderRecipe(**raw), extra
+
+
+def ensemble_predictions(ens, case: DixonCase, folder: str | os.PathLike, variant: str = "water"
+                         ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(member logits on the slice grid inside each box window, truth) pairs for temperature fitting."""
+    from ..engine.boxes import boxes_from_labels
+    from ..slice_geometry import model_to_slice
+
+    out = []
+    lab = case.labels_for(variant)
+    for k in case.labelled_slices():
+        emb = load_embedding(folder, case.name, variant, k)
+        boxes = boxes_from_labels(lab, slices=[k])
+        if emb is None or not boxes:
+            continue
+        geo = ResizePad(lab.shape[1], lab.shape[2], ens.input_size)
+        res = ens.decode(emb, geo, np.array([b.xyxy for b in boxes], np.float64))
+        for n, b in enumerate(boxes):
+            x0, y0, x1, y1 = b.xyxy
+            logits = model_to_slice(torch.from_numpy(res.logits_lowres[:, n]), geo)[:, y0:y1, x0:x1].numpy()
+            out.append((logits, lab[k, y0:y1, x0:x1] == b.label))
+    return out
+
+
+def fit_temperature(preds: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[float, dict[float, float]]:
+    """Grid temperature minimising the NLL of the ensemble-mean probability (member logits / T) in the boxes."""
+    table = {}
+    for t in TEMPERATURES:
+        tot, n = 0.0, 0
+        for logits, y in preds:
+            p = (1.0 / (1.0 + np.exp(-logits / t))).mean(0).clip(1e-7, 1 - 1e-7)
+            tot += float(-(y * np.log(p) + (~y) * np.log(1 - p)).sum())
+            n += y.size
+        table[t] = tot / max(n, 1)
+    return min(table, key=table.get), table
+
+
+def bake_temperature(head: Mapping[str, torch.Tensor], t: float) -> dict[str, torch.Tensor]:
+    """Member head with its mask logits divided by ``t`` (the hypernetwork's last layer scaled)."""
+    out = dict(head)
+    for k, v in head.items():
+        if k.startswith("mask_decoder.output_hypernetworks_mlps.0.layers.2."):
+            out[k] = v / t
+    return out
+
+
+def run_recipe(config: str | os.PathLike, out: str | os.PathLike, progress=print, only: str = "") -> dict[str, Any]:
+    """Embeddings -> fold A->B, fold B->A -> temperatures -> final model. Returns the run record."""
+    subjects, recipe, extra = load_recipe_config(config)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    emb_dir = out / "embeddings"
+    torch.set_num_threads(int(extra.get("threads", torch.get_num_threads())))
+    t0 = time.time()
+    cases = [load_dixon_case(s["name"], s["water"], s["fat"], s["labels"]) for s in subjects]
+    base = load_state_dict(checkpoint_path(), CHECKPOINT_SHA256)
+    from ..models.architectures import build_sam
+
+    encoder = build_sam(recipe.arch)
+    encoder.load_state_dict(base, strict=True)
+    spec_ens = _ensemble(recipe.arch, base, [{}])
+    precompute(cases, recipe.variants, emb_dir, spec_ens.preprocess, encoder.image_encoder.eval(),
+               progress=lambda m: None)
+    progress(f"embeddings ready ({time.time() - t0:.0f} s)")
+    record: dict[str, Any] = {"recipe": recipe_dict(recipe), "subjects": [s["name"] for s in subjects], "folds": {}}
+    folds = [(i, j) for i in range(len(cases)) for j in range(len(cases)) if i != j and len(cases) == 2] or \
+            [(i, None) for i in range(len(cases))]
+    for tr, va in folds:
+        name = f"fold_{cases[tr].name}_to_{cases[va].name}"
+        if only and only != name:
+            continue
+        fold_dir = out / name
+        train = TrainingSet([cases[tr]], recipe.variants, emb_dir)
+        progress(f"{name}: {len(train)} training slices")
+        dec = train_decoder(base, train, [cases[va]], emb_dir, fold_dir, recipe, progress)
+        heads = train_heads(base, dec, train, fold_dir, recipe, progress)
+        ens = _ensemble(recipe.arch, {**base, **dec}, heads)
+        t, table = fit_temperature(ensemble_predictions(ens, cases[va], emb_dir))
+        st = json.loads((fold_dir / "decoder_state.json").read_text())
+        record["folds"][name] = {"train": cases[tr].name, "val": cases[va].name, "temperature_fitted_on_val": t,
+                                 "nll_by_temperature": table, "best_step": st.get("best_step"),
+                                 "best_val_dsc": st.get("best"), "history": st.get("history")}
+        progress(f"{name}: best val DSC {st.get('best')} at step {st.get('best_step')}, T on {cases[va].name} = {t}")
+        _write(out / "record.json", record)
+    if only and only != "final":
+        return record
+    temps = [f["temperature_fitted_on_val"] for f in record["folds"].values()]
+    steps = [f["best_step"] for f in record["folds"].values() if f["best_step"]]
+    final_recipe = replace(recipe, steps=int(np.mean(steps)) if steps else recipe.steps, val_every=10 ** 9, patience=10 ** 9)
+    final_dir = out / "final"
+    train = TrainingSet(cases, recipe.variants, emb_dir)
+    dec = train_decoder(base, train, [], emb_dir, final_dir, final_recipe, progress)
+    heads = train_heads(base, dec, train, final_dir, final_recipe, progress)
+    t_final = float(np.mean(temps)) if temps else 1.0
+    save_safetensors_atomic({k: v.half() for k, v in dec.items() if not k.startswith("prompt_encoder.")},
+                            final_dir / "shared.safetensors")
+    for m, h in enumerate(heads):
+        save_safetensors_atomic({k: v.half() for k, v in bake_temperature(h, t_final).items()},
+                                final_dir / f"member{m}_T.safetensors")
+    record["final"] = {"steps": final_recipe.steps, "temperature": t_final, "seconds_total": time.time() - t0}
+    _write(out / "record.json", record)
+    progress(f"final model: {final_recipe.steps} decoder steps, T = {t_final}")
+    return record
+
+
+def _write(path: Path, obj: dict) -> None:
+    from ..atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1, default=float), encoding="utf-8")
