@@ -143,3 +143,37 @@ def binding_problems(ui_file: Path, module_file: Path) -> list[str]:
             and n.value.attr == "ui" and isinstance(n.value.value, ast.Name) and n.value.value.id == "self"}
     problems += [f"self.ui.{name} is not a widget in {ui_file.name}" for name in sorted(used - set(classes))]
     return problems
+
+
+# Keys Slicer 5.6-5.10 bind while a module panel is shown, from Slicer's source at v5.6.2 / v5.8.1 / v5.10.0:
+# slice views (Libs/MRML/DisplayableManager/vtkMRMLSliceIntersectionWidget.cxx, any modifier for V) and the
+# Segment Editor's installKeyboardShortcuts (Modules/Loadable/Segmentations/Widgets/qMRMLSegmentEditorWidget.cxx),
+# which MuscleSAM's embedded editor installs on enter.
+SLICER_KEYS = ({"B", "F", "G", "R", "T", "V", "SHIFT+V", "CTRL+V", "UP", "DOWN", "LEFT", "RIGHT", "[", "]", "{", "}",
+                "ESC", "ESCAPE", "SPACE", "Z", "Y", "CTRL+Z", "CTRL+Y", "CTRL+SHIFT+Z", "Q", "W", "I", "/", "*", ",",
+                ".", "<", ">", "CTRL+B", "CTRL+F", "+", "-"}
+               | {str(d) for d in range(10)} | {f"SHIFT+{d}" for d in range(10)})
+
+
+def module_shortcuts(module_file: Path) -> dict:
+    """The module's SHORTCUTS table (button name -> key sequence)."""
+    tree = ast.parse(module_file.read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "SHORTCUTS" for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"{module_file}: no SHORTCUTS table")
+
+
+def shortcut_problems(ui_file: Path, module_file: Path) -> list[str]:
+    """Shortcuts that shadow Slicer's keys, name a button not in the .ui, or are not shown on the button."""
+    texts = {w.get("name"): (w.find("property[@name='text']/string").text if w.find("property[@name='text']/string")
+                             is not None else "") for w in ET.parse(ui_file).getroot().iter("widget")}
+    problems = []
+    for button, key in module_shortcuts(module_file).items():
+        if key.upper().replace(" ", "") in SLICER_KEYS:
+            problems.append(f"{button}: {key} is already Slicer's key")
+        if button not in texts:
+            problems.append(f"{button}: not a widget of {ui_file.name}")
+        elif f"({key})" not in texts[button]:
+            problems.append(f"{button}: its text {texts[button]!r} does not show ({key})")
+    return problems

@@ -63,3 +63,12 @@ def test_unknown_widget_classes_and_unknown_parameters_are_reported(tmp_path):
         "<string>inputVolume</string>", "<string>inputVolumee</string>"))
     assert any("no GUI connector for widget class ctkComboBox" in p for p in problems), problems
     assert any("'inputVolumee' is not a parameter" in p for p in problems), problems
+
+
+def test_shortcuts_do_not_shadow_slicers_keys_and_are_shown_on_their_buttons(tmp_path):
+    from slicer_ui_rules import shortcut_problems
+
+    assert shortcut_problems(UI, MODULE) == []
+    old = MODULE.read_text().replace('"placeBoxButton": "A"', '"placeBoxButton": "B"')  # the old key: slice back
+    (tmp_path / "m.py").write_text(old)
+    assert any("B is already Slicer's key" in p for p in shortcut_problems(UI, tmp_path / "m.py"))
