@@ -43,7 +43,6 @@ from MuscleSAMLib.scene_bridge import dependencies  # noqa: E402 (after the clon
 # MuscleSAM's keys avoid them all (test_desktop_ui_bindings.py checks it).
 SHORTCUTS = {"placeBoxButton": "A", "segmentButton": "S", "propagateButton": "P", "nextUncertainButton": "N",
              "cancelButton": "Shift+Esc"}
-SAMPLE_CATEGORY = "MuscleSAM"
 
 
 class MuscleSAM(ScriptedLoadableModule):
@@ -68,9 +67,8 @@ class MuscleSAM(ScriptedLoadableModule):
 def registerSampleData():
     """The embedded Dixon thigh (water and fat, Apache-2.0) in Sample Data's 'MuscleSAM' category.
 
-    Uses only the keyword arguments registerCustomSampleDataSource takes in Slicer 5.6 to 5.10 (5.10 renamed
-    loadFileType to loadFileTypes; the default, a volume, is what both do). The files ship with the module, so
-    the URIs are file:// URLs (SampleData downloads them with urllib, which reads those too).
+    Only keyword arguments registerCustomSampleDataSource takes in Slicer 5.6-5.10 (5.10 renamed loadFileType to
+    loadFileTypes; both default to a volume). The files ship with the module: file:// URIs (urllib reads them).
     """
     import SampleData
     from MuscleSAMLib.sample_data import sample_case
@@ -81,7 +79,7 @@ def registerSampleData():
         logging.warning(f"MuscleSAM sample data not registered: {exc}")
         return
     SampleData.SampleDataLogic.registerCustomSampleDataSource(
-        category=SAMPLE_CATEGORY, sampleName=f"{case.name} thigh Dixon",
+        category="MuscleSAM", sampleName=f"{case.name} thigh Dixon",
         thumbnailFileName=os.path.join(os.path.dirname(__file__), "Resources", "Icons", "MuscleSAM.png"),
         uris=[case.water.as_uri(), case.fat.as_uri()], fileNames=[case.water.name, case.fat.name],
         nodeNames=[f"{case.name}_water", f"{case.name}_fat"])
@@ -162,7 +160,9 @@ class MuscleSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def exit(self):
         self.ui.segmentEditorWidget.setActiveEffect(None)  # no paint brush left active in other modules
         self.ui.segmentEditorWidget.uninstallKeyboardShortcuts()
-        self.setParameterNode(None)
+        if self._parameterNode:  # as Slicer's module template: the node stays, the GUI is disconnected
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
 
     # ---------------------------------------------------------------- parameter node and scene
     def initializeParameterNode(self):
@@ -220,21 +220,23 @@ class MuscleSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         log = self.ui.installLogTextEdit
         log.visible = True
         constraints = dependencies.write_constraints(os.path.join(self.logic.dataFolder(), "slicer-constraints.txt"))
+        pytorch = [r for r in missing if r.via == "pytorch"] if "PyTorchUtils" in slicer.util.moduleNames() else []
         done = []
         try:
-            for req in missing:
+            if pytorch:  # the PyTorch extension picks the build for this GPU/driver; torch and torchvision together
+                log.appendPlainText("installing torch and torchvision through the PyTorch extension ...")
+                slicer.app.processEvents()
+                import PyTorchUtils
+                specs = {r.dist: r.spec for r in dependencies.REQUIREMENTS}
+                PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False, torchVersionRequirement=specs["torch"],
+                                                              torchvisionVersionRequirement=specs["torchvision"])
+                done += pytorch
+            for req in (r for r in missing if r not in pytorch):
                 log.appendPlainText(f"installing {req.pip} ...")
                 self._status(f"MuscleSAM: installing {req.pip}")
                 slicer.app.processEvents()
-                if req.via == "pytorch" and "PyTorchUtils" in slicer.util.moduleNames():  # the PyTorch extension
-                    if req.dist == "torch":  # installs torch and torchvision together
-                        import PyTorchUtils
-                        PyTorchUtils.PyTorchUtilsLogic().installTorch(
-                            askConfirmation=True, torchVersionRequirement=">=2.1,<3")
-                else:
-                    slicer.util.pip_install(dependencies.pip_arguments(req, constraints))
+                slicer.util.pip_install(dependencies.pip_arguments(req, constraints))
                 done.append(req)
-                log.appendPlainText(f"{req.dist}: {dependencies.installed_version(req.dist) or 'installed'}")
         except Exception as exc:
             log.appendPlainText(f"failed: {exc}")
             slicer.util.errorDisplay(f"Installing dependencies failed: {exc}")
@@ -266,7 +268,8 @@ class MuscleSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onDataFolderChanged(self, folder):
         self.logic.setDataFolder(folder)
-        self.fillSelectors()
+        if not dependencies.describe_missing():
+            self.fillSelectors()
 
     # ---------------------------------------------------------------- running
     @staticmethod
@@ -278,6 +281,7 @@ class MuscleSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         elapsed = time.perf_counter() - self._started
         text = f"{self._stage} ... {elapsed:.0f} s (Cancel: Shift+Esc)"
         self.ui.runProgressBar.setFormat(text)
+        self.ui.statusLabel.text = text
         self._status(f"MuscleSAM: {text}")
         slicer.app.processEvents()
 
@@ -397,7 +401,7 @@ class MuscleSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic.bridge.cancel()
 
     def _show(self, outcome, used=(), remember=None):
-        if outcome is None:
+        if outcome is None or self._parameterNode is None:  # failed, or the scene was closed meanwhile
             return
         volume, self.lastOutcome = self._volume(), outcome
         self._boxes = [b for b in self._boxes if b not in used]  # used: a later Segment must not re-predict them
@@ -451,7 +455,6 @@ class MuscleSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onExport(self):
         volume = self._volume()
         folder = self.logic.bridge.bundle_folder(self.ui.exportDirectoryButton.directory, volume.GetName() if volume else "")
-        self._stage = "exporting"
         path = self._run(lambda: self.logic.bridge.export_corrected(volume, self._parameterNode.segmentation, folder,
                                                                     self._parameterNode.fatVolume), "Export")
         if path is not None:
@@ -461,12 +464,13 @@ class MuscleSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onLearn(self):
         """Learning from corrections: a background job into the user's folder, polled by a QTimer on the main thread."""
-        from MuscleSAMLib.scene_bridge import learning_output, start_learning
+        from MuscleSAMLib.scene_bridge import learning_output, start_learning, user_manifest
 
         with slicer.util.tryWithErrorDisplay("Learning from corrections could not start."):
+            manifest = user_manifest(self.logic.dataFolder())  # an unwritable folder is a message, never the install tree
             out = learning_output(self.logic.dataFolder(), time.strftime("%Y%m%d-%H%M%S"))
             self._learning = start_learning(
-                [b for b, _ in self._bundles], self.ui.ensembleComboBox.currentData, manifest=self.logic.manifest(),
+                [b for b, _ in self._bundles], self.ui.ensembleComboBox.currentData, manifest=manifest,
                 out=out, images=[i for _, i in self._bundles] if all(i for _, i in self._bundles) else ())
             self._pollLearning()
 

@@ -31,6 +31,11 @@ class Requirement:
     via: str = "pip"  # "pip", "pytorch" (PyTorch extension's installTorch when available, else pip), "slicer"
 
     @property
+    def spec(self) -> str:
+        """The version range alone: 'torch>=2.1,<3' -> '>=2.1,<3' (PyTorchUtils' installTorch takes this form)."""
+        return self.pip[len(self.dist):]
+
+    @property
     def minimum(self) -> str:
         found = re.search(r">=\s*([0-9][0-9.]*)", self.pip)
         return found.group(1) if found else "0"
@@ -102,7 +107,7 @@ class Status:
         r = self.requirement
         found = self.version or ("installed" if self.importable else "missing")
         verdict = "ok" if self.ok else ("too old" if self.importable else "missing")
-        return f"{r.dist} {found} (needs {r.pip.replace(r.dist, '', 1)}): {verdict}"
+        return f"{r.dist} {found} (needs {r.spec}): {verdict}"
 
 
 def all_requirements() -> tuple[Requirement, ...]:
@@ -142,6 +147,7 @@ def write_constraints(path: str | Path) -> Path:
     """A pip constraints file pinning Slicer's own packages to the installed versions (pip may not replace them)."""
     lines = [f"{r.dist}=={v}" for r in SLICER_PACKAGES if (v := installed_version(r.dist)) is not None]
     target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return target
 
