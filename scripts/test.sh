@@ -15,8 +15,8 @@ if [ "$rc" = "5" ]; then
 fi
 # The whole suite (no test paths given) also runs the engine and learning tests on Slicer 5.6/5.8's
 # Python 3.9 + numpy 1.26 (scripts/test_py39.sh; MUSCLESAM_SKIP_PY39=1 leaves it out).
-_paths=0
-for _arg in "$@"; do case "$_arg" in -*) ;; *) _paths=1 ;; esac; done
+_paths=0  # a test file or folder given (e.g. Testing/Python/test_x.py::test_y): only that is run
+for _arg in "$@"; do case "$_arg" in -*) ;; *) if [ -e "${_arg%%::*}" ]; then _paths=1; fi ;; esac; done
 if [ "$_paths" = "0" ] && [ "${MUSCLESAM_SKIP_PY39:-0}" != "1" ]; then
   echo "[musclesam] engine and learning tests on Python 3.9 + numpy 1.26 (Slicer 5.6/5.8)" >&2
   bash "$MUSCLESAM_ROOT/scripts/test_py39.sh" -q
