@@ -126,15 +126,14 @@ def box_from_roi(volume: Volume, roi: Any, label: Any | None = None) -> BoxPromp
     section = idx[:, :2] if thickness_mm <= spacing[2] + EDGE_TOL else _slab_section(idx, k)
     if len(section) == 0:  # cannot happen for a box whose centre is on slice k; be explicit anyway
         raise GeometryError(f"{source} does not reach axial slice {k}")
-    return _checked(volume, box_from_canonical_rect(volume, lab, section.min(axis=0), section.max(axis=0), k, source,
-                                                    NOT_AXIAL_HINT, "volume"))
+    return box_from_canonical_rect(volume, lab, section.min(axis=0), section.max(axis=0), k, source, NOT_AXIAL_HINT, "volume")
 
 
 def box_from_ras(volume: Volume, label: Any, corner0: Sequence[float], corner1: Sequence[float],
                  source: str = "RAS box") -> BoxPrompt:
     """A box given by two opposite world-RAS corners on one axial slice (voxel-centre rule as for ROIs)."""
     corners_lps = lps_ras(np.array([corner0, corner1], dtype=np.float64))
-    return _checked(volume, box_from_physical_corners(volume, parse_label(label), corners_lps, source, NOT_AXIAL_HINT, "volume"))
+    return box_from_physical_corners(volume, parse_label(label), corners_lps, source, NOT_AXIAL_HINT, "volume")
 
 
 OUTSIDE_TOL_VOXELS = 1.0  # a drawn corner may lie this far past the image edge (a hand's imprecision)
@@ -160,13 +159,6 @@ def drawn_box(volume: Volume, label: Any, corner0: Sequence[float], corner1: Seq
     reason = air_reason(volume.canonical_array[box.slice], box)
     if reason:
         raise GeometryError(f"{source}: {reason}")
-    return box
-
-
-def _checked(volume: Volume, box: BoxPrompt) -> BoxPrompt:
-    reason = validate_box(box, volume.canonical_array.shape)
-    if reason:
-        raise GeometryError(f"{box.source}: {reason}")
     return box
 
 

@@ -6,10 +6,13 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from musclesam_test_helpers import DIRECTIONS, make_image
-from MuscleSAMLib.engine.boxes import boxes_from_labels, boxes_to_json, load_boxes_file, nearest_slice, parse_boxes
-from MuscleSAMLib.errors import InputError
+from MuscleSAMLib.engine.boxes import (box_from_canonical_rect, boxes_from_labels, boxes_to_json, load_boxes_file,
+                                       nearest_slice, parse_boxes, validate_box)
+from MuscleSAMLib.errors import GeometryError, InputError
 from MuscleSAMLib.volumes import Volume, lps_ras, volume_from_array
 
 
@@ -134,3 +137,17 @@ def test_lps_ras_is_its_own_inverse():
     p = np.array([[1.0, -2.0, 3.0], [-4.5, 5.5, -6.0]])
     assert np.array_equal(lps_ras(p), [[-1.0, 2.0, 3.0], [4.5, -5.5, -6.0]])
     assert np.array_equal(lps_ras(lps_ras(p)), p)
+
+
+@settings(max_examples=200, deadline=None)
+@given(lo=st.tuples(st.floats(-20, 80), st.floats(-20, 60)), size=st.tuples(st.floats(0, 70), st.floats(0, 50)),
+       k=st.integers(-2, 7))
+def test_the_box_rule_refuses_or_returns_a_box_that_can_run(lo, size, k):
+    """box_from_canonical_rect is the one check a drawn box needs: what it returns always passes validate_box."""
+    vol, _ = _volume("oblique")
+    lo_arr = np.array(lo)
+    try:
+        box = box_from_canonical_rect(vol, 3, lo_arr, lo_arr + np.array(size), k)
+    except GeometryError:
+        return
+    assert validate_box(box, vol.canonical_array.shape) is None
