@@ -313,6 +313,20 @@ def check_same_grid(a: Volume, b: Volume, what_a: str = "image", what_b: str = "
     raise GeometryError(f"{what_a} {a.source} and {what_b} {b.source} are on different grids")
 
 
+MAX_LABEL_VALUES = 32  # an integer image with no more distinct values than this is a label map, not an MRI
+
+
+def label_map_reason(volume: Volume) -> str | None:
+    """Why ``volume`` looks like a label map rather than an image to segment (None when it does not)."""
+    arr = volume.canonical_array
+    values = np.unique(arr.ravel()[:: max(1, arr.size // 4_000_000)])
+    if values.size > MAX_LABEL_VALUES or not np.all(values == np.round(values)):
+        return None
+    return (f"{volume.source} holds only {values.size} distinct values ({', '.join(str(int(v)) for v in values[:12])}"
+            f"{', ...' if values.size > 12 else ''}): it looks like a label map, not an MRI image; open the water image "
+            "(corrected labels are exported, not opened)")
+
+
 def volume_from_array(array_kji: np.ndarray, spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
                       origin: tuple[float, float, float] = (0.0, 0.0, 0.0),
                       direction: tuple[float, ...] = (1, 0, 0, 0, 1, 0, 0, 0, 1), source: str = "<memory>") -> Volume:

@@ -385,6 +385,89 @@ class MuscleSAMLogic:
         self._write_maps(volume_node, s)
         return [geometry.stored_slice_index(s.volume, k) for k in slices]
 
+    def clear_muscle(self, volume_node: Any, label: Any, slice_index: int | None = None,
+                     segmentation_node: Any | None = None) -> int:
+        """Erase muscle ``label`` on axial slice ``slice_index`` (the node's own K; None: every slice);
+        returns the voxels erased. An edit like any other (it shows in the edit map); a locked muscle is refused.
+        """
+        lab = prompts.resolve_label(label)
+        seg_node = segmentation_node or self.segmentation_for(volume_node)
+        if seg_node is None:
+            raise InputError("nothing to clear yet: segment first")
+        if lab in segments.locked_labels(seg_node):
+            raise InputError(f"{muscle_names()[lab]['name']} is locked (finished); unlock it to clear it")
+        now = segments.read_labels(seg_node, volume_node)
+        where = slice(None) if slice_index is None else int(slice_index)
+        if slice_index is not None and not 0 <= int(slice_index) < now.shape[0]:
+            raise InputError(f"slice {slice_index} does not exist ({now.shape[0]} slices)")
+        target = now.copy()
+        hit = target[where] == lab
+        target[where][hit] = 0
+        if hit.any():
+            segments.write_changes(seg_node, volume_node, now, target)
+        return int(hit.sum())
+
+    def slice_of(self, volume_node: Any, ras: Sequence[float]) -> tuple[int, int]:
+        """(axial slice through world point ``ras`` as the node's own K, number of slices)."""
+        s = self._sessions.get(volume_node.GetID())
+        vol = s.volume if s is not None else geometry.volume_from_node(volume_node)
+        n = vol.canonical_array.shape[0]
+        k = int(np.clip(np.floor(geometry.ras_to_canonical(vol, np.array([ras], float))[0, 2] + 0.5), 0, n - 1))
+        return geometry.stored_slice_index(vol, k), n
+
+    @staticmethod
+    def segmentation_digest(volume_node: Any, segmentation_node: Any) -> str:
+        """A fingerprint of the muscle labels and statuses (a front end asks before discarding unsaved work)."""
+        import hashlib  # noqa: PLC0415
+
+        labels = segments.read_labels(segmentation_node, volume_node)
+        statuses = sorted((lab, segments.segment_status(segmentation_node, lab)) for lab in segments.muscle_segment_ids(segmentation_node))
+        return hashlib.sha1(labels.tobytes() + repr(statuses).encode()).hexdigest()
+
+    @staticmethod
+    def segment_summary(volume_node: Any, segmentation_node: Any) -> list[dict[str, Any]]:
+        """Per muscle segment: label, voxels, status, visible, fill opacity (for a segment list)."""
+        labels = segments.read_labels(segmentation_node, volume_node)
+        counts = np.bincount(labels.ravel(), minlength=256)
+        display = segmentation_node.GetDisplayNode()
+        out = []
+        for lab, sid in sorted(segments.muscle_segment_ids(segmentation_node).items()):
+            out.append({"label": lab, "voxels": int(counts[lab]), "status": segments.segment_status(segmentation_node, lab),
+                        "visible": bool(display.GetSegmentVisibility(sid)) if display is not None else True,
+                        "opacity": float(display.GetSegmentOpacity2DFill(sid)) if display is not None else 1.0})
+        return out
+
+    def set_window_level(self, volume_node: Any, preset: str) -> tuple[float, float]:
+        """Window the MRI by a named preset (see overlays.WINDOW_PRESETS); returns (low, high)."""
+        geometry.check_volume_node(volume_node)
+        return overlays.set_window_level(volume_node, preset)
+
+    @staticmethod
+    def set_segment_display(segmentation_node: Any, label: Any, visible: bool | None = None,
+                            opacity: float | None = None) -> None:
+        """Show/hide a muscle's segment or set its fill opacity (0..1) in the views."""
+        segments.set_segment_display(segmentation_node, prompts.resolve_label(label), visible, opacity)
+
+    def read_out(self, volume_node: Any, ras: Sequence[float]) -> dict[str, Any] | None:
+        """What lies at world point ``ras``: stored voxel (i, j, k), intensity, muscle, total uncertainty;
+        None outside the image."""
+        geometry.check_volume_node(volume_node)
+        s = self._sessions.get(volume_node.GetID())
+        vol = s.volume if s is not None else geometry.volume_from_node(volume_node)
+        col, row, k = (int(np.floor(v + 0.5)) for v in geometry.ras_to_canonical(vol, np.array([ras], float))[0])
+        n, rows, cols = vol.canonical_array.shape
+        if not (0 <= k < n and 0 <= row < rows and 0 <= col < cols):
+            return None
+        out: dict[str, Any] = {"slice": geometry.stored_slice_index(vol, k),
+                               "intensity": float(vol.canonical_array[k, row, col]), "muscle": "", "uncertainty": None}
+        seg_node = self.segmentation_for(volume_node)
+        if seg_node is not None:
+            label = int(geometry.to_canonical(segments.read_labels(seg_node, volume_node), vol)[k, row, col])
+            out["muscle"] = muscle_names().get(label, {}).get("abbrev", "") if label else ""
+        if s is not None and s.runs:
+            out["uncertainty"] = float(s.uncertainty(self.display.kind)[k, row, col])
+        return out
+
     # ------------------------------------------------------------------ display
     def show_uncertainty(self, volume_node: Any, kind: str | None = None, opacity: float | None = None,
                          threshold: float | None = None, window_max: float | None = None) -> Any:
@@ -405,7 +488,9 @@ class MuscleSAMLogic:
                                            geometry.to_stored(s.uncertainty(d.kind), s.volume))
         node.SetAttribute("MuscleSAM.UncertaintyKind", d.kind)
         overlays.style_heatmap(node, d.threshold, d.window_max)
-        overlays.add_color_legend(node, f"{d.kind} uncertainty (nats)")
+        legend = overlays.add_color_legend(node, f"{d.kind} uncertainty (nats)")
+        if legend is not None and not d.legend_in_views:
+            overlays.hide_color_legend(node)
         overlays.show_as_foreground(volume_node, node, d.opacity)
         return node
 
@@ -475,6 +560,21 @@ class MuscleSAMLogic:
                           "label": target.label, "uncertainty_nats": round(target.uncertainty, 4)})
         if target is not None and jump:
             review_table.jump_slices(volume_node.GetScene(), target.ras)
+            review_table.mark_target(volume_node, target)
+        return target
+
+    def review_target_at(self, volume_node: Any, rank: int, jump: bool = True) -> review_table.ReviewTarget:
+        """The review table's row ``rank`` (1 = most uncertain) as a target, marked visited; slice views
+        jump there when ``jump``."""
+        s = self._session_with_run(volume_node)
+        target = review_table.review_target(s, rank=int(rank))
+        if target is None:
+            raise InputError(f"the review table has no row {rank}")
+        s.log.append({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "action": "review", "slice": target.slice,
+                      "label": target.label, "uncertainty_nats": round(target.uncertainty, 4)})
+        if jump:
+            review_table.jump_slices(volume_node.GetScene(), target.ras)
+            review_table.mark_target(volume_node, target)
         return target
 
     def remaining_reviews(self, volume_node: Any) -> int:

@@ -30,6 +30,7 @@ class DisplaySettings:
     threshold: float = 0.05
     window_max: float = UNCERTAINTY_MAX_NATS
     agreement_outlines: bool = False
+    legend_in_views: bool = True  # Slicer's colour legend drawn in the slice views (a web page shows its own)
 
 
 @dataclass

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
 from ..paths import RESOURCES
 from ..uncertainty import KINDS
 from .mrml import nodes_by_class, oriented_image, owned_node, set_volume_array, slicer_module
@@ -139,3 +140,36 @@ def write_agreement(volume_node: Any, all_agree_kji: np.ndarray, any_member_kji:
         if not logic.SetBinaryLabelmapToSegment(image, node, sid, logic.MODE_REPLACE, None, False, []):
             raise RuntimeError(f"could not write the '{sid}' outline")
     return node
+
+
+WINDOW_PRESETS = {  # name -> (low, high) percentiles of the image's non-zero voxels
+    "auto": (1.0, 99.5),
+    "muscle": (20.0, 95.0),
+    "bright": (50.0, 99.9),
+    "full": (0.0, 100.0),
+}
+
+
+def set_window_level(volume_node: Any, preset: str) -> tuple[float, float]:
+    """Window the MRI by a named preset of :data:`WINDOW_PRESETS` (percentiles, so any scanner's scale
+    works); returns (low, high). Dragging in a slice view with no effect active changes it further."""
+    if preset not in WINDOW_PRESETS:
+        raise InputError(f"unknown window preset {preset!r}; use one of {', '.join(WINDOW_PRESETS)}")
+    slicer = slicer_module()
+    arr = slicer.util.arrayFromVolume(volume_node)
+    values = arr[arr != 0] if np.any(arr != 0) else arr.ravel()
+    lo, hi = (float(v) for v in np.percentile(values, WINDOW_PRESETS[preset]))
+    hi = max(hi, lo + 1e-3)
+    display = volume_node.GetDisplayNode()
+    display.AutoWindowLevelOff()
+    display.SetWindowLevelMinMax(lo, hi)
+    return lo, hi
+
+
+def hide_color_legend(node: Any) -> None:
+    """Hide the colour legend of ``node`` in the views (a front end that draws its own legend)."""
+    slicer = slicer_module()
+    if hasattr(slicer, "vtkSlicerColorLogic"):
+        legend = slicer.vtkSlicerColorLogic.GetColorLegendDisplayNode(node)
+        if legend is not None:
+            legend.SetVisibility(False)

@@ -14,7 +14,8 @@ from .mrml import nodes_by_class, owned_node
 from .session import Session
 
 COLUMNS = ("rank", "slice", "muscle", "uncertainty (nats)", "expected DSC", "volume (ml)", "volume low (ml)", "volume high (ml)",
-           "muscle fat fraction (%)", "muscle fat fraction low (%)", "muscle fat fraction high (%)")
+           "muscle fat fraction (%)", "muscle fat fraction low (%)", "muscle fat fraction high (%)",
+           "slice volume (ml)")
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,8 @@ def write_review_table(volume_node: Any, session: Session, fat: np.ndarray | Non
     table = owned_node(scene, "vtkMRMLTableNode", "review", volume_node, f"{volume_node.GetName()} review")
     names = muscle_names()
     volumes = session.volumes
+    sk, sr, sc = session.segmenter.spacing
+    voxel_ml = sk * sr * sc / 1000.0
     fat_fraction = {b.label: b for b in session.biomarkers(fat)} if fat is not None else {}
     was = table.StartModify()
     try:
@@ -64,7 +67,7 @@ def write_review_table(volume_node: Any, session: Session, fat: np.ndarray | Non
             values = (str(item.rank + 1), str(stored_slice_index(session.volume, item.slice)),
                       names.get(item.label, {}).get("name", str(item.label)), _fmt(item.mean_uncertainty),
                       _fmt(item.expected_dsc), _fmt(vol.volume_ml if vol else math.nan, 1), _fmt(lo, 1), _fmt(hi, 1),
-                      _fmt(ff_mean, 1), _fmt(ff_lo, 1), _fmt(ff_hi, 1))
+                      _fmt(ff_mean, 1), _fmt(ff_lo, 1), _fmt(ff_hi, 1), _fmt(item.area_px * voxel_ml, 2))
             for col, value in enumerate(values):
                 table.SetCellText(row, col, value)
     finally:
@@ -72,9 +75,14 @@ def write_review_table(volume_node: Any, session: Session, fat: np.ndarray | Non
     return table
 
 
-def review_target(session: Session) -> ReviewTarget | None:
-    """The next unvisited, most uncertain (slice, muscle), marked visited; None when all are visited."""
-    item = session.next_item()
+def review_target(session: Session, rank: int | None = None) -> ReviewTarget | None:
+    """The next unvisited, most uncertain (slice, muscle), or the queue's row ``rank`` (1 = first), marked
+    visited; None when all are visited (or there is no such row)."""
+    if rank is None:
+        item = session.next_item()
+    else:
+        queue = session.queue
+        item = queue[rank - 1] if 1 <= rank <= len(queue) else None
     if item is None:
         return None
     session.visited.add(item.key)
@@ -92,3 +100,19 @@ def jump_slices(scene: Any, ras: tuple[float, float, float]) -> int:
     for node in nodes:
         node.JumpSliceByCentering(*ras)
     return len(nodes)
+
+
+def mark_target(volume_node: Any, target: ReviewTarget) -> Any:
+    """One locked point ("#rank muscle") at the review target, moved there on each jump (so the eye finds it)."""
+    node = owned_node(volume_node.GetScene(), "vtkMRMLMarkupsFiducialNode", "review marker", volume_node, "review target")
+    node.RemoveAllControlPoints()
+    node.AddControlPoint(*target.ras, f"#{target.rank} {target.muscle}")
+    node.SetLocked(True)
+    if node.GetDisplayNode() is None:
+        node.CreateDefaultDisplayNodes()
+    display = node.GetDisplayNode()
+    if display is not None:
+        display.SetSelectedColor(1.0, 1.0, 0.2)
+        display.SetColor(1.0, 1.0, 0.2)
+        display.SetGlyphScale(3.0)
+    return node

@@ -266,3 +266,15 @@ def spare_locked(seg_node: Any, modifier: Any, edited_segment_id: str | None) ->
     target[spot][hit] = 0
     modifier.Modified()
     return True
+
+
+def set_segment_display(seg_node: Any, label: int, visible: bool | None = None, opacity: float | None = None) -> None:
+    """Show/hide muscle ``label``'s segment, or set its 2D fill opacity (0..1; the outline stays)."""
+    sid = muscle_segment_ids(seg_node).get(label)
+    display = seg_node.GetDisplayNode()
+    if sid is None or display is None:
+        raise InputError(f"segmentation '{seg_node.GetName()}' has no segment for muscle {label}")
+    if visible is not None:
+        display.SetSegmentVisibility(sid, bool(visible))
+    if opacity is not None:
+        display.SetSegmentOpacity2DFill(sid, float(min(1.0, max(0.0, opacity))))

@@ -36,9 +36,12 @@ def build(options: WebOptions, server: Any = None) -> tuple[Any, Any]:
     ctrl.trigger(TRIGGER_BOX)(controller.box_drawn)
     ctrl.trigger(TRIGGER_SCROLL)(controller.scroll)
     ctrl.trigger("msam_key")(controller.key)
+    ctrl.trigger("msam_cursor")(controller.cursor)
     state.change("msam_heat_visible", "msam_heat_kind", "msam_heat_opacity", "msam_heat_threshold")(controller.heatmap_changed)
     state.change("msam_tool", "msam_label")(controller.tool_changed)
     state.change("msam_brush")(controller.brush_changed)
+    state.change("msam_seg_opacity")(controller.segment_opacity_changed)
+    state.change("msam_window")(controller.window_changed)
 
     apply_websocket_limits(server)
 

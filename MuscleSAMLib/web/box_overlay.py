@@ -4,7 +4,9 @@ The layer takes the mouse only while the Box tool is chosen (otherwise pointer e
 to the Slicer view, so paint, erase, zoom and window/level work there). Drag coordinates stay in
 the browser (client-only state) until the button is released; then ``msam_box_drawn`` is
 triggered once, with the drag as fractions of the view. The mouse wheel over the layer steps slices
-(``msam_scroll``).
+(``msam_scroll``) the way Slicer's own wheel does (forward = next slice up), so the direction never
+depends on the tool. Each view also gets its gutter (reset camera, above the layer so the Box tool
+never swallows it; no 3D button: there is no 3D view), orientation letters and the slice slider.
 """
 
 from __future__ import annotations
@@ -20,7 +22,16 @@ TRIGGER_SCROLL = "msam_scroll"
 CSS = """
 .msam-box-layer { position: absolute; inset: 0; z-index: 1; cursor: crosshair; touch-action: none; }
 .msam-drag-rect { position: absolute; border: 2px dashed; pointer-events: none; background: rgba(255,255,255,0.08); }
+.msam-gutter { position: absolute; top: 0; left: 0; z-index: 3; }
+.msam-slider { position: absolute; bottom: 0; left: 0; width: 100%; z-index: 3; }
+.msam-orient { position: absolute; z-index: 2; pointer-events: none; color: #ffe066; font: bold 13px sans-serif;
+               text-shadow: 0 0 3px #000; }
+.msam-view-title { position: absolute; top: 4px; right: 8px; z-index: 2; pointer-events: none; color: #eee;
+                   font: 12px sans-serif; text-shadow: 0 0 3px #000; }
 """
+# view tag -> letters at (top, bottom, left, right), as Slicer's default slice orientations show the patient
+ORIENTATION = {"Red": ("A", "P", "R", "L"), "Green": ("S", "I", "R", "L"), "Yellow": ("S", "I", "A", "P")}
+VIEW_NAMES = {"Red": "Axial", "Green": "Coronal", "Yellow": "Sagittal"}
 
 
 def _fraction(axis: str) -> str:
@@ -36,7 +47,7 @@ def _handlers() -> list[str]:
     move = f"{DRAG}.on && ({DRAG} = {{...{DRAG}, x1: {fx}, y1: {fy}}});"
     up = (f"{DRAG}.on && trigger('{TRIGGER_BOX}', [{DRAG}.x0, {DRAG}.y0, {fx}, {fy}]); {DRAG} = {IDLE};")
     return [f'@pointerdown.prevent="{down}"', f'@pointermove="{move}"', f'@pointerup="{up}"',
-            f'@pointercancel="{DRAG} = {IDLE};"', f'@wheel.prevent="trigger(\'{TRIGGER_SCROLL}\', [Math.sign($event.deltaY)]);"']
+            f'@pointercancel="{DRAG} = {IDLE};"', f'@wheel.prevent="trigger(\'{TRIGGER_SCROLL}\', [-Math.sign($event.deltaY)]);"']
 
 
 def rect_style() -> str:
@@ -59,9 +70,23 @@ def add_box_layer(server: Any) -> None:
 
 
 def slice_view_ui(server: Any, view_id: str, view: Any) -> None:
-    """trame-slicer ``slice_view_ui_f``: the box layer on the axial view, then the usual gutter and slider."""
-    from trame_slicer.app.ui import create_vertical_slice_view_gutter_ui  # noqa: PLC0415
+    """trame-slicer ``slice_view_ui_f``: the box layer on the axial view, then gutter, letters and slider."""
+    from trame.widgets import html  # noqa: PLC0415
+    from trame.widgets import vuetify3 as v  # noqa: PLC0415
+    from trame_slicer.app.logic.slice_view_logic import connect_slice_view_slider_to_state  # noqa: PLC0415
+    from trame_slicer.app.ui.slider import Slider  # noqa: PLC0415
 
-    if view.get_singleton_tag() == AXIAL:
+    tag = view.get_singleton_tag()
+    if tag == AXIAL:
         add_box_layer(server)
-    create_vertical_slice_view_gutter_ui(server, view_id, view)
+    with html.Div(classes="msam-gutter pa-1"):
+        with v.VBtn(size="small", variant="text", icon=True, click=view.reset_view, raw_attrs=[f'data-testid="reset-{tag}"']):
+            v.VIcon("mdi-fit-to-screen-outline", color="white")
+            v.VTooltip("Fit the image to the view", activator="parent", location="right")
+    top, bottom, left, right = ORIENTATION.get(tag, ("", "", "", ""))
+    for letter, place in ((top, "top: 4px; left: 50%;"), (bottom, "bottom: 28px; left: 50%;"),
+                          (left, "left: 6px; top: 50%;"), (right, "right: 6px; top: 50%;")):
+        html.Div(letter, classes="msam-orient", style=place)
+    html.Div("{{ msam_view_titles['%s'] }}" % tag, classes="msam-view-title", raw_attrs=[f'data-testid="view-title-{tag}"'])
+    with html.Div(classes="msam-slider"):
+        Slider(classes="slice-slider", typed_state=connect_slice_view_slider_to_state(server, view), theme="dark", dense=True)

@@ -24,6 +24,8 @@ def box_roi(scene: Any, volume: Volume, box: BoxPrompt) -> Any:
     if display is not None:
         display.SetHandlesInteractive(False)
         display.SetFillVisibility(False)
+        display.SetFillOpacity(0.0)
+        display.SetOpacity(1.0)
         display.SetPropertiesLabelVisibility(False)
         display.SetPointLabelsVisibility(False)
         display.SetLineThickness(0.4)

@@ -16,6 +16,7 @@ from typing import Any
 from ..outputs.bundle import edit_check_summary
 from ..engine.types import BoxPrompt
 from ..errors import InputError, MuscleSAMError
+from ..volumes import label_map_reason
 from ..sample_data import SAMPLE_DIR, muscle_names
 from . import loading, page_state
 from .box_rois import box_roi, remove_rois
@@ -38,6 +39,7 @@ class WebController(RunActions, LearningActions):
 
         self.server, self.state, self.views, self.options = server, server.state, views, options
         self.logic = MuscleSAMLogic()
+        self.logic.display.legend_in_views = False  # the page draws its own legend; Slicer's would cover the thigh
         self.editing = Editing(views.app)
         self.volume_node: Any = None
         self.pending: list[tuple[BoxPrompt, Any]] = []  # drawn boxes not segmented yet, with their ROI nodes
@@ -52,6 +54,9 @@ class WebController(RunActions, LearningActions):
         self.state.msam_export_folder = str(self.export_root)
         self._task: asyncio.Task | None = None  # the run being watched (a strong reference keeps it alive)
         self._exporting = False  # a bundle is being written off the event loop (no other image, no second export)
+        self._exported_digest: str | None = None  # the segmentation as last exported (unsaved work is asked about)
+        self.editing.on_spared = self._stroke_spared
+        views.slice_node(AXIAL).AddObserver("ModifiedEvent", lambda *_: self._publish_slices())
 
     # ------------------------------------------------------------------ messages and small helpers
     def say(self, text: str, kind: str = "info") -> None:
@@ -128,15 +133,36 @@ class WebController(RunActions, LearningActions):
         seg = self.logic.session(self.volume_node).segmenter
         seg.precompute(seg.shape[0] // 2, radius=1)
 
+    def _unsaved(self) -> bool:
+        """True when the open image's segmentation changed since its last export (or was never exported)."""
+        seg = self._segmentation()
+        return seg is not None and self.logic.segmentation_digest(self.volume_node, seg) != self._exported_digest
+
     @reported
-    async def open_image(self, requested: Any = "") -> None:
-        """Open ``requested`` in place of the current image: a server path the path rule allows (paths.py); empty: the sample."""
+    async def open_image(self, requested: Any = "", discard: Any = False) -> None:
+        """Open ``requested`` in place of the current image: a server path the path rule allows (paths.py); empty: the sample.
+
+        Unsaved corrections are never dropped silently: the page asks first (``discard`` = the user said yes).
+        """
         self._require_idle("open another image")
+        if discard is not True and self._unsaved():
+            what = "the sample" if not str(requested or "").strip() else shown(str(requested))
+            with self.state:
+                self.state.msam_confirm = {"path": str(requested or ""),
+                                           "text": f"The segmentation of {self.image_name} has changes that were not exported. "
+                                                   f"Open {what} and discard them?"}
+                self.say("Export your corrections first, or confirm that they may be discarded.", "warning")
+            return
+        with self.state:
+            self.state.msam_confirm = None
         try:
             path, name = self._image_request(requested)
             with self.state:
                 self.say(f"Opening {path} ...", "info")
             volume = await loading.read_image(path)
+            reason = label_map_reason(volume)
+            if reason:
+                raise InputError(reason)
         except (MuscleSAMError, OSError) as exc:  # OSError: what the reader did not put in words
             if isinstance(exc, OSError):
                 exc = InputError(f"{shown(str(requested))}: {exc.strerror or exc}")
@@ -175,8 +201,11 @@ class WebController(RunActions, LearningActions):
             self.logic.use_ensemble(self.logic.loaded)  # drops the previous image's session and cache
         self.volume_node = add_volume_node(scene, volume, name)
         self.views.show_volume(self.volume_node)
+        self._exported_digest = None
         self.state.update({"msam_image": name, "msam_boxes": [], "msam_has_result": False, "msam_queue": [],
-                           "msam_remaining": 0, "msam_export": None})
+                           "msam_remaining": 0, "msam_export": None, "msam_segments": [], "msam_can_undo_run": False,
+                           "msam_window": "auto"})
+        self._publish_slices()
 
     # ------------------------------------------------------------------ boxes
     @reported
@@ -246,10 +275,22 @@ class WebController(RunActions, LearningActions):
         if target is None:
             self.say("Every uncertain place has been visited.", "success")
             return
+        self._go_to_target(target)
+
+    @reported
+    def review_row(self, rank: Any) -> None:
+        """A review table row was clicked: jump to it (marker at the target) and pick its muscle."""
+        self._require_volume()
+        self._go_to_target(self.logic.review_target_at(self.volume_node, int(rank)))
+        self.state.msam_remaining = self.logic.remaining_reviews(self.volume_node)
+
+    def _go_to_target(self, target: Any) -> None:
+        changed = int(self.state.msam_label) != target.label
         self.state.msam_label = target.label
-        self.say(f"#{target.rank}: {target.muscle} on slice {target.slice}, mean uncertainty {target.uncertainty:.2f} "
-                 f"nats, expected DSC {target.expected_dsc:.2f}. {target.remaining} left. Paint or Erase to correct it.",
-                 "info")
+        self.say(f"#{target.rank}: {target.muscle} on slice {target.slice} (yellow marker), mean uncertainty "
+                 f"{target.uncertainty:.2f} nats, expected DSC {target.expected_dsc:.2f}. {target.remaining} left."
+                 + (f" The chosen muscle is now {target.muscle}." if changed else "")
+                 + " Paint or Erase to correct it.", "info")
 
     # ------------------------------------------------------------------ tools and corrections
     @reported
@@ -273,7 +314,11 @@ class WebController(RunActions, LearningActions):
         seg = self._segmentation()
         if tool in ("paint", "erase") and seg is None:
             self.say("Nothing to correct yet: segment first, then Paint or Erase.", "warning")
-        sid = muscle_segment_ids(seg).get(self._label()) if seg is not None else None
+        label = self._label()
+        sid = muscle_segment_ids(seg).get(label) if seg is not None else None
+        if tool in ("paint", "erase") and seg is not None and label in self._locked(seg):
+            sid = None  # a finished muscle is not edited until it is unlocked
+            self.say(f"{muscle_name(label)} is locked (finished): unlock it to paint or erase it.", "warning")
         self.editing.set_tool(tool, sid, float(self.state.msam_brush))
 
     @reported
@@ -283,9 +328,123 @@ class WebController(RunActions, LearningActions):
 
     @reported
     def undo(self) -> None:
-        """Undo the last paint/erase stroke."""
-        if not self.editing.undo():
+        """Undo the last paint/erase stroke (Ctrl+Z; with no stroke since the last run, the run)."""
+        if self.editing.undo():
+            self._publish_segments()
+            self.say("Stroke undone.", "info")
+        elif self.state.msam_can_undo_run:
+            self.undo_run()
+        else:
             self.say("Nothing to undo.", "info")
+
+    @reported
+    def undo_run(self) -> None:
+        """Take back the last Segment/Propagate run (edits made since and locked muscles stay)."""
+        volume_node = self._require_volume()
+        self._require_idle("undo the run")
+        slices = self.logic.undo_run(volume_node)
+        self.editing.clear_history()
+        runs_left = self.logic.session(volume_node).runs
+        self.state.msam_has_result = runs_left > 0
+        self.state.msam_can_undo_run = bool(self.logic.session(volume_node).undo_runs)
+        if runs_left:
+            self._apply_heatmap()
+            self._publish_review()
+        else:
+            self.state.msam_queue, self.state.msam_remaining = [], 0
+        self._publish_segments()
+        self.say(f"Run undone on slice{'s' if len(slices) > 1 else ''} {', '.join(map(str, slices))}.", "info")
+
+    def _axial_slice(self) -> int:
+        """The axial view's slice (the image's own K index)."""
+        return self.logic.slice_of(self.volume_node, self._axial_centre())[0]
+
+    def _axial_centre(self) -> list[float]:
+        m = self.views.slice_node(AXIAL).GetSliceToRAS()
+        return [m.GetElement(r, 3) for r in range(3)]
+
+    @reported
+    def clear_on_slice(self) -> None:
+        """Erase the chosen muscle on the axial view's slice (an edit, in the edit map)."""
+        volume_node = self._require_volume()
+        self._require_idle("clear the muscle")
+        label, k = self._label(), self._axial_slice()
+        n = self.logic.clear_muscle(volume_node, label, k)
+        self._publish_segments()
+        self.say(f"{muscle_name(label)} cleared on slice {k} ({n} voxels)." if n else
+                 f"{muscle_name(label)} has no voxels on slice {k}.", "info")
+
+    @reported
+    def delete_muscle(self, label: Any) -> None:
+        """Erase a muscle on every slice (from the segment list)."""
+        volume_node = self._require_volume()
+        self._require_idle("delete the muscle")
+        n = self.logic.clear_muscle(volume_node, int(label))
+        self._publish_segments()
+        self.say(f"{muscle_name(int(label))} deleted ({n} voxels); Ctrl+Z does not bring it back, a new box does.", "info")
+
+    @reported
+    def segment_visibility(self, label: Any, visible: Any) -> None:
+        """Show or hide one muscle in the views."""
+        seg = self._segmentation()
+        if seg is not None:
+            self.logic.set_segment_display(seg, int(label), visible=bool(visible))
+            self._publish_segments()
+
+    @reported
+    def segment_opacity_changed(self, **_: Any) -> None:
+        """The segment opacity slider moved: every muscle's fill opacity."""
+        seg = self._segmentation()
+        if seg is not None:
+            for row in self.state.msam_segments:
+                self.logic.set_segment_display(seg, row["label"], opacity=float(self.state.msam_seg_opacity))
+
+    def _publish_segments(self) -> None:
+        """The segment list: each muscle present (or locked) with colour, voxel count, visibility, lock."""
+        seg = self._segmentation()
+        if seg is None:
+            self.state.msam_segments = []
+            return
+        self.state.msam_segments = page_state.segment_rows(self.logic.segment_summary(self.volume_node, seg))
+
+    @reported
+    def window_changed(self, **_: Any) -> None:
+        """A window/level preset was chosen."""
+        if self.volume_node is not None:
+            lo, hi = self.logic.set_window_level(self.volume_node, str(self.state.msam_window))
+            self.say(f"Window {lo:.0f} to {hi:.0f} ({self.state.msam_window}). Drag in a view with the View tool to adjust.", "info")
+
+    def _publish_slices(self) -> None:
+        """Slice numbers in the view titles (which slice of how many each view shows)."""
+        if self.volume_node is None or self.logic.loaded is None:
+            return
+        titles = dict(self.state.msam_view_titles)
+        k, n = self.logic.slice_of(self.volume_node, self._axial_centre())
+        titles["Red"] = f"Axial slice {k + 1} / {n}"
+        if titles != self.state.msam_view_titles:
+            self.state.msam_view_titles = titles
+            self.state.flush()
+
+    @reported
+    def cursor(self, fx: Any, fy: Any) -> None:
+        """The mouse moved over the axial view: what lies under it."""
+        from .drag_box import fraction_to_ras  # noqa: PLC0415
+
+        if self.volume_node is None:
+            return
+        ras = fraction_to_ras(self.views.slice_node(AXIAL), float(fx), float(fy))
+        out = self.logic.read_out(self.volume_node, ras)
+        if out is None:
+            self.state.msam_cursor = "outside the image"
+            return
+        unc = "" if out["uncertainty"] is None else f", uncertainty {out['uncertainty']:.2f} nats"
+        self.state.msam_cursor = (f"slice {out['slice']}: intensity {out['intensity']:.0f}, "
+                                  f"{out['muscle'] or 'no muscle'}{unc}")
+
+    def _stroke_spared(self) -> None:
+        with self.state:
+            self.say("Locked (finished) muscles keep their voxels: the stroke left them as they were. "
+                     "Unlock a muscle to paint over it.", "info")
 
     @reported
     def toggle_lock(self) -> None:
@@ -297,6 +456,8 @@ class WebController(RunActions, LearningActions):
         lock = label not in self._locked(seg)
         self.logic.lock_segment(seg, label, lock)
         self.state.msam_locked = lock
+        self._publish_segments()
+        self._apply_tool()
         self.say(f"{muscle_name(label)} {'locked: predictions will not change it' if lock else 'unlocked'}.", "info")
 
     # ------------------------------------------------------------------ export
@@ -318,6 +479,7 @@ class WebController(RunActions, LearningActions):
             self.state.msam_export = None
             self.say("Exporting ...", "info")
         write = self.logic.prepare_export(volume_node, seg, self.export_root / name)  # reads the scene here
+        digest = self.logic.segmentation_digest(volume_node, seg)
         image_file = self.image_file  # the image this bundle belongs to, whatever is opened later
         loop = asyncio.get_running_loop()
         self._exporting = True
@@ -327,6 +489,7 @@ class WebController(RunActions, LearningActions):
         finally:
             self._exporting = False
         self.exports[zipped.name] = zipped
+        self._exported_digest = digest
         self.bundle_exported(folder, image_file)
         with self.state:
             self.state.msam_export = {"url": f"/musclesam/export/{zipped.name}", "name": zipped.name,
@@ -336,14 +499,21 @@ class WebController(RunActions, LearningActions):
     # ------------------------------------------------------------------ page events
     @reported
     def key(self, key: Any) -> None:
-        """Keyboard shortcut (B box tool, S segment, P propagate, N next most uncertain, Esc cancel)."""
+        """Keyboard shortcuts (as in the desktop module and Slicer): see ``KEYS`` in ui.py."""
         k = str(key).lower()
-        if k == "b":
-            self.state.msam_tool = "box"
-        elif k in ("s", "p", "n") and self.logic.busy:
+        tools = {"b": "box", "d": "paint", "e": "erase", "v": "navigate"}
+        slices = {"arrowup": 1, "arrowright": 1, "arrowdown": -1, "arrowleft": -1, "pageup": 5, "pagedown": -5}
+        if k in tools:
+            self.state.msam_tool = tools[k]
+        elif k in slices:
+            self.views.step_slice(slices[k])
+        elif k in ("[", "]"):
+            self.state.msam_brush = float(min(20.0, max(1.0, float(self.state.msam_brush) + (1.0 if k == "]" else -1.0))))
+        elif k in ("s", "p", "n", "ctrl+z") and self.logic.busy:
             self.say("A run is in progress: wait for it or press Esc to cancel.", "info")
         else:
-            {"s": self.segment, "p": self.propagate, "n": self.next_uncertain, "escape": self.cancel}.get(k, lambda: None)()
+            {"s": self.segment, "p": self.propagate, "n": self.next_uncertain, "escape": self.cancel,
+             "ctrl+z": self.undo}.get(k, lambda: None)()
 
     @reported
     def scroll(self, steps: Any) -> None:

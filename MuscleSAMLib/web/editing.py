@@ -2,12 +2,14 @@
 
 The muscle segmentation the scene bridge wrote becomes trame-slicer's active segmentation; the
 chosen muscle is the active segment; the Paint/Erase tools activate trame-slicer's effects, which
-paint in the slice views directly (no MuscleSAM code between the mouse and the labelmap).
+paint in the slice views directly. One hook sits between a stroke and Slicer's
+``ModifySegmentByLabelmap``: the bridge clears the stroke where a locked muscle lies (Slicer's editor
+masks by editable area only), so painting never erases a finished muscle.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 TOOLS = ("box", "paint", "erase", "navigate")
 
@@ -21,11 +23,26 @@ class Editing:
         self.editor = slicer_app.segmentation_editor
         self.undo_stack = UndoStack(undo_limit=20)
         self.editor.set_undo_stack(self.undo_stack)
+        self.on_spared: Callable[[], None] = lambda: None  # told when a stroke spared a locked muscle
 
-    def attach(self, segmentation_node: Any, volume_node: Any) -> None:
-        """Edit ``segmentation_node`` (over ``volume_node``) from now on."""
-        if self.editor.active_segmentation_node is not segmentation_node:
-            self.editor.set_active_segmentation(segmentation_node, volume_node)
+    def attach(self, segmentation_node: Any, volume_node: Any,
+               spare: Callable[[Any, str], bool] | None = None) -> None:
+        """Edit ``segmentation_node`` (over ``volume_node``) from now on; ``spare(modifier labelmap,
+        segment ID)`` clears a stroke where it must not paint before Slicer applies it."""
+        if self.editor.active_segmentation_node is segmentation_node:
+            return
+        self.editor.set_active_segmentation(segmentation_node, volume_node)
+        modifier = self.editor.active_segment_modifier
+        if spare is None or modifier is None:
+            return
+        apply = modifier.apply_labelmap
+
+        def apply_sparing(labelmap: Any, **kwargs: Any) -> Any:
+            if spare(labelmap, kwargs.get("segment_id") or modifier.active_segment_id):
+                self.on_spared()
+            return apply(labelmap, **kwargs)
+
+        modifier.apply_labelmap = apply_sparing  # what every brush stroke calls (SegmentModifier.apply_glyph)
 
     @property
     def attached(self) -> bool:

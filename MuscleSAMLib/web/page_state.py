@@ -58,6 +58,13 @@ def defaults() -> dict[str, Any]:
         "msam_export": None,
         "msam_export_folder": "",
         "msam_clients": 0,
+        "msam_view_titles": {"Red": "Axial", "Green": "Coronal", "Yellow": "Sagittal"},  # + slice number
+        "msam_cursor": "",  # what lies under the mouse: voxel, intensity, muscle, uncertainty
+        "msam_confirm": None,  # {"text", "path"}: discard unsaved work and open another image?
+        "msam_segments": [],  # the segment list: label, abbrev, name, colour, voxels, visible, locked
+        "msam_seg_opacity": 0.5,
+        "msam_window": "auto",
+        "msam_can_undo_run": False,
     }
 
 
@@ -84,3 +91,12 @@ def table_rows(table_node: Any, limit: int = 50) -> list[dict]:
     for r in range(min(limit, table_node.GetNumberOfRows())):
         rows.append({name: table_node.GetCellText(r, c) for c, name in enumerate(names)})
     return rows
+
+
+def segment_rows(summary: list[dict]) -> list[dict]:
+    """The segment list: muscles with voxels or locked, from the bridge's segment summary."""
+    names = muscle_names()
+    return [{"label": row["label"], "abbrev": names[row["label"]]["abbrev"], "name": names[row["label"]]["name"],
+             "color": hex_colour(names[row["label"]].get("color", (128, 128, 128))), "voxels": row["voxels"],
+             "visible": row["visible"], "locked": row["status"] == "completed", "status": row["status"]}
+            for row in summary if row["voxels"] or row["status"] == "completed"]

@@ -71,9 +71,12 @@ class RunActions:
         self.pending = [(b, roi) for b, roi in self.pending if id(b) not in used_ids]
         self._publish_boxes()
         self.last_box.update({b.label: b for b in remember})
-        self.editing.attach(outcome.segmentation_node, self.volume_node)
+        seg = outcome.segmentation_node
+        self.editing.attach(seg, self.volume_node, lambda labelmap, sid: self.logic.spare_locked(seg, labelmap, sid))
         self.editing.clear_history()
         self.state.msam_has_result = True
+        self.state.msam_can_undo_run = True
+        self._publish_segments()
         self._apply_tool()
         self._apply_heatmap()
         self._publish_review(outcome.table_node)

@@ -1,7 +1,8 @@
-"""trame-slicer's Slicer application, its remote slice views and the page layout (axial + coronal).
+"""trame-slicer's Slicer application, its remote slice views and the page layout (axial, coronal, sagittal).
 
 One :class:`SceneViews` per server: the MRML scene the scene bridge works on, the axial ("Red") view
-that takes box drags, and a coronal ("Green") view that shows how far a muscle reaches.
+that takes box drags, and coronal ("Green") and sagittal ("Yellow") views stacked beside it that show
+how far a muscle reaches.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Any, Callable
 
 AXIAL = "Red"
 CORONAL = "Green"
+SAGITTAL = "Yellow"
 LAYOUT_ID = "MuscleSAM"
 
 
@@ -24,10 +26,11 @@ class SceneViews:
         self.app = SlicerApp()
         register_rca_factories(self.app.view_manager, server, slice_view_ui_f=slice_view_ui)
         self.layout_manager = LayoutManager(self.app.scene, self.app.view_manager, server)
-        views = [ViewLayoutDefinition.axial_view(), ViewLayoutDefinition.coronal_view()]
-        self.layout_manager.register_layout(LAYOUT_ID, Layout(LayoutDirection.Horizontal, views, flex_sizes=["3", "2"]))
+        side = Layout(LayoutDirection.Vertical, [ViewLayoutDefinition.coronal_view(), ViewLayoutDefinition.sagittal_view()])
+        self.layout_manager.register_layout(LAYOUT_ID, Layout(LayoutDirection.Horizontal, [ViewLayoutDefinition.axial_view(), side],
+                                                              flex_sizes=["3", "2"]))
         self.layout_manager.set_layout(LAYOUT_ID)
-        for name in (AXIAL, CORONAL):
+        for name in (AXIAL, CORONAL, SAGITTAL):
             self._refit_on_resize(name)
 
     def _refit_on_resize(self, name: str) -> None:

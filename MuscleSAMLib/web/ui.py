@@ -15,12 +15,34 @@ CSS = BOX_CSS + """
 .msam-legend-bar { height: 12px; border-radius: 2px; border: 1px solid #555; }
 .msam-queue td, .msam-queue th { font-size: 0.75rem !important; padding: 0 6px !important; height: 24px !important; }
 .msam-views { position: absolute; inset: 0; display: flex; }
+.msam-panel .v-btn--disabled { opacity: 0.35 !important; }
+.msam-queue tbody tr { cursor: pointer; }
+.msam-queue tbody tr:hover { background: rgba(255,255,255,0.08); }
+.msam-path { word-break: break-all; overflow-wrap: anywhere; }
+.msam-cursor { position: absolute; left: 48px; bottom: 30px; z-index: 2; pointer-events: none; color: #eee;
+               font: 12px monospace; text-shadow: 0 0 3px #000; }
 """
 
 
-KEYS_JS = ("window.addEventListener('keydown', (e) => { if (e.ctrlKey || e.metaKey || e.altKey || "
-           "['INPUT', 'TEXTAREA', 'SELECT'].includes(e.target.tagName)) return; const k = e.key.toLowerCase(); "
-           "if (['b', 's', 'p', 'n', 'escape'].includes(k)) { e.preventDefault(); trigger('msam_key', [k]); } })")
+# Keyboard shortcuts, caught before any widget (capture phase) so a focused muscle picker never eats
+# them; only typing into a text field keeps its keys. Ctrl+Z undoes; arrows and Page keys step slices
+# (not while a slider has the focus).
+KEYS = ("b", "d", "e", "v", "s", "p", "n", "escape", "arrowup", "arrowdown", "arrowleft", "arrowright",
+        "pageup", "pagedown", "[", "]")
+KEYS_JS = ("window.addEventListener('keydown', (e) => { const t = e.target; if (e.altKey || !t) return; "
+           "const typing = t.tagName === 'TEXTAREA' || t.isContentEditable || (t.tagName === 'INPUT' && !t.readOnly && "
+           "!(t.closest && t.closest('.v-select')) && ['text', 'number', 'search', 'password', 'email', 'url'].includes(t.type)); "
+           "if (typing) return; let k = e.key.toLowerCase(); "
+           "if (e.ctrlKey || e.metaKey) { if (k !== 'z') return; k = 'ctrl+z'; } "
+           "else if (!" + repr(list(KEYS)).replace("'", '"') + ".includes(k)) return; "
+           "if (k.startsWith('arrow') && t.closest && t.closest('[role=slider], .v-slider')) return; "
+           "e.preventDefault(); e.stopPropagation(); trigger('msam_key', [k]); }, true)")
+# The cursor read-out: where the mouse is over the axial view, at most ~8 times a second.
+CURSOR_JS = ("window.addEventListener('pointermove', (e) => { const l = document.querySelector('[data-testid=\"box-layer\"]'); "
+             "if (!l) return; const r = l.getBoundingClientRect(); const fx = (e.clientX - r.left) / r.width, "
+             "fy = (e.clientY - r.top) / r.height; if (fx < 0 || fx > 1 || fy < 0 || fy > 1) return; "
+             "const now = Date.now(); if (window.msamCursorAt && now - window.msamCursorAt < 120) return; "
+             "window.msamCursorAt = now; trigger('msam_cursor', [fx, fy]); })")
 
 
 def _tid(name: str) -> list[str]:
@@ -35,7 +57,7 @@ def build_page(server: Any, ctrl: Any, views: Any) -> Any:
 
     with VAppLayout(server, full_height=True, theme="dark") as layout:
         client.Style(CSS)
-        client.ClientTriggers(mounted=KEYS_JS)  # keyboard shortcuts, as in the desktop module
+        client.ClientTriggers(mounted=KEYS_JS + "; " + CURSOR_JS)  # keyboard shortcuts, cursor read-out
         with v.VAppBar(density="compact", elevation=1):
             html.Div("MuscleSAM", classes="text-h6 mx-4")
             v.VChip("{{ msam_image || 'no image' }}", size="small", classes="mr-2", raw_attrs=_tid("image-name"))
@@ -47,15 +69,19 @@ def build_page(server: Any, ctrl: Any, views: Any) -> Any:
             v.VChip("Research use only - not for clinical use", size="small", variant="outlined", classes="mr-2")
         with v.VNavigationDrawer(permanent=True, width=390, classes="msam-panel"):
             _messages(v, html)
-            _image_panel(v, ctrl)
+            _image_panel(v, html, ctrl)
             _prompt_panel(v, html, ctrl)
+            _correction_panel(v, html, ctrl)
+            _export_panel(v, html, ctrl)
             _uncertainty_panel(v, html)
             _review_panel(v, html, ctrl)
-            _correction_panel(v, ctrl)
-            _export_panel(v, html, ctrl)
+            _segments_panel(v, html, ctrl)
             _learning_panel(v, html, ctrl)
-        with v.VMain(), html.Div(style="position: relative; height: 100%;"), html.Div(classes="msam-views"):
-            views.layout_manager.initialize_layout_grid(layout)
+        with v.VMain(), html.Div(style="position: relative; height: 100%;"):
+            with html.Div(classes="msam-views"):
+                views.layout_manager.initialize_layout_grid(layout)
+            html.Div("{{ msam_cursor }}", classes="msam-cursor", raw_attrs=_tid("cursor"))
+        _confirm_dialog(v, html, ctrl)
     return layout
 
 
@@ -68,10 +94,27 @@ def _messages(v: Any, html: Any) -> None:
             html.Div("{{ msam_busy_text }}", classes="text-caption")
 
 
-def _image_panel(v: Any, ctrl: Any) -> None:
+def _confirm_dialog(v: Any, html: Any, ctrl: Any) -> None:
+    with v.VDialog(model_value=("msam_confirm !== null",), persistent=True, max_width=460):
+        with v.VCard(raw_attrs=_tid("confirm")):
+            v.VCardTitle("Discard unsaved corrections?")
+            v.VCardText("{{ msam_confirm && msam_confirm.text }}")
+            with v.VCardActions():
+                v.VSpacer()
+                v.VBtn("Keep working", click="msam_confirm = null", raw_attrs=_tid("confirm-keep"))
+                v.VBtn("Discard and open", color="error", click=(ctrl.open_image, "[msam_confirm.path, true]"),
+                       raw_attrs=_tid("confirm-discard"))
+
+
+def _image_panel(v: Any, html: Any, ctrl: Any) -> None:
     with v.VCard(flat=True, classes="mb-1"):
         v.VCardTitle("Image")
         with v.VCardText(classes="pb-1"):
+            with v.VBtnToggle(v_model=("msam_window",), mandatory=True, density="compact", divided=True, variant="outlined",
+                              classes="mb-1", raw_attrs=_tid("window")):
+                for preset, title in (("auto", "Auto"), ("muscle", "Muscle"), ("bright", "Bright"), ("full", "Full")):
+                    v.VBtn(title, value=preset, size="x-small")
+            html.Div("Window/level: a preset, or drag in a view with the View tool.", classes="text-caption mb-1")
             v.VTextField(v_model=("msam_image_request", ""), label="Path of an image on the server", density="compact",
                          hide_details=True, clearable=True, raw_attrs=_tid("image-path"))
             with v.VRow(dense=True, classes="mt-1"):
@@ -93,12 +136,13 @@ def _prompt_panel(v: Any, html: Any, ctrl: Any) -> None:
                           label="Muscle", density="compact", hide_details=True, raw_attrs=_tid("muscle"))
             with v.VBtnToggle(v_model=("msam_tool",), mandatory=True, density="compact", divided=True,
                               variant="outlined", classes="mt-2 d-flex"):
-                v.VBtn("Box", value="box", prepend_icon="mdi-selection-drag", size="small", raw_attrs=_tid("tool-box"))
-                v.VBtn("Paint", value="paint", prepend_icon="mdi-brush", size="small", raw_attrs=_tid("tool-paint"))
-                v.VBtn("Erase", value="erase", prepend_icon="mdi-eraser", size="small", raw_attrs=_tid("tool-erase"))
-                v.VBtn("View", value="navigate", prepend_icon="mdi-cursor-default", size="small", raw_attrs=_tid("tool-view"))
-            html.Div("Box tool: drag from corner to corner of the muscle on the axial view (wheel: next slice). "
-                     "Keys: B box, S segment, P propagate, N next uncertain, Esc cancel.", classes="text-caption mt-1")
+                v.VBtn("Box [B]", value="box", prepend_icon="mdi-selection-drag", size="small", raw_attrs=_tid("tool-box"))
+                v.VBtn("Paint [D]", value="paint", prepend_icon="mdi-brush", size="small", raw_attrs=_tid("tool-paint"))
+                v.VBtn("Erase [E]", value="erase", prepend_icon="mdi-eraser", size="small", raw_attrs=_tid("tool-erase"))
+                v.VBtn("View [V]", value="navigate", prepend_icon="mdi-cursor-default", size="small", raw_attrs=_tid("tool-view"))
+            html.Div("Box tool: drag from corner to corner of the muscle on the axial view (wheel or arrow keys: next "
+                     "slice, Page Up/Down: 5 slices). Keys: S segment, P propagate, N next uncertain, Esc cancel, "
+                     "[ ] brush size, Ctrl+Z undo.", classes="text-caption mt-1")
             with html.Div(classes="mt-1", raw_attrs=_tid("boxes")):
                 v.VChip("{{ b.abbrev }} slice {{ b.slice }} ({{ b.size }})", v_for="b in msam_boxes", key="b_index",
                         color=("b.color",), size="x-small", classes="mr-1")
@@ -150,26 +194,57 @@ def _review_panel(v: Any, html: Any, ctrl: Any) -> None:
             with v.VTable(density="compact", classes="msam-queue mt-1", height=160, fixed_header=True,
                           v_if=("msam_queue.length",)):
                 with html.Thead(), html.Tr():
-                    for title in ("#", "slice", "muscle", "nats", "exp. DSC", "ml"):
-                        html.Th(title)
-                with html.Tbody(), html.Tr(v_for="row in msam_queue", key="row.rank"):
-                    for col in ("rank", "slice", "muscle", "uncertainty (nats)", "expected DSC", "volume (ml)"):
+                    for title, tip in (("#", "rank: most uncertain first"), ("slice", "axial slice"), ("muscle", ""),
+                                       ("nats", "mean uncertainty (entropy in nats; 0 = certain, 0.69 = a coin toss)"),
+                                       ("exp. DSC", "expected Dice overlap of this mask with the truth, from the ensemble"),
+                                       ("ml", "this muscle's volume on this slice (millilitres)")):
+                        html.Th(title, title=tip)
+                with html.Tbody(), html.Tr(v_for="row in msam_queue", key="row.rank", click=(ctrl.review_row, "[row.rank]"),
+                                           raw_attrs=['data-testid="review-row"']):
+                    for col in ("rank", "slice", "muscle", "uncertainty (nats)", "expected DSC", "slice volume (ml)"):
                         html.Td(f"{{{{ row['{col}'] }}}}")
+            html.Div("Click a row to go there (yellow marker). nats: uncertainty, 0 = certain; exp. DSC: expected "
+                     "overlap with the truth.", classes="text-caption", v_if=("msam_queue.length",))
 
 
-def _correction_panel(v: Any, ctrl: Any) -> None:
+def _correction_panel(v: Any, html: Any, ctrl: Any) -> None:
     with v.VCard(flat=True, classes="mb-1"):
         v.VCardTitle("Correct")
         with v.VCardText(classes="pb-1"):
-            v.VSlider(v_model=("msam_brush",), min=1, max=20, step=0.5, label="Brush (% of view)", density="compact",
-                      hide_details=True, thumb_label=True)
+            v.VSlider(v_model=("msam_brush",), min=1, max=20, step=0.5, label="Brush (% of view) [ ]", density="compact",
+                      hide_details=True, thumb_label=True, raw_attrs=_tid("brush"))
             with v.VRow(dense=True):
-                with v.VCol():
-                    v.VBtn("Undo stroke", block=True, size="small", variant="tonal", click=ctrl.undo,
+                with v.VCol(cols=6):
+                    v.VBtn("Undo stroke [Ctrl+Z]", block=True, size="small", variant="tonal", click=ctrl.undo,
                            disabled=("!msam_has_result",), raw_attrs=_tid("undo"))
-                with v.VCol():
+                with v.VCol(cols=6):
+                    v.VBtn("Undo run", block=True, size="small", variant="tonal", click=ctrl.undo_run,
+                           disabled=("!msam_can_undo_run || msam_busy",), raw_attrs=_tid("undo-run"))
+                with v.VCol(cols=6):
+                    v.VBtn("Clear muscle on slice", block=True, size="small", variant="tonal", click=ctrl.clear_on_slice,
+                           disabled=("!msam_has_result || msam_busy",), raw_attrs=_tid("clear-slice"))
+                with v.VCol(cols=6):
                     v.VBtn("{{ msam_locked ? 'Unlock muscle' : 'Mark finished' }}", block=True, size="small",
                            variant="tonal", click=ctrl.toggle_lock, disabled=("!msam_has_result",), raw_attrs=_tid("lock"))
+
+
+def _segments_panel(v: Any, html: Any, ctrl: Any) -> None:
+    with v.VCard(flat=True, classes="mb-1"):
+        v.VCardTitle("Muscles")
+        with v.VCardText(classes="pb-1"):
+            v.VSlider(v_model=("msam_seg_opacity",), min=0, max=1, step=0.05, label="Fill opacity", density="compact",
+                      hide_details=True, thumb_label=True, disabled=("!msam_segments.length",), raw_attrs=_tid("seg-opacity"))
+            with html.Div(v_for="m in msam_segments", key="m.label", classes="d-flex align-center",
+                          raw_attrs=['data-testid="segment-row"']):
+                v.VIcon("mdi-square-rounded", color=("m.color",), size="small", classes="mr-1")
+                html.Span("{{ m.abbrev }}", classes="text-body-2 mr-1", style="min-width: 3em;")
+                html.Span("{{ m.voxels }} vox{{ m.locked ? ', locked' : '' }}", classes="text-caption")
+                v.VSpacer()
+                v.VBtn(icon=("m.visible ? 'mdi-eye' : 'mdi-eye-off'",), size="x-small", variant="text",
+                       click=(ctrl.segment_visibility, "[m.label, !m.visible]"), raw_attrs=['data-testid="segment-eye"'])
+                v.VBtn(icon="mdi-delete", size="x-small", variant="text", disabled=("m.locked || msam_busy",),
+                       click=(ctrl.delete_muscle, "[m.label]"), raw_attrs=['data-testid="segment-delete"'])
+            html.Div("No muscle yet.", v_if=("!msam_segments.length",), classes="text-caption")
 
 
 def _export_panel(v: Any, html: Any, ctrl: Any) -> None:
@@ -181,9 +256,8 @@ def _export_panel(v: Any, html: Any, ctrl: Any) -> None:
             v.VBtn("Download zip ({{ msam_export.size }})", v_if=("msam_export",), href=("msam_export.url",), block=True,
                    size="small", color="success", classes="mt-2", prepend_icon="mdi-download",
                    raw_attrs=[*_tid("download"), "download"])
-            html.Div("{{ msam_export.name }}", v_if=("msam_export",), classes="text-caption",
-                     style="word-break: break-all;")
-            html.Div("Bundles are saved on the server in {{ msam_export_folder }}", classes="text-caption mt-1")
+            html.Div("{{ msam_export.name }}", v_if=("msam_export",), classes="text-caption msam-path")
+            html.Div("Bundles are saved on the server in {{ msam_export_folder }}", classes="text-caption mt-1 msam-path")
 
 
 def _learning_panel(v: Any, html: Any, ctrl: Any) -> None:

@@ -45,4 +45,6 @@ BAD_IMAGES: dict[str, tuple[Callable[[Path], Path], str]] = {
     "vector image": (lambda f: _write(f / "vector.mha", np.ones((3, 8, 8, 3), np.float32), vector=True), "scalar image"),
     "complex image": (lambda f: _write(f / "complex.mha", np.ones((3, 8, 8), np.complex64)), "scalar image"),
     "NaN voxels": (_nan, "NaN/inf"),
+    "label map as image": (lambda f: _write(f / "labels.nii.gz", (np.arange(3 * 24 * 24).reshape(3, 24, 24) % 12).astype(np.uint8)),
+                           "looks like a label map"),
 }

@@ -68,11 +68,23 @@ def drag(page: Any, p0: tuple[float, float], p1: tuple[float, float], shot: Path
     page.mouse.up()
 
 
-def open_app(page: Any, url: str) -> None:
-    """Load the page and wait until the axial view can take boxes and has its final size."""
+def open_app(page: Any, url: str, server: Any = None) -> None:
+    """Load the page and wait until the axial view can take boxes and has its final size.
+
+    With ``server``: until the server's axial view has this page's size (state, not a fixed wait).
+    """
     page.goto(url)
-    page.wait_for_selector(BOX_LAYER, timeout=60_000)
-    time.sleep(VIEW_SETTLE_S)
+    page.wait_for_selector(BOX_LAYER, timeout=180_000)
+    if server is None:
+        time.sleep(VIEW_SETTLE_S)
+        return
+
+    def same_size(st: dict) -> bool:
+        box = page.locator(BOX_LAYER).bounding_box()
+        w, h = st["axial"]["pixels"]
+        return box is not None and abs(w - box["width"]) <= 2 and abs(h - box["height"]) <= 2
+
+    server.wait(same_size, timeout=180, what="the axial view at the page's size")
 
 
 def message(page: Any) -> str:
@@ -80,7 +92,7 @@ def message(page: Any) -> str:
     return page.locator(tid("message")).inner_text()
 
 
-def wait_message(page: Any, needle: str, timeout_ms: int = 30_000) -> str:
+def wait_message(page: Any, needle: str, timeout_ms: int = 180_000) -> str:
     """Wait until the message bar contains ``needle`` (case-insensitive); returns the message."""
     page.wait_for_function(
         "n => { const e = document.querySelector('[data-testid=\"message\"]'); return e && e.innerText.toLowerCase().includes(n); }",

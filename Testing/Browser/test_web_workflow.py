@@ -33,8 +33,8 @@ def server(random_manifest: Path, tmp_path_factory: pytest.TempPathFactory):
 
 def test_workflow(server, browser, artifacts: Path) -> None:
     page = browser.new_page(viewport={"width": 1400, "height": 900}, accept_downloads=True)
-    open_app(page, server.base + "/")
-    st = server.wait(lambda s: s["msam_ready"], what="image and ensemble loaded")
+    open_app(page, server.base + "/", server)
+    st = server.wait(lambda s: s["msam_ready"], timeout=180, what="image and ensemble loaded")
     wait_message(page, "ready")
     page.screenshot(path=str(artifacts / "01-loaded.png"))
     blank_px = assert_not_blank(page, "after loading")
