@@ -45,7 +45,8 @@ def _handlers() -> list[str]:
     down = (f"$event.button === 0 && ($event.currentTarget.setPointerCapture($event.pointerId), "
             f"{DRAG} = {{on: true, x0: {fx}, y0: {fy}, x1: {fx}, y1: {fy}}});")
     move = f"{DRAG}.on && ({DRAG} = {{...{DRAG}, x1: {fx}, y1: {fy}}});"
-    up = (f"{DRAG}.on && trigger('{TRIGGER_BOX}', [{DRAG}.x0, {DRAG}.y0, {fx}, {fy}]); {DRAG} = {IDLE};")
+    size = "$event.currentTarget.getBoundingClientRect().width, $event.currentTarget.getBoundingClientRect().height"
+    up = (f"{DRAG}.on && trigger('{TRIGGER_BOX}', [{DRAG}.x0, {DRAG}.y0, {fx}, {fy}, {size}]); {DRAG} = {IDLE};")
     return [f'@pointerdown.prevent="{down}"', f'@pointermove="{move}"', f'@pointerup="{up}"',
             f'@pointercancel="{DRAG} = {IDLE};"', f'@wheel.prevent="trigger(\'{TRIGGER_SCROLL}\', [-Math.sign($event.deltaY)]);"']
 

@@ -123,6 +123,7 @@ class WebController(RunActions, LearningActions):
             self.state.msam_on_cpu = self.logic.on_cpu
             self._refresh_ready()
             self._precompute_middle()
+            self._publish_slices()
             if self.volume_node is not None:
                 self.say("Ready: pick a muscle, drag a box around it on the axial view, then press Segment.", "info")
 
@@ -176,6 +177,7 @@ class WebController(RunActions, LearningActions):
             self.image_name, self.image_file = name, path
             self._refresh_ready()
             self._precompute_middle()
+            self._publish_slices()
             self.say(f"Opened {name}. Pick a muscle, drag a box around it on the axial view, then "
                      "press Segment." if self.logic.loaded is not None else
                      f"Opened {name}; the ensemble is still loading ...", "info")
@@ -426,13 +428,14 @@ class WebController(RunActions, LearningActions):
             self.state.flush()
 
     @reported
-    def cursor(self, fx: Any, fy: Any) -> None:
-        """The mouse moved over the axial view: what lies under it."""
-        from .drag_box import fraction_to_ras  # noqa: PLC0415
+    def cursor(self, fx: Any, fy: Any, page_w: Any = 0, page_h: Any = 0) -> None:
+        """The mouse moved over the axial view (fractions of this tab's view element of that size): what lies under it."""
+        from .drag_box import fraction_to_ras, server_fraction  # noqa: PLC0415
 
         if self.volume_node is None:
             return
-        ras = fraction_to_ras(self.views.slice_node(AXIAL), float(fx), float(fy))
+        node = self.views.slice_node(AXIAL)
+        ras = fraction_to_ras(node, float(fx), server_fraction(node, float(fy), float(page_w), float(page_h)))
         out = self.logic.read_out(self.volume_node, ras)
         if out is None:
             self.state.msam_cursor = "outside the image"

@@ -34,15 +34,15 @@ KEYS_JS = ("window.addEventListener('keydown', (e) => { const t = e.target; if (
            "!(t.closest && t.closest('.v-select')) && ['text', 'number', 'search', 'password', 'email', 'url'].includes(t.type)); "
            "if (typing) return; let k = e.key.toLowerCase(); "
            "if (e.ctrlKey || e.metaKey) { if (k !== 'z') return; k = 'ctrl+z'; } "
-           "else if (!" + repr(list(KEYS)).replace("'", '"') + ".includes(k)) return; "
+           "else if (!" + repr(list(KEYS)) + ".includes(k)) return; "
            "if (k.startsWith('arrow') && t.closest && t.closest('[role=slider], .v-slider')) return; "
            "e.preventDefault(); e.stopPropagation(); trigger('msam_key', [k]); }, true)")
 # The cursor read-out: where the mouse is over the axial view, at most ~8 times a second.
-CURSOR_JS = ("window.addEventListener('pointermove', (e) => { const l = document.querySelector('[data-testid=\"box-layer\"]'); "
+CURSOR_JS = ("window.addEventListener('pointermove', (e) => { const l = window.document.querySelector('[data-testid=box-layer]'); "
              "if (!l) return; const r = l.getBoundingClientRect(); const fx = (e.clientX - r.left) / r.width, "
              "fy = (e.clientY - r.top) / r.height; if (fx < 0 || fx > 1 || fy < 0 || fy > 1) return; "
              "const now = Date.now(); if (window.msamCursorAt && now - window.msamCursorAt < 120) return; "
-             "window.msamCursorAt = now; trigger('msam_cursor', [fx, fy]); })")
+             "window.msamCursorAt = now; trigger('msam_cursor', [fx, fy, r.width, r.height]); })")
 
 
 def _tid(name: str) -> list[str]:
@@ -136,13 +136,13 @@ def _prompt_panel(v: Any, html: Any, ctrl: Any) -> None:
                           label="Muscle", density="compact", hide_details=True, raw_attrs=_tid("muscle"))
             with v.VBtnToggle(v_model=("msam_tool",), mandatory=True, density="compact", divided=True,
                               variant="outlined", classes="mt-2 d-flex"):
-                v.VBtn("Box [B]", value="box", prepend_icon="mdi-selection-drag", size="small", raw_attrs=_tid("tool-box"))
-                v.VBtn("Paint [D]", value="paint", prepend_icon="mdi-brush", size="small", raw_attrs=_tid("tool-paint"))
-                v.VBtn("Erase [E]", value="erase", prepend_icon="mdi-eraser", size="small", raw_attrs=_tid("tool-erase"))
-                v.VBtn("View [V]", value="navigate", prepend_icon="mdi-cursor-default", size="small", raw_attrs=_tid("tool-view"))
+                v.VBtn("Box", value="box", prepend_icon="mdi-selection-drag", size="small", raw_attrs=_tid("tool-box"))
+                v.VBtn("Paint", value="paint", prepend_icon="mdi-brush", size="small", raw_attrs=_tid("tool-paint"))
+                v.VBtn("Erase", value="erase", prepend_icon="mdi-eraser", size="small", raw_attrs=_tid("tool-erase"))
+                v.VBtn("View", value="navigate", prepend_icon="mdi-cursor-default", size="small", raw_attrs=_tid("tool-view"))
             html.Div("Box tool: drag from corner to corner of the muscle on the axial view (wheel or arrow keys: next "
-                     "slice, Page Up/Down: 5 slices). Keys: S segment, P propagate, N next uncertain, Esc cancel, "
-                     "[ ] brush size, Ctrl+Z undo.", classes="text-caption mt-1")
+                     "slice, Page Up/Down: 5 slices). Keys: B box, D paint, E erase, V view, S segment, P propagate, "
+                     "N next uncertain, Esc cancel, [ ] brush size, Ctrl+Z undo.", classes="text-caption mt-1")
             with html.Div(classes="mt-1", raw_attrs=_tid("boxes")):
                 v.VChip("{{ b.abbrev }} slice {{ b.slice }} ({{ b.size }})", v_for="b in msam_boxes", key="b_index",
                         color=("b.color",), size="x-small", classes="mr-1")

@@ -105,7 +105,7 @@ def test_annotation_tool(server, browser, artifacts: Path) -> None:
     pick_muscle(page, "rectus femoris")
     page.keyboard.press("s")
     st = server.wait(lambda s: not s["msam_busy"] and str(RF) in (s["segments"] or {}), timeout=LONG, what="RF segmented")
-    v3 = st["segments"].get(str(VL), 0)
+    v3, rf = st["segments"].get(str(VL), 0), st["segments"][str(RF)]
     page.wait_for_selector(tid("segment-row"))
     page.screenshot(path=str(artifacts / "02-segment-list-and-review.png"))
 
@@ -140,9 +140,10 @@ def test_annotation_tool(server, browser, artifacts: Path) -> None:
     wait_message(page, "keep their voxels")
     page.screenshot(path=str(artifacts / "04-locked-spared.png"))
 
-    # Undo run: RF's run is taken back; window presets and the cursor read-out
+    # Undo run: RF's run is taken back (but not where it took voxels of VL, locked since); window presets, cursor
     page.click(tid("undo-run"))
-    server.wait(lambda s: str(RF) not in (s["segments"] or {}), what="the RF run undone")
+    st = server.wait(lambda s: (s["segments"] or {}).get(str(RF), 0) < rf, what="the RF run undone")
+    assert st["segments"][str(VL)] == v3
     page.click(f'{tid("window")} button:has-text("Muscle")')
     wait_message(page, "window")
     page.mouse.move(*page_point(server, page, (c0 + c1) / 2, (r0 + r1) / 2, k))
@@ -160,3 +161,41 @@ def test_annotation_tool(server, browser, artifacts: Path) -> None:
     page.click(tid("confirm-discard"))
     server.wait(lambda s: s["msam_ready"] and not s["segments"], timeout=LONG, what="the sample opened again")
     page.close()
+
+
+def tab_point(server, page, col: float, row: float, k: int) -> tuple[float, float]:
+    """Page pixel of canonical (col, row) as THIS tab shows the server's image (at its width, top-aligned)."""
+    from MuscleSAMLib.scene_bridge.geometry import canonical_to_ras
+
+    from helpers import sample_labels
+
+    ras = canonical_to_ras(sample_labels(), col, row, k)
+    f = server.api("ras_to_view?ras=" + ",".join(f"{v:.4f}" for v in ras))
+    box = page.locator(tid("box-layer")).bounding_box()
+    w, h = server.state()["axial"]["pixels"]
+    return box["x"] + f["fx"] * box["width"], box["y"] + f["fy"] * h * box["width"] / w
+
+
+def test_boxes_land_where_drawn_in_two_tabs_of_different_shapes(server, browser, artifacts: Path) -> None:
+    """Issue 16 item 3: the last-opened tab sizes the server's view; a box drawn in the other tab still lands
+    on the muscle it was drawn around."""
+    first = browser.new_page(viewport={"width": 1400, "height": 900})
+    open_app(first, server.base + "/", server)
+    server.wait(lambda s: s["msam_ready"], timeout=LONG, what="ready")
+    second = browser.new_page(viewport={"width": 1100, "height": 950})
+    open_app(second, server.base + "/", server)  # the server's view now has the second tab's shape
+    server.action("clear_boxes")
+    second.keyboard.press("b")
+    server.wait(lambda s: s["msam_tool"] == "box", what="the Box tool")
+    k = server.state()["axial"]["canonical_slice"]
+    c0, r0, c1, r1 = muscle_rect(VL, k)
+    for page in (first, second):
+        page.bring_to_front()
+        drag(page, tab_point(server, page, c0, r0, k), tab_point(server, page, c1, r1, k))
+        st = server.wait(lambda s: len(s["pending_boxes"]) == 1, what="the box")
+        bc0, br0, bc1, br1 = st["pending_boxes"][0]["xyxy"]
+        assert max(abs(bc0 - c0), abs(br0 - r0), abs(bc1 - c1), abs(br1 - r1)) <= 2, (st["pending_boxes"], (c0, r0, c1, r1))
+        page.screenshot(path=str(artifacts / f"tab-{page.viewport_size['width']}.png"))
+        server.action("clear_boxes")
+    first.close()
+    second.close()

@@ -48,6 +48,18 @@ def test_drag_fractions_map_to_ras_and_back() -> None:
     assert a[2] == b[2] == 12.0 and a[1] < b[1]  # top of the screen is anterior
 
 
+def test_a_tab_of_another_shape_maps_its_drag_where_it_was_drawn() -> None:
+    """Issue 16 item 3: the server view is 400 x 300; a tab showing it at 400 x 600 (the image at full
+    width, top-aligned) reports half its height for a point at the image's bottom edge."""
+    node = _node()
+    same = drag_to_ras(node, Drag(0.1, 0.2, 0.3, 0.8))
+    tall = drag_to_ras(node, Drag(0.1, 0.1, 0.3, 0.4, 400, 600))
+    assert np.allclose(same, tall)
+    assert np.allclose(drag_to_ras(node, Drag(0.1, 0.2, 0.3, 0.8, 800, 600)), same)  # same shape: as is
+    with pytest.raises(InputError, match="past the edge"):
+        drag_to_ras(node, Drag(0.1, 0.2, 0.3, 0.7, 400, 600))  # below the image this tab shows
+
+
 def test_bad_drags_are_refused() -> None:
     with pytest.raises(InputError, match="no size"):
         drag_to_ras(_node(), Drag(0.4, 0.4, 0.4005, 0.6))
