@@ -7,7 +7,7 @@ other names below are imported on first use.
 
 Modules: ``logic`` (MuscleSAMLogic), ``outcomes`` (result types), ``geometry`` (volume nodes <-> engine Volume), ``prompts`` (ROI /
 RAS boxes), ``segments`` (muscle segmentation), ``overlays`` (heatmap, probability, agreement),
-``review_table``, ``export`` (atomic bundle), ``session``, ``jobs``, ``headless`` (slicer-core scene),
+``review_table``, ``export`` (atomic bundle), ``jobs``, ``headless`` (slicer-core scene),
 ``dependencies``, ``user_data`` (the user's folder for learned ensembles).
 """
 

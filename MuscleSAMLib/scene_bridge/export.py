@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..volumes import Volume
-from .session import Session
+from ..engine.session import Session
 
 if TYPE_CHECKING:
     from ..models.loading import LoadedEnsemble

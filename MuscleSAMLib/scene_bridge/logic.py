@@ -38,7 +38,7 @@ from .dicom_source import dicom_files_of
 from .jobs import Busy, Job
 from .mrml import find_owned_node
 from .outcomes import DisplaySettings, EnsembleChoice, RunOutcome
-from .session import Session
+from ..engine.session import Session
 
 Prompt = Any  # a BoxPrompt or a vtkMRMLMarkupsROINode
 

@@ -11,7 +11,7 @@ import numpy as np
 from ..sample_data import muscle_names
 from .geometry import canonical_to_ras, stored_slice_index
 from .mrml import nodes_by_class, owned_node
-from .session import Session
+from ..engine.session import Session
 
 COLUMNS = ("rank", "slice", "muscle", "uncertainty (nats)", "expected DSC", "volume (ml)", "volume low (ml)", "volume high (ml)",
            "muscle fat fraction (%)", "muscle fat fraction low (%)", "muscle fat fraction high (%)",

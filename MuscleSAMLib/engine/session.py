@@ -16,12 +16,12 @@ from typing import Mapping
 import numpy as np
 
 from ..biomarkers import Biomarkers, muscle_biomarkers
-from ..engine.assembly import LabelProbabilities
-from ..engine.member_masks import MemberMasks, MemberWindows, member_window
-from ..engine.review import MuscleSliceScore, MuscleVolume, ReviewItem, muscle_volumes, next_review_item, review_queue
-from ..engine.segmenter import Segmenter
-from ..engine.types import BoxPrompt
-from ..engine.volume_run import VolumeResult
+from .assembly import LabelProbabilities
+from .member_masks import MemberMasks, MemberWindows, member_window
+from .review import MuscleSliceScore, MuscleVolume, ReviewItem, muscle_volumes, next_review_item, review_queue
+from .segmenter import Segmenter
+from .types import BoxPrompt
+from .volume_run import VolumeResult
 from ..uncertainty import uncertainty_maps
 from ..volumes import Volume
 
