@@ -1,5 +1,8 @@
 """Synthetic bilateral thigh Dixon MRI phantoms with exact label truth.
 
+One concern in one file (over 400 lines on purpose): the phantom's anatomy, tissue intensities and
+disease grades are tuned together and read best side by side.
+
 Why: tests and benchmarks need thigh-like water/fat volumes whose muscle labels and fat fractions
 are known exactly, that are generated in well under a second, and that need no patient data.
 They are for exercising code paths (IO, prompting, ensembling, metrics, timing) only; they are
