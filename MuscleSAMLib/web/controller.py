@@ -422,7 +422,7 @@ class WebController(RunActions, LearningActions):
             return
         titles = dict(self.state.msam_view_titles)
         k, n = self.logic.slice_of(self.volume_node, self._axial_centre())
-        titles["Red"] = f"Axial slice {k + 1} / {n}"
+        titles["Red"] = f"Axial slice {k} (0-{n - 1})"
         if titles != self.state.msam_view_titles:
             self.state.msam_view_titles = titles
             self.state.flush()

@@ -19,7 +19,7 @@ CSS = BOX_CSS + """
 .msam-queue tbody tr { cursor: pointer; }
 .msam-queue tbody tr:hover { background: rgba(255,255,255,0.08); }
 .msam-path { word-break: break-all; overflow-wrap: anywhere; }
-.msam-cursor { position: absolute; left: 48px; bottom: 30px; z-index: 2; pointer-events: none; color: #eee;
+.msam-cursor { position: absolute; left: 48px; bottom: 52px; z-index: 2; pointer-events: none; color: #eee;
                font: 12px monospace; text-shadow: 0 0 3px #000; }
 """
 
@@ -63,7 +63,7 @@ def build_page(server: Any, ctrl: Any, views: Any) -> Any:
             v.VChip("{{ msam_image || 'no image' }}", size="small", classes="mr-2", raw_attrs=_tid("image-name"))
             v.VChip("{{ msam_ensemble || 'ensemble loading ...' }}", size="small", classes="mr-2")
             v.VChip("CPU: predictions are slower", v_if=("msam_on_cpu",), color="warning", size="small", classes="mr-2")
-            v.VChip("{{ msam_clients }} tabs share this session: what one does, all see", v_if=("msam_clients > 1",),
+            v.VChip("{{ msam_clients }} tabs share this session: each can draw (boxes land where drawn), all see the same scene", v_if=("msam_clients > 1",),
                     color="info", size="small", classes="mr-2", raw_attrs=_tid("tabs-warning"))
             v.VSpacer()
             v.VChip("Research use only - not for clinical use", size="small", variant="outlined", classes="mr-2")
@@ -186,7 +186,7 @@ def _uncertainty_panel(v: Any, html: Any) -> None:
 
 
 def _review_panel(v: Any, html: Any, ctrl: Any) -> None:
-    with v.VCard(flat=True, classes="mb-1"):
+    with v.VCard(flat=True, classes="mb-1", raw_attrs=_tid("review-panel")):
         v.VCardTitle("Review")
         with v.VCardText(classes="pb-1"):
             v.VBtn("Next most uncertain [N] ({{ msam_remaining }} left)", block=True, size="small", click=ctrl.next_uncertain,
@@ -208,7 +208,7 @@ def _review_panel(v: Any, html: Any, ctrl: Any) -> None:
 
 
 def _correction_panel(v: Any, html: Any, ctrl: Any) -> None:
-    with v.VCard(flat=True, classes="mb-1"):
+    with v.VCard(flat=True, classes="mb-1", raw_attrs=_tid("correct-panel")):
         v.VCardTitle("Correct")
         with v.VCardText(classes="pb-1"):
             v.VSlider(v_model=("msam_brush",), min=1, max=20, step=0.5, label="Brush (% of view) [ ]", density="compact",
@@ -229,7 +229,7 @@ def _correction_panel(v: Any, html: Any, ctrl: Any) -> None:
 
 
 def _segments_panel(v: Any, html: Any, ctrl: Any) -> None:
-    with v.VCard(flat=True, classes="mb-1"):
+    with v.VCard(flat=True, classes="mb-1", raw_attrs=_tid("segments-panel")):
         v.VCardTitle("Muscles")
         with v.VCardText(classes="pb-1"):
             v.VSlider(v_model=("msam_seg_opacity",), min=0, max=1, step=0.05, label="Fill opacity", density="compact",

@@ -107,7 +107,9 @@ def test_annotation_tool(server, browser, artifacts: Path) -> None:
     st = server.wait(lambda s: not s["msam_busy"] and str(RF) in (s["segments"] or {}), timeout=LONG, what="RF segmented")
     v3, rf = st["segments"].get(str(VL), 0), st["segments"][str(RF)]
     page.wait_for_selector(tid("segment-row"))
-    page.screenshot(path=str(artifacts / "02-segment-list-and-review.png"))
+    page.screenshot(path=str(artifacts / "02-two-muscles.png"))
+    for panel in ("segments-panel", "review-panel", "correct-panel"):
+        page.locator(tid(panel)).screenshot(path=str(artifacts / f"02-{panel}.png"))
 
     # Item 1: the VL paint is still an edit after RF was segmented on the same slice
     page.click(tid("export"))

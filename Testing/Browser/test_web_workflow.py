@@ -92,6 +92,7 @@ def test_workflow(server, browser, artifacts: Path) -> None:
     server.wait(lambda s: not s["heatmap"]["shown"], what="heatmap hidden")
     page.click(f'{tid("heat-visible")} input')
     server.wait(lambda s: s["heatmap"]["shown"], what="heatmap shown again")
+    page.locator(tid("heat-opacity")).scroll_into_view_if_needed()  # the panel scrolls: Export sits above the fold
     track = page.locator(f'{tid("heat-opacity")} .v-slider-track').bounding_box()
     page.mouse.click(track["x"] + 0.8 * track["width"], track["y"] + track["height"] / 2)
     server.wait(lambda s: abs(s["heatmap"]["opacity"] - 0.8) < 0.06, what="heatmap opacity 0.8")
