@@ -121,7 +121,8 @@ def _box_from_physical(raw: dict, volume: Volume, label: int, system: str) -> Bo
 def nearest_slice(k: float) -> int:
     """THE axial slice of a continuous canonical slice coordinate: the one whose slab [k - 0.5, k + 0.5) holds it.
 
-    Half-voxel ties go to the higher index (``floor(k + 0.5)``), as ITK's TransformPhysicalPointToIndex
+    Half-voxel ties go to the higher canonical index, i.e. the more superior slice (``floor(k + 0.5)``),
+    as ITK's TransformPhysicalPointToIndex
     (RoundHalfIntegerUp) and the in-plane voxel-centre rule do. Python's ``round`` would send 2.5 to 2
     but 3.5 to 4 (banker's rounding), so the slice of a box on a slab boundary depended on its parity.
     """
