@@ -122,9 +122,9 @@ def nearest_slice(k: float) -> int:
     """THE axial slice of a continuous canonical slice coordinate: the one whose slab [k - 0.5, k + 0.5) holds it.
 
     Half-voxel ties go to the higher canonical index, i.e. the more superior slice (``floor(k + 0.5)``),
-    as ITK's TransformPhysicalPointToIndex
-    (RoundHalfIntegerUp) and the in-plane voxel-centre rule do. Python's ``round`` would send 2.5 to 2
-    but 3.5 to 4 (banker's rounding), so the slice of a box on a slab boundary depended on its parity.
+    as ITK's TransformPhysicalPointToIndex (RoundHalfIntegerUp) and the in-plane voxel-centre rule do.
+    Python's ``round`` would send 2.5 to 2 but 3.5 to 4 (banker's rounding), so the slice of a box on a
+    slab boundary depended on its parity.
     """
     return int(np.floor(float(k) + 0.5))
 
