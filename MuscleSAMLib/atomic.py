@@ -101,51 +101,6 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-@contextmanager
-def staged_folder(dest: str | os.PathLike) -> Iterator[Path]:
-    """Yield an empty staging folder inside ``dest``; on success move its files into ``dest``, else delete it.
-
-    All-or-nothing for a set of output files: every byte is written before the first rename (renames
-    need no space), so a full disk or an error leaves ``dest`` as it was. ``dest`` is created when
-    missing and removed again on failure if this call created it. Errors name ``dest``.
-    """
-    dest = check_output_path(dest)
-    created = not dest.exists()
-    try:
-        dest.mkdir(parents=True, exist_ok=True)
-        remove_stale(dest, ".staging-*")
-        stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=dest))
-    except OSError as exc:
-        raise write_failure(dest if dest.exists() else dest.parent, exc.errno, exc.strerror) from None
-    try:
-        with full_disk_names(dest):
-            yield stage
-        try:
-            for f in sorted(stage.iterdir()):
-                os.replace(f, dest / f.name)  # renames need no space; they fail only if the folder changed under us
-        except OSError as exc:
-            raise OutputWriteError(f"{dest}: could not move the new results into place ({exc.strerror}); some files "
-                                   "there may be new and others older: run again", exc.errno) from None
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        if created:
-            shutil.rmtree(dest, ignore_errors=True)
-        raise
-    stage.rmdir()
-
-
-def remove_stale(folder: Path, pattern: str, max_age_s: float = 86400.0) -> None:
-    """Delete leftovers matching ``pattern`` in ``folder`` older than ``max_age_s`` (a process killed mid-write)."""
-    import time
-
-    for p in folder.glob(pattern):
-        try:
-            if time.time() - p.stat().st_mtime > max_age_s:
-                shutil.rmtree(p) if p.is_dir() else p.unlink()
-        except OSError:
-            pass  # best effort: a leftover we cannot remove does no harm
-
-
 def write_text_atomic(dest: str | os.PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``dest`` atomically."""
     with atomic_path(dest) as tmp:

@@ -94,9 +94,14 @@ def _measures(mask: np.ndarray, spacing: tuple[float, float, float], ff: np.ndar
     return volume, csa, int(present.sum()), ff_mean, ff_median
 
 
-def _interval(values: list[float | None]) -> tuple[float, float] | None:
+def _interval(values: list[float | None], point: float | None) -> tuple[float, float] | None:
+    """[min, max] over the members' values, widened to contain ``point`` (the figure of the written label
+    map, whose contested voxels can differ from every member's own mask): an interval always holds its value."""
     vals = [v for v in values if v is not None]
-    return (float(min(vals)), float(max(vals))) if vals else None
+    if not vals:
+        return None
+    vals += [point] if point is not None else []
+    return (float(min(vals)), float(max(vals)))
 
 
 def muscle_biomarkers(labels: np.ndarray, spacing: tuple[float, float, float], *,
@@ -123,7 +128,7 @@ def muscle_biomarkers(labels: np.ndarray, spacing: tuple[float, float, float], *
             intervals: list[tuple[float, float] | None] = [None, None, None, None]
             if member_masks is not None and label in member_masks:
                 per = [_measures(m & region, spacing, ff) for m in member_masks[label]]
-                intervals = [_interval([p[0] for p in per]), _interval([p[1] for p in per]),
-                             _interval([p[3] for p in per]), _interval([p[4] for p in per])]
+                intervals = [_interval([p[0] for p in per], vol), _interval([p[1] for p in per], csa),
+                             _interval([p[3] for p in per], ffm), _interval([p[4] for p in per], ffmed)]
             out.append(Biomarkers(label, side, vol, intervals[0], csa, intervals[1], n, ffm, intervals[2], ffmed, intervals[3]))
     return out

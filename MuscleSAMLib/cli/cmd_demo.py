@@ -12,7 +12,6 @@ import json
 import sys
 from pathlib import Path
 
-from ..atomic import write_json_atomic
 from ..sample_data import SAMPLE_DIR, sample_case
 from .cmd_segment import add_ensemble_arguments, print_summary
 
@@ -54,8 +53,7 @@ def run(args: argparse.Namespace) -> int:
     seg = Segmenter(loaded.ensemble, volume.canonical_array, volume_id=volume.source, spacing=volume.canonical_spacing)
     result = segment_volume(seg, boxes, show_progress=not args.quiet, threshold=args.threshold)
     fat = read_volume(case.fat) if args.image is None else None  # the sample is a Dixon pair
-    report = write_case_outputs(volume, result, seg, loaded, args.out, boxes=boxes, rejected_input=rejected, fat=fat)
-    print_summary(report, args.out)
+    extra, agreement = {}, None
     if args.image is None:
         truth = np.rint(read_volume(case.labels, allow_labels=True).canonical_array).astype(np.int32)
         per_muscle, _ = evaluate_result(result, truth, boxes, volume.canonical_spacing)
@@ -65,7 +63,11 @@ def run(args: argparse.Namespace) -> int:
             "ensemble": {"mean": mean_metrics(per_muscle), "per_muscle": per_muscle},
             **baseline_scores(seg.image, truth, boxes, volume.canonical_spacing, use_growcut=False),
         }
-        write_json_atomic(Path(args.out) / "agreement.json", agreement)
+        extra["agreement.json"] = agreement  # published with the rest (one complete set)
+    report = write_case_outputs(volume, result, seg, loaded, args.out, boxes=boxes, rejected_input=rejected, fat=fat,
+                                extra_json=extra)
+    print_summary(report, args.out)
+    if agreement is not None:
         print(f"mean DSC vs silver labels: ensemble {agreement['ensemble']['mean']['dsc']:.3f}, "
               f"fill-the-box {agreement['baseline_boxfill']['mean']['dsc']:.3f} (same boxes)")
     print(json.dumps({"out": str(args.out), "timings": report["timings"]}, indent=None))

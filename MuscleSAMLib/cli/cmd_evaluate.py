@@ -27,12 +27,15 @@ def run(args: argparse.Namespace) -> int:
     # heavy imports here so `musclesam --help` and input errors answer fast
     from ..pipelines.evaluate import evaluate_case
     from ..models.loading import load_ensemble
+    from ..result_folders import check_replaceable
     from ..volumes import check_same_grid, read_volume
+    check_replaceable(args.out, "evaluate")  # before any work: never over the user's own files
     image = read_volume(args.image)
     labels = read_volume(args.labels, allow_labels=True)
     check_same_grid(image, labels, "image", "label map")  # before the (slower) ensemble load
     loaded = load_ensemble(args.ensemble, args.manifest, args.device)
-    report = evaluate_case(image, labels, loaded, args.out, show_progress=not args.quiet, use_growcut=not args.no_growcut)
+    report = evaluate_case(image, labels, loaded, args.out, show_progress=not args.quiet, use_growcut=not args.no_growcut,
+                           threshold=args.threshold)
     print_metrics(report)
     print(f"wrote {args.out}")
     return 0

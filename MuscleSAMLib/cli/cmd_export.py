@@ -19,7 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--corrected", required=True, type=Path, help="corrected label map (NIfTI/NRRD/.seg.nrrd label map) on IMAGE's grid")
     p.add_argument("--prediction", type=Path, help="the `musclesam segment` output folder of this case")
     p.add_argument("--fat", type=Path, help="Dixon fat image (fat fraction biomarkers)")
-    p.add_argument("--out", required=True, type=Path, help="bundle folder to create or replace")
+    p.add_argument("--out", required=True, type=Path, help="bundle folder to create (or a previous bundle to replace; a folder holding other files is refused)")
     p.set_defaults(func=run)
 
 
@@ -29,8 +29,10 @@ def run(args: argparse.Namespace) -> int:
     from ..outputs.bundle import write_bundle
     from ..engine.types import BoxPrompt
     from ..errors import InputError
+    from ..result_folders import check_replaceable
     from ..volumes import check_same_grid, dicom_series_files, read_dixon_pair, read_volume
 
+    check_replaceable(args.out, "bundle")  # before any work: never over the user's own files
     image = read_volume(args.image)
     fat = read_dixon_pair(args.fat, args.image)[0] if args.fat else None
     corrected = read_volume(args.corrected, allow_labels=True)

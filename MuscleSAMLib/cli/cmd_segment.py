@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .arg_types import probability_threshold
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +27,8 @@ def add_ensemble_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ensemble", help="ensemble name in the manifest (default: the manifest's default)")
     p.add_argument("--manifest", type=Path, help="weights manifest (default: the shipped weights/manifest.json)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="compute device (default: CUDA if present)")
-    p.add_argument("--threshold", type=float, default=0.5, help="mean probability needed to label a voxel (default 0.5)")
+    p.add_argument("--threshold", type=probability_threshold, default=0.5,
+                   help="mean probability needed to label a voxel, in (0, 1) (default 0.5)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -35,7 +37,9 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.boxes import load_boxes_file
     from ..models.loading import load_ensemble
     from ..pipelines.segment import run_case
+    from ..result_folders import check_replaceable
     from ..volumes import read_dixon_pair, read_volume
+    check_replaceable(args.out, "segment")  # before any work: never over the user's own files
     volume = read_volume(args.image)
     fat = None
     if args.fat is not None:

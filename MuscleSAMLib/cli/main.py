@@ -7,7 +7,9 @@ parser and sets ``func`` (called with the parsed arguments, returning an exit co
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from typing import Sequence
 
 from ..errors import MuscleSAMError
@@ -32,10 +34,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds like Ctrl-C: staging folders are removed, nothing half-published
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code (0 ok, 2 user error, 130 interrupted)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if argv is None and threading.current_thread() is threading.main_thread():  # the real command line, not a test
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args.func(args) or 0)
     except MuscleSAMError as exc:

@@ -1,6 +1,6 @@
 """Each ensemble member's own mask of every muscle: THE member-mask assembler (CLI runs and the bridge's session).
 
-A member's mask of a muscle is ``p_m >= 0.5`` inside that muscle's window on each slice (the
+A member's mask of a muscle is ``p_m >= threshold`` (the run's, 0.5 by default) inside that muscle's window on each slice (the
 window of its box with the highest mean, see ``assembly``); member masks are not contested between
 muscles (each member's view of that muscle alone). They give the members' [min, max] intervals of
 volumes and fat fractions. Kept per (slice, label) window and assembled into whole volumes only on
@@ -19,9 +19,9 @@ Window = Tuple[slice, slice]
 MemberWindows = Dict[Tuple[int, int], Tuple[Window, np.ndarray]]  # (slice, label) -> (window, (M, h, w) bool)
 
 
-def member_window(per: LabelProbabilities) -> tuple[Window, np.ndarray]:
-    """(window slices, (M, h, w) bool) of one muscle on one slice: each member's own mask there."""
-    return per.window.slices, per.members >= 0.5
+def member_window(per: LabelProbabilities, threshold: float = 0.5) -> tuple[Window, np.ndarray]:
+    """(window slices, (M, h, w) bool) of one muscle on one slice: each member's own mask (p_m >= threshold) there."""
+    return per.window.slices, per.members >= threshold
 
 
 class MemberMasks(Mapping[int, np.ndarray]):

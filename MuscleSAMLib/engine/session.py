@@ -2,8 +2,8 @@
 
 Each run predicts only its own boxes (so a user's edits of other muscles are never re-predicted
 away). Its maps are merged into the session's canonical maps inside the windows its predictions
-covered; its review scores replace the scores of the same (slice, muscle). The review queue, muscle
-volumes and the "visited" set follow from the merged scores.
+covered; its review scores replace the scores of the same (slice, muscle). The review queue and the
+"visited" set follow from the merged scores; muscle volumes come from the prediction label map (:meth:`biomarkers`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 from ..biomarkers import Biomarkers, muscle_biomarkers
 from .assembly import LabelProbabilities
 from .member_masks import MemberMasks, MemberWindows, member_window
-from .review import MuscleSliceScore, MuscleVolume, ReviewItem, muscle_volumes, next_review_item, review_queue
+from .review import MuscleSliceScore, ReviewItem, next_review_item, review_queue
 from .segmenter import Segmenter
 from .types import BoxPrompt
 from .volume_run import VolumeResult
@@ -173,14 +173,6 @@ class Session:
     def queue(self) -> list[ReviewItem]:
         """All merged scores ranked for review (most uncertain first)."""
         return review_queue(self.scores.values())
-
-    @property
-    def volumes(self) -> dict[int, MuscleVolume]:
-        """Per-muscle predicted volume with member intervals over the scored slices."""
-        if not self.scores:
-            return {}
-        sk, sr, sc = self.segmenter.spacing
-        return muscle_volumes(self.scores.values(), pixel_area_mm2=sr * sc, slice_thickness_mm=sk)
 
     def snapshot(self) -> "Session":
         """A copy whose maps, prompts and log later runs cannot change (for an export on another thread)."""

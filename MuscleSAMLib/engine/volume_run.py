@@ -1,8 +1,8 @@
 """Run box prompts over a whole volume: predict per slice, assemble muscles, score for review.
 
 The result holds canonical 3D arrays (label map, probability of the reported label, total and
-epistemic uncertainty in nats) plus per-slice-per-muscle scores, per-muscle volumes with member
-intervals, the ranked review queue, and every rejected box with its reason.
+epistemic uncertainty in nats) plus per-slice-per-muscle scores, the ranked review queue, and every
+rejected box with its reason. Muscle volumes are measured on the label map (``biomarkers``), once.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from .assembly import LabelProbabilities, assemble_slice, combine_label_predictions
 from .member_masks import MemberMasks, member_window
-from .review import MuscleSliceScore, MuscleVolume, ReviewItem, muscle_volumes, review_queue, score_slice
+from .review import MuscleSliceScore, ReviewItem, review_queue, score_slice
 from .segmenter import Segmenter
 from .types import BoxPrompt, SlicePrediction
 
@@ -32,7 +32,6 @@ class VolumeResult:
     uncertainty_total: np.ndarray
     uncertainty_epistemic: np.ndarray
     scores: list[MuscleSliceScore]
-    volumes: dict[int, MuscleVolume]
     queue: list[ReviewItem]
     predictions: dict[int, SlicePrediction]
     rejected: list[tuple[BoxPrompt, str]] = field(default_factory=list)
@@ -43,6 +42,7 @@ class VolumeResult:
     # per slice, the labels this run predicted there (locked ones excluded): see Session.merge
     model_labels: np.ndarray | None = None
     predicted_labels: dict[int, frozenset[int]] = field(default_factory=dict)
+    threshold: float = 0.5  # mean (and member) probability that labels a voxel
 
     @property
     def combined(self) -> dict[int, dict[int, LabelProbabilities]]:
@@ -104,10 +104,8 @@ def segment_volume(segmenter: Segmenter, boxes: Iterable[BoxPrompt], *, current:
         scores.extend(score_slice(pred.boxes, pred.shape, locked=locked, combined=combined[k]))
         for bp in pred.boxes:
             iou.setdefault(str(bp.box.label), []).append(float(np.mean(bp.iou_pred)))
-    spacing = segmenter.spacing
-    volumes = muscle_volumes(scores, pixel_area_mm2=spacing[1] * spacing[2], slice_thickness_mm=spacing[0]) if scores else {}
     return VolumeResult(labels=labels, probability=probability, uncertainty_total=total, uncertainty_epistemic=epistemic,
-                        scores=scores, volumes=volumes, queue=review_queue(scores), predictions=predictions,
+                        scores=scores, queue=review_queue(scores), threshold=threshold, predictions=predictions,
                         rejected=rejected, iou_pred=iou, _combined=combined, model_labels=model_labels,
                         predicted_labels=predicted_labels,
                         timings={"total_seconds": time.perf_counter() - t0,
@@ -130,6 +128,7 @@ def summarise_slices(result: VolumeResult) -> list[dict]:
 
 
 def member_label_masks(result: VolumeResult, shape: tuple[int, int, int]) -> MemberMasks:
-    """{label: (M, slices, rows, cols) bool}: each member's own mask of every muscle (see ``member_masks``)."""
-    windows = {(k, label): member_window(per) for k, per_label in result.combined.items() for label, per in per_label.items()}
+    """{label: (M, slices, rows, cols) bool}: each member's own mask (p_m >= the run's threshold) of every muscle
+    (see ``member_masks``)."""
+    windows = {(k, label): member_window(per, result.threshold) for k, per_label in result.combined.items() for label, per in per_label.items()}
     return MemberMasks(windows, shape)

@@ -1,9 +1,8 @@
 """The corrections bundle: everything needed to audit a corrected case and to learn from it.
 
-Written atomically as a whole: files go into a temp folder beside the destination, which is renamed
-into place only when complete; an existing bundle is swapped out and removed only after the new one
-is in place, so an error (read-only folder, full disk) leaves no partial bundle and the previous one
-untouched.
+Published as a whole by :func:`MuscleSAMLib.result_folders.publish_folder` (staging folder beside the
+destination, a marker written last, one rename): an error or a kill leaves no partial bundle and the
+previous one untouched, and a folder holding the user's own files is refused, never replaced.
 
 Contents (all images on the input's grid)::
 
@@ -22,14 +21,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..atomic import check_output_path, full_disk_names, publish_mode, remove_stale, write_failure, write_json_atomic
+from ..atomic import write_json_atomic
 from ..biomarkers import muscle_biomarkers
 from ..engine.boxes import boxes_to_json
 from ..engine.types import BoxPrompt
@@ -40,6 +37,7 @@ from .biomarker_files import write_biomarker_csv, write_biomarker_plot
 from .dicom_seg import write_dicom_seg
 from .seg_nrrd import write_seg_nrrd
 from ..sample_data import muscle_names
+from ..result_folders import check_published, publish_folder
 from ..version import __version__
 from ..volumes import Volume, lps_ras, write_like
 
@@ -119,69 +117,52 @@ def write_bundle(dest: str | Path, image: Volume, corrected: np.ndarray, *, pred
                       ("uncertainty", uncertainty_total), ("epistemic uncertainty", uncertainty_epistemic)):
         if arr is not None and tuple(arr.shape) != tuple(shape):
             raise GeometryError(f"{name} has shape {tuple(arr.shape)}, the image {image.source} has {tuple(shape)}")
-    dest = check_output_path(dest)
     names = muscle_names()
-    parent = dest.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        for leftover in (f".{dest.name}.tmp-*", f".{dest.name}.old-*"):  # from an export that was killed
-            remove_stale(parent, leftover)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=parent))
-    except OSError as exc:
-        raise write_failure(parent, exc.errno, exc.strerror) from None
-    with full_disk_names(dest):  # a full disk names the bundle folder, not its temp folder
-        try:
-            corrected_u8 = corrected.astype(np.uint8)
-            write_like(corrected_u8, image, tmp / "corrected_labels.nii.gz")
-            write_seg_nrrd(corrected_u8, image, tmp / "corrected_labels.seg.nrrd", names,
-                           status={int(v): (segment_status or {}).get(int(v)) or "completed"
-                                   for v in np.unique(corrected_u8) if v})
-            report: dict[str, Any] = {"format": BUNDLE_FORMAT, "image": image.source}
-            if dicom_source:
-                report["dicom_seg"] = _dicom_seg(corrected_u8, image, dicom_source, tmp / "corrected_labels.dcm", names)
-            spacing = image.canonical_spacing
-            ff_kw = {"fat": fat.canonical_array, "water": image.canonical_array} if fat is not None else {}
-            corrected_rows = muscle_biomarkers(corrected_u8, spacing, image=image.canonical_array, **ff_kw)
-            write_biomarker_csv(corrected_rows, names, tmp / "biomarkers_corrected.csv")
-            report["biomarkers_corrected"] = [b.as_dict() for b in corrected_rows]
-            if prediction is not None:
-                pred_u8 = prediction.astype(np.uint8)
-                write_like(pred_u8, image, tmp / "prediction_labels.nii.gz")
-                edits = edit_map(pred_u8, corrected_u8)
-                write_like(edits, image, tmp / "edit_map.nii.gz")
-                report["edits"] = {code_name: int((edits == code).sum()) for code, code_name in EDIT_CODES.items() if code}
-                report["edits_per_muscle"] = {
-                    str(v): {"added": int(((corrected_u8 == v) & (pred_u8 != v)).sum()),
-                             "removed": int(((pred_u8 == v) & (corrected_u8 != v)).sum())}
-                    for v in sorted(set(np.unique(pred_u8)) | set(np.unique(corrected_u8))) if v}
-                pred_rows = muscle_biomarkers(pred_u8, spacing, member_masks=member_masks, image=image.canonical_array, **ff_kw)
-                write_biomarker_csv(pred_rows, names, tmp / "biomarkers_prediction.csv")
-                write_biomarker_plot(pred_rows, names, tmp / "biomarkers_prediction.png", title="prediction")
-                report["biomarkers_prediction"] = [b.as_dict() for b in pred_rows]
-                if uncertainty_total is not None:
-                    report["uncertainty_vs_edits"] = uncertainty_edit_check(uncertainty_total, edits, pred_u8, corrected_u8)
-            for fname, arr in (("probability.nii.gz", probability), ("uncertainty_total.nii.gz", uncertainty_total),
-                               ("uncertainty_epistemic.nii.gz", uncertainty_epistemic)):
-                if arr is not None:
-                    write_like(arr.astype(np.float32), image, tmp / fname)
-            write_json_atomic(tmp / "prompts.json", prompts_document(prompts, image))
-            export_event = {"time": _dt.datetime.now().astimezone().isoformat(timespec="seconds"), "action": "export",
-                            "edits": report.get("edits"), "edits_per_muscle": report.get("edits_per_muscle")}
-            write_json_atomic(tmp / "interaction_log.json", [*interaction_log, export_event])
-            prov = {"software": f"musclesam {__version__}", "bundle_format": BUNDLE_FORMAT,
-                    "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                    **_image_identity(image), **(provenance or {})}
-            write_json_atomic(tmp / "provenance.json", prov)
-            write_json_atomic(tmp / "report.json", report)
-            publish_mode(tmp)
-            _swap_into_place(tmp, dest)
-        except OSError as exc:  # the final renames
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise write_failure(dest, exc.errno, exc.strerror) from None
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    return dest
+    identity = _image_identity(image)
+    with publish_folder(dest, "bundle", {"image_sha256": identity.get("image_sha256")}) as tmp:
+        corrected_u8 = corrected.astype(np.uint8)
+        write_like(corrected_u8, image, tmp / "corrected_labels.nii.gz")
+        write_seg_nrrd(corrected_u8, image, tmp / "corrected_labels.seg.nrrd", names,
+                       status={int(v): (segment_status or {}).get(int(v)) or "completed"
+                               for v in np.unique(corrected_u8) if v})
+        report: dict[str, Any] = {"format": BUNDLE_FORMAT, "image": image.source}
+        if dicom_source:
+            report["dicom_seg"] = _dicom_seg(corrected_u8, image, dicom_source, tmp / "corrected_labels.dcm", names)
+        spacing = image.canonical_spacing
+        ff_kw = {"fat": fat.canonical_array, "water": image.canonical_array} if fat is not None else {}
+        corrected_rows = muscle_biomarkers(corrected_u8, spacing, image=image.canonical_array, **ff_kw)
+        write_biomarker_csv(corrected_rows, names, tmp / "biomarkers_corrected.csv")
+        report["biomarkers_corrected"] = [b.as_dict() for b in corrected_rows]
+        if prediction is not None:
+            pred_u8 = prediction.astype(np.uint8)
+            write_like(pred_u8, image, tmp / "prediction_labels.nii.gz")
+            edits = edit_map(pred_u8, corrected_u8)
+            write_like(edits, image, tmp / "edit_map.nii.gz")
+            report["edits"] = {code_name: int((edits == code).sum()) for code, code_name in EDIT_CODES.items() if code}
+            report["edits_per_muscle"] = {
+                str(v): {"added": int(((corrected_u8 == v) & (pred_u8 != v)).sum()),
+                         "removed": int(((pred_u8 == v) & (corrected_u8 != v)).sum())}
+                for v in sorted(set(np.unique(pred_u8)) | set(np.unique(corrected_u8))) if v}
+            pred_rows = muscle_biomarkers(pred_u8, spacing, member_masks=member_masks, image=image.canonical_array, **ff_kw)
+            write_biomarker_csv(pred_rows, names, tmp / "biomarkers_prediction.csv")
+            write_biomarker_plot(pred_rows, names, tmp / "biomarkers_prediction.png", title="prediction")
+            report["biomarkers_prediction"] = [b.as_dict() for b in pred_rows]
+            if uncertainty_total is not None:
+                report["uncertainty_vs_edits"] = uncertainty_edit_check(uncertainty_total, edits, pred_u8, corrected_u8)
+        for fname, arr in (("probability.nii.gz", probability), ("uncertainty_total.nii.gz", uncertainty_total),
+                           ("uncertainty_epistemic.nii.gz", uncertainty_epistemic)):
+            if arr is not None:
+                write_like(arr.astype(np.float32), image, tmp / fname)
+        write_json_atomic(tmp / "prompts.json", prompts_document(prompts, image))
+        export_event = {"time": _dt.datetime.now().astimezone().isoformat(timespec="seconds"), "action": "export",
+                        "edits": report.get("edits"), "edits_per_muscle": report.get("edits_per_muscle")}
+        write_json_atomic(tmp / "interaction_log.json", [*interaction_log, export_event])
+        prov = {"software": f"musclesam {__version__}", "bundle_format": BUNDLE_FORMAT,
+                "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                **identity, **(provenance or {})}
+        write_json_atomic(tmp / "provenance.json", prov)
+        write_json_atomic(tmp / "report.json", report)
+    return Path(os.path.abspath(dest))
 
 
 def _dicom_seg(labels: np.ndarray, image: Volume, sources: Sequence[str | os.PathLike], path: Path, names: dict) -> dict:
@@ -208,27 +189,12 @@ def _image_identity(image: Volume) -> dict:
     return {"image": str(src.resolve()), "image_sha256": sha256_of_file(src)}
 
 
-def _swap_into_place(tmp: Path, dest: Path) -> None:
-    """Rename the finished temp folder onto ``dest``; an old bundle is removed only afterwards."""
-    old = None
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-        os.replace(dest, old)
-    try:
-        os.replace(tmp, dest)
-    except OSError:
-        if old is not None:
-            os.replace(old, dest)  # put the previous bundle back
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def check_bundle(path: str | Path, image: Volume | None = None) -> Path:
     """Validate a bundle folder (required files present; on ``image``'s grid if given); returns it."""
     p = Path(path)
     if not p.is_dir():
         raise InputError(f"{p}: not a corrections bundle folder")
+    check_published(p, "bundle")  # a bundle cut short or altered by hand is refused
     missing = [f for f in REQUIRED_FILES if not (p / f).is_file()]
     if missing:
         raise InputError(f"{p}: incomplete bundle, missing {', '.join(missing)}")

@@ -30,9 +30,10 @@ from ..errors import InputError
 from ..metrics import brier, dice, ece, hd95, nll, nsd, reliability_curve
 from ..metrics.uncertainty_quality import auroc, error_share_in_top
 from ..outputs.overlay import write_overlay
+from ..result_folders import publish_folder
 from ..sample_data import muscle_names
 from ..models.loading import LoadedEnsemble
-from .segment import build_report
+from .segment import build_report, case_biomarkers
 from ..uncertainty import binary_entropy
 from ..volumes import Volume, check_same_grid
 
@@ -210,7 +211,7 @@ def uncertainty_quality(result: VolumeResult, truth: np.ndarray, region: np.ndar
 
 
 def evaluate_case(image: Volume, labels: Volume, loaded: LoadedEnsemble, out_dir: str | Path, *,
-                  show_progress: bool = True, use_growcut: bool = True) -> dict:
+                  show_progress: bool = True, use_growcut: bool = True, threshold: float = 0.5) -> dict:
     """Run the ensemble with label-derived boxes, compare with the labels, write report + pictures."""
     check_same_grid(image, labels, "image", "label map")
     truth = np.rint(labels.canonical_array).astype(np.int32)
@@ -218,7 +219,7 @@ def evaluate_case(image: Volume, labels: Volume, loaded: LoadedEnsemble, out_dir
         raise InputError(f"{labels.source}: label map has no muscle labels (all zero or negative)")
     boxes = label_boxes(truth)
     seg = Segmenter(loaded.ensemble, image.canonical_array, volume_id=image.source, spacing=image.canonical_spacing)
-    result = segment_volume(seg, boxes, show_progress=show_progress)
+    result = segment_volume(seg, boxes, show_progress=show_progress, threshold=threshold)
     spacing = image.canonical_spacing
     per_muscle, pooled = evaluate_result(result, truth, boxes, spacing)
     flat_unc = result.uncertainty_total
@@ -240,16 +241,21 @@ def evaluate_case(image: Volume, labels: Volume, loaded: LoadedEnsemble, out_dir
         "conventions": CONVENTIONS,
         "boxes": len(boxes),
         "muscle_names": {str(k): v["name"] for k, v in muscle_names().items()},
-        "segment_report": build_report(image, result, loaded, boxes, []),
+        "segment_report": build_report(image, result, loaded, boxes, [], *reversed(case_biomarkers(image, result))),
     }
     report["uncertainty_quality"] = uncertainty_quality(result, truth, union, wrong, report["per_muscle"],
                                                         report["segment_report"]["per_muscle"], boxes, spacing)
-    out = Path(out_dir)
+    with publish_folder(out_dir, "evaluate") as out:  # all or nothing; never over a user's files
+        _write_pictures(seg, result, boxes, pooled, image, loaded, out)
+        write_json_atomic(out / "report.json", report)
+    return report
+
+
+def _write_pictures(seg, result: VolumeResult, boxes: Sequence[BoxPrompt], pooled: dict, image: Volume,
+                    loaded: LoadedEnsemble, out: Path) -> None:
     reliability_plot(pooled["p"], pooled["y"], out / "reliability.png", f"{Path(image.source).name}: {loaded.ensemble.spec.name}")
     slices = sorted({b.slice for b in boxes})
     pick = [slices[i] for i in sorted({int(round(x)) for x in np.linspace(0, len(slices) - 1, min(3, len(slices)))})]
     for k in pick:
         write_overlay(seg.image, result.labels, result.uncertainty_total / np.log(2.0), [k], out / f"overlay_slice{k:02d}.png",
                       muscle_names(), title=f"slice {k}: prediction outlines, uncertainty heat")
-    write_json_atomic(out / "report.json", report)
-    return report

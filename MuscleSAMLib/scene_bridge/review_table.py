@@ -47,26 +47,25 @@ def write_review_table(volume_node: Any, session: Session, fat: np.ndarray | Non
     scene = volume_node.GetScene()
     table = owned_node(scene, "vtkMRMLTableNode", "review", volume_node, f"{volume_node.GetName()} review")
     names = muscle_names()
-    volumes = session.volumes
+    rows = {b.label: b for b in session.biomarkers(fat)}  # the one computation on the label map (CLI's too)
     sk, sr, sc = session.segmenter.spacing
     voxel_ml = sk * sr * sc / 1000.0
-    fat_fraction = {b.label: b for b in session.biomarkers(fat)} if fat is not None else {}
     was = table.StartModify()
     try:
         table.RemoveAllColumns()
         for name in COLUMNS:
             table.AddColumn().SetName(name)
         for item in session.queue:
-            vol = volumes.get(item.label)
-            lo, hi = vol.interval_minmax_ml if vol else (math.nan, math.nan)
-            ff = fat_fraction.get(item.label)
+            vol = rows.get(item.label)
+            lo, hi = vol.volume_ml_interval if vol is not None and vol.volume_ml_interval else (math.nan, math.nan)
+            ff = vol if fat is not None else None
             ff_mean = 100 * ff.fat_fraction_mean if ff is not None and ff.fat_fraction_mean is not None else math.nan
             ff_lo, ff_hi = ((100 * ff.fat_fraction_mean_interval[0], 100 * ff.fat_fraction_mean_interval[1])
                             if ff is not None and ff.fat_fraction_mean_interval else (math.nan, math.nan))
             row = table.AddEmptyRow()
             values = (str(item.rank + 1), str(stored_slice_index(session.volume, item.slice)),
                       names.get(item.label, {}).get("name", str(item.label)), _fmt(item.mean_uncertainty),
-                      _fmt(item.expected_dsc), _fmt(vol.volume_ml if vol else math.nan, 1), _fmt(lo, 1), _fmt(hi, 1),
+                      _fmt(item.expected_dsc), _fmt(vol.volume_ml if vol is not None else math.nan, 1), _fmt(lo, 1), _fmt(hi, 1),
                       _fmt(ff_mean, 1), _fmt(ff_lo, 1), _fmt(ff_hi, 1), _fmt(item.area_px * voxel_ml, 2))
             for col, value in enumerate(values):
                 table.SetCellText(row, col, value)

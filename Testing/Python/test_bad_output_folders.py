@@ -115,15 +115,36 @@ def test_an_image_larger_than_the_free_space_is_refused_not_published_short(name
         unmount(disk)
 
 
-def test_leftovers_of_a_killed_write_are_cleaned_up_later(case, tmp_path):
-    """A process killed mid-write leaves a hidden staging folder; the next write removes it once it is stale."""
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    return int(done.stdout)
+
+
+def test_leftovers_of_a_killed_write_are_cleaned_up_by_the_next_one(case, tmp_path):
+    """A writer killed mid-write leaves a hidden staging folder beside the output; the next write into the
+    same place removes it at once (its process is gone); another writer's, still running, is left alone."""
     out = tmp_path / "out"
-    old = out / ".staging-killed"
+    old = tmp_path / f".out.staging-{_dead_pid()}-abcd"
     old.mkdir(parents=True)
     (old / "labels.nii.gz").write_bytes(b"partial")
-    os.utime(old, (0, 0))  # long ago
-    fresh = out / ".staging-running"  # another writer's, still going: left alone
+    fresh = tmp_path / f".out.staging-{os.getpid()}-efgh"  # a live process's: left alone
     fresh.mkdir()
     assert main(_segment(case, out)) == 0
     assert not old.exists() and fresh.exists()
     assert (out / "labels.nii.gz").is_file()
+
+
+def test_a_result_set_aside_by_a_killed_swap_is_put_back(case, tmp_path, capsys):
+    """Killed between 'previous result aside' and 'new result in place': the next run restores the previous one
+    first, and then replaces it as a whole."""
+    out = tmp_path / "out"
+    assert main(_segment(case, out)) == 0
+    aside = tmp_path / f".out.old-{_dead_pid()}-abcd"
+    os.rename(out, aside)
+    from MuscleSAMLib.result_folders import clean_leftovers
+
+    clean_leftovers(out)
+    assert out.is_dir() and not aside.exists() and (out / "labels.nii.gz").is_file()

@@ -31,7 +31,7 @@ def _result_from_probs(truth: np.ndarray, members: np.ndarray) -> VolumeResult:
             BoxPrediction(b, win, np.where(truth[b.slice] == b.label, mp, 0.0).astype(np.float32), np.ones(len(members))))
     z = np.zeros(truth.shape, np.float32)
     return VolumeResult(labels=truth.astype(np.uint8), probability=z, uncertainty_total=z, uncertainty_epistemic=z,
-                        scores=[], volumes={}, queue=[], predictions=preds), boxes
+                        scores=[], queue=[], predictions=preds), boxes
 
 
 def test_perfect_confident_prediction_scores_perfectly():
