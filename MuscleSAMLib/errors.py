@@ -29,3 +29,15 @@ class OutputWriteError(InputError):
     def __init__(self, message: str, errno: int | None = None) -> None:
         super().__init__(message)
         self.errno = errno
+
+
+class InputWarning(UserWarning):
+    """Something about an input looks wrong but may be intended (a Dixon pair that looks swapped, qform and
+    sform disagreeing): the work goes on and the front end shows the one-line message."""
+
+
+def warn_input(message: str) -> None:
+    """Issue an :class:`InputWarning` (the CLI prints it as ``musclesam CMD: warning: ...``)."""
+    import warnings
+
+    warnings.warn(message, InputWarning, stacklevel=3)

@@ -83,9 +83,9 @@ def check_replaceable(dest: str | os.PathLike, kind: str) -> Path:
 
 
 def check_published(folder: str | os.PathLike, kind: str | None = None) -> dict | None:
-    """Refuse a result folder whose marker lists a file that is missing or changed size (a copy cut
-    short, a file deleted by hand) or names another kind; returns the marker (None for folders written
-    before markers existed)."""
+    """Refuse a result folder whose marker lists a file that is missing (a copy cut short, a file deleted
+    by hand) or names another kind; returns the marker (None for folders written before markers existed).
+    Contents are checked by each reader (a file edited on purpose is judged by what it holds)."""
     d = Path(folder)
     marker = read_marker(d)
     if marker is None:
@@ -97,11 +97,8 @@ def check_published(folder: str | os.PathLike, kind: str | None = None) -> dict 
         f = d / name
         if isinstance(info, dict) and info.get("folder"):
             continue
-        size = info.get("size") if isinstance(info, dict) else None
         if not f.is_file():
             raise InputError(f"{d}: incomplete {noun}, missing {name}; run the command that wrote it again")
-        if isinstance(size, int) and f.stat().st_size != size:
-            raise InputError(f"{d}: {name} changed after MuscleSAM wrote it (altered {noun}); run the command that wrote it again")
     return marker
 
 
@@ -109,6 +106,12 @@ def _absolute(dest: str | os.PathLike) -> Path:
     d = Path(os.path.abspath(check_output_path(dest)))
     if d.parent == d:
         raise InputError(f"{d}: cannot publish results as the root folder; choose a sub-folder")
+    try:
+        cwd = Path.cwd()
+    except OSError:
+        cwd = None
+    if cwd is not None and (d == cwd or d in cwd.parents):  # a folder is published by renaming it: not the one we stand in
+        raise InputError(f"{d}: is the current folder (or holds it); give a new sub-folder name for the results, e.g. --out results")
     return d
 
 

@@ -25,7 +25,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from .atomic import atomic_path, disk_nearly_full, write_failure
-from .errors import GeometryError, InputError, OutputWriteError
+from .errors import GeometryError, InputError, OutputWriteError, warn_input
+from .nifti_header import NiftiHeader, missing_spacing, parse_nifti_header, transform_disagreement
+
+sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK's raw warnings: the checks here say it in one line instead
 
 CANONICAL_ORIENTATION = "LPS"
 LPS_RAS_FLIP = (-1.0, -1.0, 1.0)  # LPS <-> RAS: negate x and y (the same flip both ways)
@@ -128,14 +131,20 @@ def same_grid(a: sitk.Image, b: sitk.Image, tol: float = 1e-4) -> bool:
     )
 
 
-def read_volume(path: str | os.PathLike, *, max_voxels: int = MAX_VOXELS, allow_labels: bool = False) -> Volume:
+def read_volume(path: str | os.PathLike, *, max_voxels: int = MAX_VOXELS, allow_labels: bool = False,
+                series: str | None = None) -> Volume:
     """Read a 3D scalar image (NIfTI, NRRD, MHA, or a DICOM series folder) with checks.
 
     Raises :class:`InputError` with a one-line message naming the file for: a missing file, an
     unreadable/corrupt/truncated file, a 2D or 4D image, vector or complex pixels, more than
-    ``max_voxels`` voxels (checked from the header, before the pixels are read), NaN or inf voxels.
+    ``max_voxels`` voxels (checked from the header, before the pixels are read), NaN or inf voxels,
+    a NIfTI without slice spacing, a DICOM folder with several series and no ``series`` chosen (UID or
+    description; sub-folders are searched), a DICOM series with unevenly spaced slices. A stream
+    (``<(...)`` process substitution) is read once into a temporary file.
     """
     p = Path(path)
+    if _is_stream(p):
+        return _read_stream(p, max_voxels=max_voxels, allow_labels=allow_labels)
     try:
         found = p.exists()
     except OSError as exc:  # e.g. a name too long for the file system
@@ -145,7 +154,7 @@ def read_volume(path: str | os.PathLike, *, max_voxels: int = MAX_VOXELS, allow_
     reader = sitk.ImageFileReader()
     try:
         if p.is_dir():
-            files = [str(f) for f in dicom_series_files(p)]
+            files = [str(f) for f in dicom_series_files(p, series)]
             reader.SetFileName(files[0])
             reader.ReadImageInformation()
             size = (*reader.GetSize()[:2], len(files))
@@ -159,8 +168,14 @@ def read_volume(path: str | os.PathLike, *, max_voxels: int = MAX_VOXELS, allow_
             reader.SetFileName(str(p))
             reader.ReadImageInformation()
             _check_header(p, reader.GetSize(), reader.GetNumberOfComponents(), reader.GetPixelID(), max_voxels)
-            _check_file_holds_pixels(p, reader)
+            header = _check_file_holds_pixels(p, reader)
+            if header is not None and missing_spacing(header):
+                raise InputError(f"{p}: the header has {missing_spacing(header)} (no voxel size along that axis; it would be "
+                                 "read as 1 mm and every volume would be wrong); fix the header's voxel size")
             image = reader.Execute()
+            disagreement = transform_disagreement(header, image) if header is not None else None
+            if disagreement:
+                warn_input(f"{p}: {disagreement}")
     except InputError:
         raise
     except RuntimeError as exc:
@@ -169,6 +184,9 @@ def read_volume(path: str | os.PathLike, *, max_voxels: int = MAX_VOXELS, allow_
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         bad = int((~np.isfinite(arr)).sum())
         raise InputError(f"{p}: image has {bad} NaN/inf voxels; fix or mask them before segmentation")
+    if arr.dtype.kind == "f" and arr.size and float(np.abs(arr).max()) > FLOAT32_SAFE:
+        image = _scaled_to_float32(p, image, float(np.abs(arr).max()))
+        arr = sitk.GetArrayViewFromImage(image)
     if not allow_labels and arr.size and arr.max() == arr.min():
         raise InputError(f"{p}: image is constant (every voxel = {arr.flat[0]}); nothing to segment")
     _check_has_axial_slices(p, image)
@@ -193,12 +211,14 @@ def _check_has_axial_slices(p: Path, image: sitk.Image) -> None:
                          "a box on; use the axial images")
 
 
-def dicom_series_files(folder: str | os.PathLike) -> list[Path]:
-    """The files of the first DICOM series in ``folder``, in ITK's slice order (what :func:`read_volume` reads)."""
-    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-    if not series:
-        raise InputError(f"{folder}: folder holds no DICOM series")
-    return [Path(f) for f in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0])]
+def dicom_series_files(folder: str | os.PathLike, series: str | None = None) -> list[Path]:
+    """The files of the chosen DICOM series in ``folder`` (see :mod:`dicom_series`), in slice order, after
+    checking their spacing: what :func:`read_volume` reads."""
+    from .dicom_series import check_slice_spacing, select_series
+
+    chosen = select_series(folder, series)
+    check_slice_spacing(folder, chosen.files)
+    return [Path(f) for f in chosen.files]
 
 
 def _check_header(p: Path, size: tuple[int, ...], components: int, pixel_id: int, max_voxels: int) -> None:
@@ -214,17 +234,68 @@ def _check_header(p: Path, size: tuple[int, ...], components: int, pixel_id: int
 
 
 _UNCOMPRESSED_SINGLE_FILE = (".nii", ".mha", ".nrrd")
+FLOAT32_SAFE = 1e30  # larger magnitudes overflow float32 in the engine's arithmetic (canonical arrays are float32)
 
 
-def _check_file_holds_pixels(p: Path, reader: sitk.ImageFileReader) -> None:
-    """Refuse a truncated uncompressed file: it must be at least as large as its pixel data.
+def _scaled_to_float32(p: Path, image: sitk.Image, peak: float) -> sitk.Image:
+    """A float64 image with huge values, divided by a power of two (exact) so the engine's float32 holds it.
+
+    Intensities are only used relative to each other (normalisation, fat fraction of a pair scaled alike)."""
+    exponent = int(np.ceil(np.log2(peak / FLOAT32_SAFE * 1e6)))
+    warn_input(f"{p}: values up to {peak:.3g} do not fit 32-bit floats; intensities divided by 2^{exponent} "
+               "(shapes, volumes and fat fractions of a pair scaled alike are unchanged)")
+    out = sitk.Cast(image, sitk.sitkFloat64) * float(2.0 ** -exponent)
+    out.CopyInformation(image)
+    return out
+
+
+def _is_stream(p: Path) -> bool:
+    """A pipe or character device (e.g. ``/dev/fd/63`` from ``<(...)``): no size, no seeking, no file name."""
+    import stat
+
+    try:
+        mode = os.stat(p).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
+
+
+_MAGIC = ((b"\x1f\x8b", ".nii.gz"), (b"NRRD", ".nrrd"), (b"ObjectType", ".mha"), (b"NDims", ".mha"))
+
+
+def _read_stream(p: Path, **kw) -> Volume:
+    """Copy a stream to a temporary file named after its content's format, read it, and name the stream."""
+    import shutil
+    import tempfile
+
+    with open(p, "rb") as src:
+        head = src.read(352)
+        if not head:
+            raise InputError(f"{p}: the stream is empty (did the command feeding it fail?)")
+        suffix = next((s for m, s in _MAGIC if head.startswith(m)), None)
+        if suffix is None and len(head) >= 348 and head[344:347] in (b"n+1", b"ni1"):
+            suffix = ".nii"
+        if suffix is None:
+            raise InputError(f"{p}: stream is not a NIfTI, NRRD or MHA image; give the image file itself")
+        with tempfile.TemporaryDirectory(prefix="musclesam-stream-") as tmp:
+            copy = Path(tmp) / f"stream{suffix}"
+            with open(copy, "wb") as dst:
+                dst.write(head)
+                shutil.copyfileobj(src, dst)
+            vol = read_volume(copy, **kw)
+            vol.image  # read fully before the temporary file goes
+    return Volume(image=vol.image, source=str(p))
+
+
+def _check_file_holds_pixels(p: Path, reader: sitk.ImageFileReader) -> NiftiHeader | None:
+    """Refuse a truncated uncompressed file: it must be at least as large as its pixel data. Returns the
+    NIfTI header when the file is one (for the spacing and transform checks).
 
     ITK pads a short uncompressed read with garbage instead of failing, so the size is checked from
     the header before reading. Compressed files fail in the decompressor and need no check here.
     """
     n_voxels = int(np.prod(reader.GetSize(), dtype=np.int64))
     bytes_per_voxel = sitk.Image(1, 1, reader.GetPixelID()).GetSizeOfPixelComponent() * reader.GetNumberOfComponents()
-    needed = n_voxels * bytes_per_voxel
     suffix = p.suffix.lower()
     if suffix == ".gz":
         size = _gzip_payload_size(p)
@@ -235,10 +306,14 @@ def _check_file_holds_pixels(p: Path, reader: sitk.ImageFileReader) -> None:
         with open(p, "rb") as fh:
             head = fh.read(4096)
     else:
-        return
-    needed += _header_length(head)
+        return None
+    header = parse_nifti_header(head)
+    if header is not None and header.bitpix > 0:  # stored type: ITK reports the type after scl_slope/scl_inter
+        bytes_per_voxel = max(1, header.bitpix // 8) * reader.GetNumberOfComponents()
+    needed = n_voxels * bytes_per_voxel + _header_length(head)
     if size < needed:
         raise InputError(f"{p}: file is truncated ({size} bytes of data, header and pixels need {needed})")
+    return header
 
 
 def _header_length(head: bytes) -> int:
@@ -286,11 +361,16 @@ def _itk_reason(exc: Exception) -> str:
     return lines[-1] if lines else type(exc).__name__
 
 
-def read_dixon_pair(fat_path: str | os.PathLike, water_path: str | os.PathLike) -> tuple[Volume, Volume]:
-    """Read a Dixon fat/water pair and check both share one grid (else :class:`GeometryError`)."""
-    fat = read_volume(fat_path)
-    water = read_volume(water_path)
+def read_dixon_pair(fat_path: str | os.PathLike, water_path: str | os.PathLike, *, fat_series: str | None = None,
+                    water_series: str | None = None) -> tuple[Volume, Volume]:
+    """Read a Dixon fat/water pair and check both share one grid (else :class:`GeometryError`); a pair
+    that looks implausible (see :mod:`dixon_checks`) gets an :class:`~MuscleSAMLib.errors.InputWarning`."""
+    from .dixon_checks import warn_if_implausible
+
+    fat = read_volume(fat_path, series=fat_series)
+    water = read_volume(water_path, series=water_series)
     check_same_grid(fat, water, "fat image", "water image")
+    warn_if_implausible(fat, water)
     return fat, water
 
 
@@ -305,10 +385,10 @@ def check_same_grid(a: Volume, b: Volume, what_a: str = "image", what_b: str = "
         ("origin", ia.GetOrigin(), ib.GetOrigin()),
         ("direction", ia.GetDirection(), ib.GetDirection()),
     ):
-        if tuple(np.round(va, 4)) != tuple(np.round(vb, 4)):
+        if _plain(va) != _plain(vb):
             raise GeometryError(
                 f"{what_a} {a.source} and {what_b} {b.source} are on different grids ({name} "
-                f"{tuple(np.round(va, 4))} vs {tuple(np.round(vb, 4))}); resample one onto the other first"
+                f"{_plain(va)} vs {_plain(vb)}); resample one onto the other first"
             )
     raise GeometryError(f"{what_a} {a.source} and {what_b} {b.source} are on different grids")
 
@@ -325,6 +405,11 @@ def label_map_reason(volume: Volume) -> str | None:
     return (f"{volume.source} holds only {values.size} distinct values ({', '.join(str(int(v)) for v in values[:12])}"
             f"{', ...' if values.size > 12 else ''}): it looks like a label map, not an MRI image; open the water image "
             "(corrected labels are exported, not opened)")
+
+
+def _plain(values: tuple) -> tuple:
+    """Numbers as Python ints/floats rounded to 4 decimals (numpy 2 prints ``np.int64(512)`` otherwise)."""
+    return tuple(int(v) if float(v).is_integer() else round(float(v), 4) for v in values)
 
 
 def volume_from_array(array_kji: np.ndarray, spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),

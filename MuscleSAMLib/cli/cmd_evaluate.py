@@ -6,7 +6,7 @@ import argparse
 import math
 from pathlib import Path
 
-from .cmd_segment import add_ensemble_arguments
+from .cmd_segment import add_ensemble_arguments, add_series_arguments
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -19,6 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("labels", metavar="LABELS", type=Path, help="label map on the same grid (muscle values 1-11)")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--no-growcut", action="store_true", help="skip the GrowCut baseline")
+    add_series_arguments(p, fat=False)
     add_ensemble_arguments(p)
     p.set_defaults(func=run)
 
@@ -27,12 +28,14 @@ def run(args: argparse.Namespace) -> int:
     # heavy imports here so `musclesam --help` and input errors answer fast
     from ..pipelines.evaluate import evaluate_case
     from ..models.loading import load_ensemble
+    from ..label_maps import muscle_label_array
     from ..result_folders import check_replaceable
     from ..volumes import check_same_grid, read_volume
     check_replaceable(args.out, "evaluate")  # before any work: never over the user's own files
-    image = read_volume(args.image)
+    image = read_volume(args.image, series=args.series)
     labels = read_volume(args.labels, allow_labels=True)
     check_same_grid(image, labels, "image", "label map")  # before the (slower) ensemble load
+    muscle_label_array(labels, "label map")  # an MRI given as LABELS is refused here, not after hours of boxes
     loaded = load_ensemble(args.ensemble, args.manifest, args.device)
     report = evaluate_case(image, labels, loaded, args.out, show_progress=not args.quiet, use_growcut=not args.no_growcut,
                            threshold=args.threshold)

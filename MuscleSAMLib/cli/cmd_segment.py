@@ -17,9 +17,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("image", metavar="IMAGE", type=Path, help="MRI (NIfTI, NRRD, MHA, or a DICOM series folder); for Dixon, the water image")
     p.add_argument("--boxes", required=True, type=Path, help="boxes JSON file")
     p.add_argument("--fat", type=Path, help="Dixon fat image on the same grid as IMAGE (adds per-muscle fat fraction)")
-    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--out", required=True, type=Path,
+                   help="output folder: new, empty, or a previous segment result (a folder holding other files is refused)")
+    add_series_arguments(p)
     add_ensemble_arguments(p)
     p.set_defaults(func=run)
+
+
+def add_series_arguments(p: argparse.ArgumentParser, fat: bool = True) -> None:
+    """--series (and --fat-series): which DICOM series of a folder holding several (UID or description)."""
+    p.add_argument("--series", metavar="UID_OR_DESCRIPTION",
+                   help="when IMAGE is a DICOM folder holding several series: the series to use (the error lists them)")
+    if fat:
+        p.add_argument("--fat-series", metavar="UID_OR_DESCRIPTION", help="the same for --fat (e.g. the same Dixon folder)")
 
 
 def add_ensemble_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,10 +50,10 @@ def run(args: argparse.Namespace) -> int:
     from ..result_folders import check_replaceable
     from ..volumes import read_dixon_pair, read_volume
     check_replaceable(args.out, "segment")  # before any work: never over the user's own files
-    volume = read_volume(args.image)
+    volume = read_volume(args.image, series=args.series)
     fat = None
     if args.fat is not None:
-        fat, volume = read_dixon_pair(args.fat, args.image)
+        fat, volume = read_dixon_pair(args.fat, args.image, fat_series=args.fat_series, water_series=args.series)
     boxes, rejected = load_boxes_file(args.boxes, volume)
     for where, why in rejected:
         print(f"musclesam segment: warning: {where} skipped: {why}", file=sys.stderr)

@@ -10,9 +10,10 @@ import argparse
 import signal
 import sys
 import threading
+import warnings
 from typing import Sequence
 
-from ..errors import MuscleSAMError
+from ..errors import InputWarning, MuscleSAMError
 from ..version import __version__
 from . import cmd_bench, cmd_demo, cmd_evaluate, cmd_export, cmd_sample, cmd_segment, cmd_train, cmd_web
 
@@ -45,7 +46,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv is None and threading.current_thread() is threading.main_thread():  # the real command line, not a test
         signal.signal(signal.SIGTERM, _terminate)
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():  # input warnings as one line each, before any result
+            warnings.simplefilter("always", InputWarning)
+            shown = warnings.showwarning
+
+            def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+                if issubclass(category, InputWarning):
+                    print(f"musclesam {args.command}: warning: {message}", file=sys.stderr)
+                else:
+                    shown(message, category, filename, lineno, file, line)
+
+            warnings.showwarning = show
+            return int(args.func(args) or 0)
     except MuscleSAMError as exc:
         print(f"musclesam {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR

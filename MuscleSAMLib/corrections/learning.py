@@ -34,6 +34,7 @@ from ..errors import InputError, WeightsError
 from ..models.manifest import EnsembleSpec, WeightFile, load_manifest, replace_spec
 from ..models.manifest_writer import add_entry
 from ..models.safe_load import sha256_file
+from ..result_folders import check_replaceable, publish_folder
 from ..version import __version__
 from ..outputs.corrected_cases import CorrectedCase, bundle_sha256, read_bundle  # noqa: F401 - re-exported
 from .learning_report import EVAL_METRICS, REGRESSION_METRICS, _delta, _summary, find_regressions, format_table  # noqa: F401
@@ -154,6 +155,7 @@ def plan_learning(bundles: Sequence[str | os.PathLike], base_ensemble: str, mani
                   batch_size: int | None = None, name: str | None = None, threads: int = 0,
                   regression_tolerance: float = 0.005, command: str = "") -> LearningPlan:
     """Check every input (nothing is trained or written); raises one-line MuscleSAMError subclasses."""
+    from ..label_maps import muscle_label_array
     from ..volumes import check_same_grid, read_volume
 
     if not bundles:
@@ -185,7 +187,7 @@ def plan_learning(bundles: Sequence[str | os.PathLike], base_ensemble: str, mani
     for img, lab in held_out:
         iv, lv = read_volume(img), read_volume(lab, allow_labels=True)
         check_same_grid(iv, lv, "held-out image", "held-out labels")
-        if not (np.rint(lv.canonical_array) > 0).any():
+        if not (muscle_label_array(lv, "held-out labels") > 0).any():
             raise InputError(f"{lab}: held-out label map has no muscle labels")
         twin = [c for c in cases if c.image_sha256 == sha256_file(img)] if Path(img).is_file() else []
         if twin:
@@ -205,7 +207,8 @@ def plan_learning(bundles: Sequence[str | os.PathLike], base_ensemble: str, mani
     if taken:
         raise InputError(f"{taken[0]} already exists; choose another --name")
     _check_writable(plan.weights_dir, "new member weights")
-    _check_writable(plan.out, "learning report")
+    check_replaceable(plan.out, "learning")  # never over the user's own files
+    _check_writable(plan.out.parent, "learning report")
     return plan
 
 
@@ -289,8 +292,9 @@ def finetune_heads(plan: LearningPlan, work: Path, progress: ProgressFn, span: t
 
 
 def evaluate_pair(plan: LearningPlan, new_spec: EnsembleSpec, progress: ProgressFn,
-                  span: tuple[float, float]) -> list[dict[str, Any]]:
-    """Base and new ensemble on every eval case with label-derived tight boxes (``pipelines.evaluate.evaluate_case``)."""
+                  span: tuple[float, float], out: Path | None = None) -> list[dict[str, Any]]:
+    """Base and new ensemble on every eval case with label-derived tight boxes (``pipelines.evaluate.evaluate_case``);
+    their reports go under ``out / 'eval'`` (default ``plan.out``)."""
     from ..pipelines.evaluate import evaluate_case
     from ..models.device import resolve_device
     from ..models.ensemble import Ensemble
@@ -307,7 +311,7 @@ def evaluate_pair(plan: LearningPlan, new_spec: EnsembleSpec, progress: Progress
         row: dict[str, Any] = {"case": c.name, "role": c.role, "image": str(c.image), "labels": str(c.labels)}
         for which, loaded in (("base", base), ("new", new)):
             progress(lo + (hi - lo) * k / (2 * len(cases)), "evaluate", f"{c.name} ({c.role}): {which} ensemble")
-            rep = evaluate_case(image, labels, loaded, plan.out / "eval" / c.name / which, show_progress=False,
+            rep = evaluate_case(image, labels, loaded, (out or plan.out) / "eval" / c.name / which, show_progress=False,
                                 use_growcut=False)
             row[which] = _summary(rep)
             row["baseline_boxfill_dsc"] = rep["baseline_boxfill"]["mean"]["dsc"]
@@ -367,46 +371,49 @@ def learn(plan: LearningPlan, progress: ProgressFn | None = None) -> dict[str, A
 
     progress = progress or (lambda f, s, m: None)
     t0 = time.perf_counter()
-    plan.out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".learning-work-", dir=plan.out))
     written: list[Path] = []
     published = False
     try:
-        heads, runs, cfg = finetune_heads(plan, work, progress, (0.02, 0.55))
-        progress(0.56, "write", f"writing {len(heads)} member files into {plan.weights_dir}")
-        files = []
-        for m, (head, path) in enumerate(zip(heads, plan.member_paths())):
-            written.append(path)
-            sha = save_safetensors_atomic(head, path, {"ensemble": plan.name, "member": str(m), "base": plan.base.name})
-            files.append(WeightFile(os.path.relpath(path, plan.weights_dir), path.resolve(), sha))
-        record = _record(plan, cfg, runs, time.perf_counter() - t0)
-        spec = _new_spec(plan, files, record)
-        rows = evaluate_pair(plan, spec, progress, (0.58, 0.97))
-        regressions = find_regressions(rows, plan.regression_tolerance)
-        record["before_after"] = {"cases": [{k: r[k] for k in ("case", "role", "base", "new", "delta")} for r in rows],
-                                  "regressions": regressions, "report": str(plan.out / "learning_report.json")}
-        record["seconds"] = round(time.perf_counter() - t0, 1)
-        spec = replace_spec(spec, training=record)
-        progress(0.98, "publish", f"adding {plan.name} to {plan.manifest}")
-        manifest_sha = publish(plan, spec)
-        published = True
-        report = {
-            "base": {"name": plan.base.name, "version": plan.base.version},
-            "new": {"name": plan.name, "version": plan.version, "members": [str(p) for p in plan.member_paths()]},
-            "manifest": str(plan.manifest.resolve()), "manifest_sha256": manifest_sha,
-            "bundles": [c.record() for c in plan.cases], "metrics": list(EVAL_METRICS), "cases": rows,
-            "regressions": regressions, "regression_tolerance": plan.regression_tolerance,
-            "regression_metrics": list(REGRESSION_METRICS), "seconds": record["seconds"],
-            "what_the_numbers_mean": ("corrected cases are the new ensemble's training data (truth = the corrected "
-                                      "labels), so 'new' there is training-set agreement; held-out cases were not "
-                                      "trained on in this run: a drop there is a regression. Prompts: one tight box per "
-                                      "muscle per leg per slice from the truth labels (musclesam evaluate's convention)."),
-        }
-        write_json_atomic(plan.out / "learning_report.json", report)
+        with publish_folder(plan.out, "learning") as stage:  # report and evaluations appear complete or not at all
+            work = stage / ".learning-work"
+            work.mkdir()
+            try:
+                heads, runs, cfg = finetune_heads(plan, work, progress, (0.02, 0.55))
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+            progress(0.56, "write", f"writing {len(heads)} member files into {plan.weights_dir}")
+            files = []
+            for m, (head, path) in enumerate(zip(heads, plan.member_paths())):
+                written.append(path)
+                sha = save_safetensors_atomic(head, path, {"ensemble": plan.name, "member": str(m), "base": plan.base.name})
+                files.append(WeightFile(os.path.relpath(path, plan.weights_dir), path.resolve(), sha))
+            record = _record(plan, cfg, runs, time.perf_counter() - t0)
+            spec = _new_spec(plan, files, record)
+            rows = evaluate_pair(plan, spec, progress, (0.58, 0.97), out=stage)
+            regressions = find_regressions(rows, plan.regression_tolerance)
+            record["before_after"] = {"cases": [{k: r[k] for k in ("case", "role", "base", "new", "delta")} for r in rows],
+                                      "regressions": regressions, "report": str(plan.out / "learning_report.json")}
+            record["seconds"] = round(time.perf_counter() - t0, 1)
+            spec = replace_spec(spec, training=record)
+            progress(0.98, "publish", f"adding {plan.name} to {plan.manifest}")
+            manifest_sha = publish(plan, spec)
+            published = True
+            report = {
+                "base": {"name": plan.base.name, "version": plan.base.version},
+                "new": {"name": plan.name, "version": plan.version, "members": [str(p) for p in plan.member_paths()]},
+                "manifest": str(plan.manifest.resolve()), "manifest_sha256": manifest_sha,
+                "bundles": [c.record() for c in plan.cases], "metrics": list(EVAL_METRICS), "cases": rows,
+                "regressions": regressions, "regression_tolerance": plan.regression_tolerance,
+                "regression_metrics": list(REGRESSION_METRICS), "seconds": record["seconds"],
+                "what_the_numbers_mean": ("corrected cases are the new ensemble's training data (truth = the corrected "
+                                          "labels), so 'new' there is training-set agreement; held-out cases were not "
+                                          "trained on in this run: a drop there is a regression. Prompts: one tight box per "
+                                          "muscle per leg per slice from the truth labels (musclesam evaluate's convention)."),
+            }
+            write_json_atomic(stage / "learning_report.json", report)
         progress(1.0, "done", f"{plan.name}: {len(regressions)} regression(s)")
         return report
     finally:
-        shutil.rmtree(work, ignore_errors=True)
         if not published and not _in_manifest(plan):  # an interrupt right after publish() must keep the files
             for p in written:
                 p.unlink(missing_ok=True)

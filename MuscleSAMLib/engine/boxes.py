@@ -25,7 +25,6 @@ A bad box is rejected with a reason naming it; the good boxes still run.
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable
@@ -47,13 +46,10 @@ def load_boxes_file(path: str | Path, volume: Volume) -> tuple[list[BoxPrompt], 
 
     Raises :class:`InputError` for a missing/unreadable/empty file or one with no valid box.
     """
+    from ..json_files import read_json
+
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{p}: boxes file not found")
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{p}: not a valid boxes JSON file ({exc})") from None
+    doc = read_json(p, "boxes JSON file")
     boxes, rejected = parse_boxes(doc, volume, source=p.name)
     if not boxes:
         detail = f"; first problem: {rejected[0][0]}: {rejected[0][1]}" if rejected else ""

@@ -104,6 +104,11 @@ def read_bundle(path: str | os.PathLike, image: str | os.PathLike | None = None)
     img_path = _resolve_image(p, prov, image)
     img = read_volume(img_path)
     check_bundle(p, img)  # grid of the corrected labels
+    image_sha = sha256_file(img_path) if img_path.is_file() else ""
+    recorded = prov.get("image_sha256")
+    if isinstance(recorded, str) and recorded and image_sha and recorded != image_sha:
+        raise InputError(f"{img_path}: this image changed since bundle {p} was exported (sha256 differs from the one in its "
+                         "provenance.json); the corrected labels were drawn on the old image: pass the original with --image")
     corrected = _label_array(p / "corrected_labels.nii.gz", img, "corrected labels")
     if not (corrected > 0).any():
         raise InputError(f"{p / 'corrected_labels.nii.gz'}: no muscle labels (all zero); nothing to learn from")
@@ -124,4 +129,4 @@ def read_bundle(path: str | os.PathLike, image: str | os.PathLike | None = None)
     name = report.get("name") if isinstance(report.get("name"), str) else None
     name = name or f"{p.name}"
     return CorrectedCase(p.resolve(), name, img_path, (p / "corrected_labels.nii.gz").resolve(), bundle_sha256(p),
-                         sha256_file(p / "corrected_labels.nii.gz"), sha256_file(img_path), edited)
+                         sha256_file(p / "corrected_labels.nii.gz"), image_sha, edited)

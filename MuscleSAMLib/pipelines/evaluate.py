@@ -27,6 +27,7 @@ from ..engine.segmenter import Segmenter
 from ..engine.types import BoxPrompt
 from ..engine.volume_run import VolumeResult, segment_volume
 from ..errors import InputError
+from ..label_maps import muscle_label_array
 from ..metrics import brier, dice, ece, hd95, nll, nsd, reliability_curve
 from ..metrics.uncertainty_quality import auroc, error_share_in_top
 from ..outputs.overlay import write_overlay
@@ -214,8 +215,8 @@ def evaluate_case(image: Volume, labels: Volume, loaded: LoadedEnsemble, out_dir
                   show_progress: bool = True, use_growcut: bool = True, threshold: float = 0.5) -> dict:
     """Run the ensemble with label-derived boxes, compare with the labels, write report + pictures."""
     check_same_grid(image, labels, "image", "label map")
-    truth = np.rint(labels.canonical_array).astype(np.int32)
-    if truth.min() < 0 or not (truth > 0).any():
+    truth = muscle_label_array(labels, "label map").astype(np.int32)
+    if not (truth > 0).any():
         raise InputError(f"{labels.source}: label map has no muscle labels (all zero or negative)")
     boxes = label_boxes(truth)
     seg = Segmenter(loaded.ensemble, image.canonical_array, volume_id=image.source, spacing=image.canonical_spacing)

@@ -21,6 +21,8 @@ from ..engine.review import flagged_labels
 from ..engine.segmenter import Segmenter
 from ..engine.types import BoxPrompt
 from ..biomarkers import Biomarkers, muscle_biomarkers
+from ..dixon_checks import swapped_after_segmentation
+from ..errors import warn_input
 from ..hashing import sha256_of_file
 from ..outputs.bundle import prompts_document
 from ..engine.volume_run import VolumeResult, member_label_masks, segment_volume, summarise_slices
@@ -68,6 +70,9 @@ def write_case_outputs(volume: Volume, result: VolumeResult, seg: Segmenter, loa
         write_overlay(seg.image, result.labels, result.uncertainty_total / np.log(2.0), shown, out / "overlay.png", names,
                       title=f"{Path(volume.source).name}: {loaded.ensemble.spec.name}", boxes=boxes)
         members, rows = case_biomarkers(volume, result, fat)
+        swapped = swapped_after_segmentation(result.labels, fat.canonical_array, volume.canonical_array) if fat is not None else None
+        if swapped:
+            warn_input(f"Dixon pair fat {fat.source} / water {volume.source}: {swapped}")
         write_member_masks(out / "member_masks.npz", members, result.labels.shape)  # for export's intervals
         report = build_report(volume, result, loaded, boxes, rejected_input, rows, members)
         for name, doc in (extra_json or {}).items():

@@ -88,7 +88,7 @@ def test_non_axial_physical_box_refused():
 
 def test_boxes_file_errors_name_the_file(tmp_path):
     vol, _ = _volume("LPS")
-    with pytest.raises(InputError, match="nope.json: boxes file not found"):
+    with pytest.raises(InputError, match="nope.json: boxes JSON file not found"):
         load_boxes_file(tmp_path / "nope.json", vol)
     empty = tmp_path / "empty.json"
     empty.write_text("")

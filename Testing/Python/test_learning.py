@@ -109,7 +109,7 @@ def test_report_has_before_after_for_corrected_and_held_out(learned):
     assert isinstance(rep["regressions"], list) and "held-out" in rep["what_the_numbers_mean"]
     ba = load_manifest(learned["manifest"]).get("learned-1").training["before_after"]
     assert len(ba["cases"]) == 2
-    assert not list((learned["dir"] / "run").glob(".learning-work-*"))  # scratch removed
+    assert not list((learned["dir"] / "run").glob(".learning-work*"))  # scratch removed
 
 
 def test_new_ensemble_loads_and_differs_from_the_base(learned):
@@ -283,7 +283,7 @@ def test_runner_cancel_of_a_real_learning_run_leaves_the_manifest(learned, tmp_p
     h.cancel(grace=10.0)
     assert done == [h] and h.returncode != 0 and h.cancelled and not _alive(h.pid)
     assert m.read_bytes() == before and sorted(p.name for p in m.parent.iterdir()) == files_before
-    assert not list((tmp_path / "run").glob(".learning-work-*"))  # SIGTERM unwound and cleaned up
+    assert not list((tmp_path / "run").glob(".learning-work*"))  # SIGTERM unwound and cleaned up
 
 
 def test_runner_reports_a_refused_input(learned, tmp_path):

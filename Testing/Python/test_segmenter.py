@@ -123,7 +123,7 @@ def test_segment_cli_writes_outputs_on_the_input_grid(tmp_path, phantom, orienta
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "-m", "MuscleSAMLib.cli", "segment", str(image_path), "--boxes",
                            str(tmp_path / "boxes.json"), "--out", str(out), "--manifest", str(manifest), "--quiet",
-                           "--threshold", "0.0"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                           "--threshold", "1e-6"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "box #1 skipped" in proc.stderr
     for name in ("labels.nii.gz", "labels.seg.nrrd", "probability.nii.gz", "uncertainty_total.nii.gz",
