@@ -5,7 +5,8 @@ Conventions
 * Arrays are canonical (slices, rows, cols): columns run patient right -> left, so the patient's
   RIGHT leg lies at the low column indices. The midline is the gap between the thighs in the MRI
   (column of least body signal in the middle half of the field of view), or the field of view's
-  centre column when no image is given (see :func:`midline_column`).
+  centre column when no image is given (see :func:`midline_column`). Without a gap between the legs
+  along the patient's right-left axis, only ``both`` rows are given (never every muscle on one side).
 * volume_ml = voxels * voxel volume (slice spacing x row x col spacing) / 1000.
 * mean_csa_mm2 = mean cross-sectional area over the slices where the muscle is present.
 * fat fraction (Dixon) = fat / (fat + water) per voxel, over voxels with fat + water > 0; mean and
@@ -53,13 +54,16 @@ def fat_fraction_map(fat: np.ndarray, water: np.ndarray) -> np.ndarray:
     return np.clip(out, 0.0, 1.0)
 
 
-def midline_column(labels: np.ndarray, image: np.ndarray | None = None) -> float:
-    """The column between the two legs (canonical arrays).
+def midline_column(labels: np.ndarray, image: np.ndarray | None = None) -> float | None:
+    """The column between the two legs (canonical arrays: columns run along the patient's right-left axis).
 
     With an image: the column of least body signal (voxels above 10 % of the 99th percentile) in
-    the middle half of the field of view, i.e. the gap between the thighs. Without one: the centre
-    column of the field of view (bilateral thigh scans are centred between the legs). Never derived
-    from the labels alone, which would split a single segmented leg in two.
+    the middle half of the field of view, i.e. the gap between the thighs; None when there is no such
+    gap (the body profile on either side peaks under 1.5 times the gap's; 2.6 on the shipped sample,
+    whose thighs touch), e.g. the legs lie one in front of the other in patient coordinates: sides are
+    then not told apart rather than all called one side.
+    Without an image: the centre column of the field of view (bilateral thigh scans are centred
+    between the legs). Never derived from the labels alone, which would split a single leg in two.
     """
     cols = labels.shape[2]
     if image is None:
@@ -69,7 +73,11 @@ def midline_column(labels: np.ndarray, image: np.ndarray | None = None) -> float
     lo, hi = cols // 4, (3 * cols) // 4
     middle = profile[lo:hi]
     gap = np.flatnonzero(middle == middle.min())
-    return float(lo + gap.mean())
+    at = float(lo + gap.mean())
+    left_peak, right_peak = profile[: int(at) + 1].max(initial=0.0), profile[int(at):].max(initial=0.0)
+    if min(left_peak, right_peak) < 1.5 * middle.min() or min(left_peak, right_peak) == 0:
+        return None
+    return at
 
 
 def side_mask(shape: tuple[int, int, int], side: str, midline: float) -> np.ndarray:
@@ -116,7 +124,7 @@ def muscle_biomarkers(labels: np.ndarray, spacing: tuple[float, float, float], *
     """
     ff = fat_fraction_map(fat, water) if fat is not None and water is not None else None
     midline = midline_column(labels, image if image is not None else water)
-    sides = (*SIDES, "both") if by_side else ("both",)
+    sides = (*SIDES, "both") if by_side and midline is not None else ("both",)
     out: list[Biomarkers] = []
     for label in (int(v) for v in np.unique(labels) if v != 0):
         for side in sides:

@@ -8,7 +8,8 @@ the scene bridge's export used by the desktop module and the web app):
   written last; then the staging folder is renamed onto the destination in one step. A reader sees
   the old complete set or the new complete set, never a mix.
 * A destination that already exists is replaced only when it holds a previous MuscleSAM result of
-  the same kind (its marker says so) and nothing else. A folder with any file MuscleSAM did not
+  the same kind (its marker says so) and nothing else; a destination inside a result folder is refused
+  (a published set changes only as a whole). A folder with any file MuscleSAM did not
   write (the user's image, labels, notes) is refused with the names of the files in the way:
   nothing there is deleted or overwritten.
 * Leftovers of a killed writer (staging, or a previous result set aside mid-swap) are cleaned on the
@@ -72,6 +73,10 @@ def check_replaceable(dest: str | os.PathLike, kind: str) -> Path:
     d = _absolute(dest)
     if d.exists() and not d.is_dir():
         raise InputError(f"{d}: is a file, not a folder; choose a folder name for the results")
+    inside = next((a for a in d.parents if read_marker(a) is not None), None)
+    if inside is not None:  # a published set changes only as a whole
+        raise InputError(f"{d}: is inside {_kind_name(str(read_marker(inside).get('kind')))} ({inside}); choose a folder "
+                         "outside it")
     in_way = files_in_the_way(d, kind)
     if in_way:
         marker = read_marker(d)

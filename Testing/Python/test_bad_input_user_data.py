@@ -473,3 +473,24 @@ def test_raw_itk_warnings_do_not_appear_above_the_one_line_error(case, tmp_path)
                               cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert done.returncode == 2
         assert done.stderr.strip().count("\n") == 0 and "WARNING" not in done.stderr, done.stderr
+
+
+def test_legs_not_side_by_side_in_patient_coordinates_are_not_all_called_right():
+    """Thighs rotated 90 degrees (one in front of the other along the patient's A-P axis): no right-left gap,
+    so no side is claimed (the old code reported every muscle on the 'right')."""
+    from MuscleSAMLib.biomarkers import muscle_biomarkers
+
+    image = np.zeros((1, 40, 20))
+    image[0, 3:17, 2:18] = 100.0   # one thigh anterior
+    image[0, 23:37, 2:18] = 100.0  # the other posterior
+    labels = np.zeros(image.shape, np.uint8)
+    labels[0, 4:16, 4:16] = 3
+    labels[0, 24:36, 4:16] = 3
+    with record("CLI", "thighs rotated 90 degrees: sides not claimed (only 'both'), not all 'right'"):
+        rows = muscle_biomarkers(labels, (1.0, 1.0, 1.0), image=image)
+        assert {b.side for b in rows} == {"both"}
+        side_by_side = np.zeros((1, 20, 40))
+        side_by_side[0, 2:18, 3:17] = side_by_side[0, 2:18, 23:37] = 100.0
+        lab2 = np.zeros(side_by_side.shape, np.uint8)
+        lab2[0, 4:16, 4:16] = lab2[0, 4:16, 24:36] = 3
+        assert {b.side for b in muscle_biomarkers(lab2, (1.0, 1.0, 1.0), image=side_by_side)} == {"right", "left", "both"}
