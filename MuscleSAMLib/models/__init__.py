@@ -1,4 +1,5 @@
-"""Model layer: SAM architectures, safe weight loading, LoRA adapters, the manifest and the ensemble runtime.
+"""Model layer: SAM architectures, safe weight loading, LoRA adapters, the manifest (``manifest_writer``: its one
+locked writer), the device policy (``device``), loading an ensemble from a manifest (``loading``), the ensemble runtime.
 
 Everything here is importable without Slicer; numpy/torch/segment_anything only.
 """
