@@ -75,7 +75,21 @@ def add_routes(app: Any, controller: Any, test_api: bool) -> None:
                 await result
         return web.json_response(scene_report(controller))
 
+    async def labels(_request: "web.Request") -> "web.Response":
+        """The segmentation as the page shows it: stored (k, j, i) uint8 label map, .npy bytes (tests compare bundles)."""
+        import io  # noqa: PLC0415
+
+        from ..scene_bridge import segments  # noqa: PLC0415
+
+        seg = controller.logic.segmentation_for(controller.volume_node) if controller.volume_node is not None else None
+        if seg is None:
+            raise web.HTTPNotFound(text="no segmentation\n")
+        buf = io.BytesIO()
+        np.save(buf, segments.read_labels(seg, controller.volume_node))
+        return web.Response(body=buf.getvalue(), content_type="application/octet-stream")
+
     app.router.add_get(TEST_PREFIX + "state", state)
+    app.router.add_get(TEST_PREFIX + "labels", labels)
     app.router.add_post(TEST_PREFIX + "action/{name}", action)
     app.router.add_post(TEST_PREFIX + "hold_worker", hold_worker)
     app.router.add_get(TEST_PREFIX + "ras_to_view", to_view)

@@ -18,7 +18,7 @@ CSS = BOX_CSS + """
 .msam-panel .v-btn--disabled { opacity: 0.35 !important; }
 .msam-queue tbody tr { cursor: pointer; }
 .msam-queue tbody tr:hover { background: rgba(255,255,255,0.08); }
-.msam-path { word-break: break-all; overflow-wrap: anywhere; }
+.msam-path { overflow-wrap: anywhere; }  /* paths break after a / or -, not mid-word */
 .msam-cursor { position: absolute; left: 48px; bottom: 52px; z-index: 2; pointer-events: none; color: #eee;
                font: 12px monospace; text-shadow: 0 0 3px #000; }
 """
@@ -140,9 +140,13 @@ def _prompt_panel(v: Any, html: Any, ctrl: Any) -> None:
                 v.VBtn("Paint", value="paint", prepend_icon="mdi-brush", size="small", raw_attrs=_tid("tool-paint"))
                 v.VBtn("Erase", value="erase", prepend_icon="mdi-eraser", size="small", raw_attrs=_tid("tool-erase"))
                 v.VBtn("View", value="navigate", prepend_icon="mdi-cursor-default", size="small", raw_attrs=_tid("tool-view"))
-            html.Div("Box tool: drag from corner to corner of the muscle on the axial view (wheel or arrow keys: next "
-                     "slice, Page Up/Down: 5 slices). Keys: B box, D paint, E erase, V view, S segment, P propagate, "
-                     "N next uncertain, Esc cancel, [ ] brush size, Ctrl+Z undo.", classes="text-caption mt-1")
+            html.Div("{{ {box: 'Box: drag from corner to corner of the muscle on the axial view.', "
+                     "paint: 'Paint: drag over any view to add voxels to the chosen muscle (locked muscles are spared).', "
+                     "erase: 'Erase: drag over any view to remove voxels of the chosen muscle.', "
+                     "navigate: 'View: drag to change window/level, right-drag to zoom, middle-drag to pan.'}[msam_tool] }} "
+                     "Wheel or arrow keys: next slice, Page Up/Down: 5 slices. Keys: B box, D paint, E erase, V view, "
+                     "S segment, P propagate, N next uncertain, Esc cancel, [ ] brush size, Ctrl+Z undo.",
+                     classes="text-caption mt-1", raw_attrs=_tid("tool-hint"))
             with html.Div(classes="mt-1", raw_attrs=_tid("boxes")):
                 v.VChip("{{ b.abbrev }} slice {{ b.slice }} ({{ b.size }})", v_for="b in msam_boxes", key="b_index",
                         color=("b.color",), size="x-small", classes="mr-1")
@@ -256,8 +260,9 @@ def _export_panel(v: Any, html: Any, ctrl: Any) -> None:
             v.VBtn("Download zip ({{ msam_export.size }})", v_if=("msam_export",), href=("msam_export.url",), block=True,
                    size="small", color="success", classes="mt-2", prepend_icon="mdi-download",
                    raw_attrs=[*_tid("download"), "download"])
-            html.Div("{{ msam_export.name }}", v_if=("msam_export",), classes="text-caption msam-path")
-            html.Div("Bundles are saved on the server in {{ msam_export_folder }}", classes="text-caption mt-1 msam-path")
+            html.Div("{{ msam_export.name.replaceAll('-', '-\u200b') }}", v_if=("msam_export",), classes="text-caption msam-path")
+            html.Div("Bundles are saved on the server in {{ msam_export_folder.replaceAll('/', '/\u200b') }}",
+                     classes="text-caption mt-1 msam-path")
 
 
 def _learning_panel(v: Any, html: Any, ctrl: Any) -> None:

@@ -155,6 +155,7 @@ def test_annotation_tool(server, browser, artifacts: Path) -> None:
     # Item 2: opening the sample again asks before discarding the unsaved corrections
     page.click(tid("open-sample"))
     page.wait_for_selector(tid("confirm"))
+    page.wait_for_function("() => getComputedStyle(document.querySelector('.v-overlay__content')).opacity === '1'")
     page.screenshot(path=str(artifacts / "06-confirm-discard.png"))
     page.click(tid("confirm-keep"))
     page.wait_for_selector(tid("confirm"), state="hidden")
