@@ -214,8 +214,14 @@ class Session:
         return {s.label for s in self.scores.values() if not math.isnan(s.mean_uncertainty) and s.mean_uncertainty > threshold_nats}
 
     def centre_of(self, slice_index: int, label: int) -> tuple[float, float]:
-        """(col, row) centre of ``label`` on a canonical slice: its predicted pixels, else its boxes."""
-        rows, cols = np.nonzero(self.prediction[slice_index] == label)
+        """(col, row) centre of ``label`` on a canonical slice: its largest predicted part, else its boxes."""
+        from scipy import ndimage  # noqa: PLC0415
+
+        parts, n = ndimage.label(self.prediction[slice_index] == label)
+        if n:  # the largest part: a muscle on both legs is two parts, and their joint centre lies between the legs
+            rows, cols = np.nonzero(parts == int(np.argmax(np.bincount(parts.ravel())[1:])) + 1)
+        else:
+            rows = cols = np.zeros(0, int)
         if rows.size:
             return float(cols.mean()), float(rows.mean())
         boxes = [b for b in self.boxes if b.slice == slice_index and b.label == label]
