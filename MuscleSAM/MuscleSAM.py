@@ -380,11 +380,13 @@ class MuscleSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._show(self._run(lambda: self._withFatImage(segment), "Segment"), used=boxes)
 
     def onPropagate(self):
+        from MuscleSAMLib.scene_bridge import propagation_start  # the web app's rule too
+
         volume, label, used = self._volume(), self._muscle(), []
         last = {lab: box for (vid, lab), box in self._lastBoxes.items() if volume is not None and vid == volume.GetID()}
 
         def propagate():
-            start = self.logic.bridge.propagation_start(self._placedBoxes(), last, label)
+            start = propagation_start(self._placedBoxes(), last, label)
             if start is None:
                 raise ValueError("no box for this muscle yet: place one (A) on an axial slice, then Propagate")
             if hasattr(start, "GetID"):  # a placed ROI: used by this run

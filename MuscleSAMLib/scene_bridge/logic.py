@@ -600,8 +600,6 @@ class MuscleSAMLogic:
         """Muscles marked finished (locked) in ``segmentation_node`` (none when it is None)."""
         return segments.locked_labels(segmentation_node) if segmentation_node is not None else frozenset()
 
-    propagation_start = staticmethod(prompts.propagation_start)  # Propagate right after Segment (both front ends)
-
     @staticmethod
     def bundle_folder(parent: str | Path, volume_name: str) -> Path:
         """The desktop module's bundle folder for a volume: ``parent``/<volume name, made a safe file name>_musclesam
