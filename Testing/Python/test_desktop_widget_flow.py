@@ -1,0 +1,137 @@
+"""The desktop widget's handlers on real MRML (slicer-core) and a real bridge; only Qt is stubbed.
+
+Desktop Slicer cannot run here. MuscleSAM.py is loaded with stand-ins for what slicer-core lacks (qt,
+parameterNodeWrapper, ScriptedLoadableModule, message boxes) and its handlers are called as the buttons
+would: Segment, then Propagate right after it (the last box of the chosen muscle), an undo state before a
+run writes, scene close forgetting the boxes, export into a Windows-safe bundle folder.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import types
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pytest
+
+from musclesam_test_helpers import ROOT, import_declared, write_random_decoder_ensemble
+
+slicer = import_declared("slicer", "slicer-core")
+
+from MuscleSAMLib.engine.boxes import boxes_from_labels  # noqa: E402
+from MuscleSAMLib.sample_data import sample_case  # noqa: E402
+from MuscleSAMLib.scene_bridge import geometry as G  # noqa: E402
+from MuscleSAMLib.scene_bridge import prompts as P  # noqa: E402
+from MuscleSAMLib.scene_bridge.headless import headless_scene  # noqa: E402
+from MuscleSAMLib.scene_bridge.logic import MuscleSAMLogic  # noqa: E402
+from MuscleSAMLib.volumes import Volume, read_volume  # noqa: E402
+
+
+class _Base:
+    def __init__(self, *args, **kwargs):
+        pass
+
+
+class _Mixin(_Base):
+    pass
+
+
+class _Params(types.SimpleNamespace):
+    """The parameter node's fields (Slicer's wrapper also connects the .ui: nothing to connect here)."""
+
+    def connectGui(self, ui):
+        return "tag"
+
+    def disconnectGui(self, tag):
+        pass
+
+
+def _stub(name: str, **attrs) -> types.ModuleType:
+    module = types.ModuleType(name)
+    module.__dict__.update(attrs)
+    return module
+
+
+@pytest.fixture
+def desktop(monkeypatch, tmp_path):
+    """(module, widget, scene, messages): MuscleSAM.py's widget with a fake .ui on a real scene and bridge."""
+    scene = headless_scene()
+    monkeypatch.setitem(sys.modules, "qt", _stub("qt", QKeySequence=mock.MagicMock(), QTimer=mock.MagicMock(),
+                                                 QSettings=mock.MagicMock(), Qt=mock.MagicMock()))
+    monkeypatch.setitem(sys.modules, "slicer.parameterNodeWrapper", _stub(
+        "slicer.parameterNodeWrapper", parameterNodeWrapper=lambda cls: cls, Choice=_Base, WithinRange=_Base))
+    monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", _stub(
+        "slicer.ScriptedLoadableModule", ScriptedLoadableModule=_Base, ScriptedLoadableModuleLogic=_Base,
+        ScriptedLoadableModuleTest=_Base, ScriptedLoadableModuleWidget=type("Widget", (_Base,), {})))
+    messages: list[tuple[str, str]] = []
+    for kind in ("errorDisplay", "warningDisplay", "infoDisplay"):
+        monkeypatch.setattr(slicer.util, kind, lambda text, *a, _k=kind, **k: messages.append((_k, str(text))), raising=False)
+    monkeypatch.setattr(slicer.util, "showStatusMessage", lambda *a, **k: None, raising=False)
+    monkeypatch.setattr(slicer.util, "VTKObservationMixin", _Mixin, raising=False)
+    monkeypatch.setattr(slicer, "mrmlScene", scene.scene, raising=False)
+    monkeypatch.setattr(slicer, "app", types.SimpleNamespace(processEvents=lambda: None), raising=False)
+    spec = importlib.util.spec_from_file_location("MuscleSAM_under_test", ROOT / "MuscleSAM" / "MuscleSAM.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    bridge = MuscleSAMLogic()
+    bridge.load_ensemble("random-test", write_random_decoder_ensemble(tmp_path / "ens", members=2, seed=1), "cpu")
+    widget = module.MuscleSAMWidget()
+    widget.logic = module.MuscleSAMModuleLogic()
+    widget.logic._bridge = bridge
+    widget.ui = mock.MagicMock()
+    widget.ui.ensembleComboBox.currentData = "random-test"
+    widget.ui.exportDirectoryButton.directory = str(tmp_path / "out")
+    case = sample_case()
+    region = (slice(40, 264), slice(168, 352), slice(6, 9))
+    water = G.add_volume_node(scene.scene, Volume(read_volume(case.water).image[region], "crop"), "3: AX T1 water")
+    labels = read_volume(case.labels, allow_labels=True).image[region]
+    widget._parameterNode = _Params(inputVolume=water, fatVolume=None, segmentation=None)
+    widget.boxes = boxes_from_labels(Volume(labels, "labels").canonical_array.astype(np.uint8), values=[2, 8], slices=[1])
+    yield module, widget, scene, messages
+    bridge.shutdown()
+    scene.scene.Clear(1)
+
+
+def _place(widget, scene, label: int):
+    """What Place box + drawing does: one ROI for ``label`` in the widget's pending list."""
+    box = next(b for b in widget.boxes if b.label == label)
+    roi = P.roi_for_box(scene.scene, G.volume_from_node(widget._parameterNode.inputVolume), box)
+    widget._boxes.append(roi)
+    return roi
+
+
+def test_propagate_right_after_segment_uses_that_muscles_last_box(desktop):
+    module, widget, scene, messages = desktop
+    _place(widget, scene, 2)
+    _place(widget, scene, 8)
+    widget.ui.muscleComboBox.currentData = 8
+    widget.onSegment()
+    assert messages == [] and widget.lastOutcome is not None and sorted(widget.lastOutcome.changed_labels) == [2, 8]
+    assert widget._boxes == []  # used: never predicted again
+    undo = widget.ui.segmentEditorWidget.saveStateForUndo
+    undo.reset_mock()
+    widget.onPropagate()  # no box placed since the Segment
+    assert not any("no box" in text for _, text in messages), messages
+    assert undo.call_count == 1  # the run is an undo step in the embedded Segment Editor
+    widget.ui.muscleComboBox.currentData = 5  # a muscle that never had a box
+    widget.onPropagate()
+    assert any("no box for this muscle" in text for _, text in messages[-1:]), messages
+
+
+def test_scene_close_forgets_the_boxes_and_export_folder_names_are_safe(desktop, tmp_path):
+    module, widget, scene, messages = desktop
+    _place(widget, scene, 2)
+    widget.ui.muscleComboBox.currentData = 2
+    widget.onSegment()
+    widget.onExport()
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["3_AX_T1_water_musclesam"]  # no ':' (Windows)
+    assert any(kind == "infoDisplay" and "Corrected labels written" in text for kind, text in messages)
+    params = widget._parameterNode
+    widget.onSceneStartClose(None, None)  # File > Close Scene; the next case gets the same volume ID
+    widget._parameterNode = params
+    widget.onPropagate()
+    assert "no box for this muscle" in messages[-1][1]
