@@ -135,3 +135,31 @@ def test_scene_close_forgets_the_boxes_and_export_folder_names_are_safe(desktop,
     widget._parameterNode = params
     widget.onPropagate()
     assert "no box for this muscle" in messages[-1][1]
+
+
+def test_install_step_logs_each_package_and_pins_slicers_own(desktop, monkeypatch, tmp_path):
+    """One explicit step: torch + torchvision through the PyTorch extension, the rest by pip under constraints."""
+    module, widget, scene, messages = desktop
+    from MuscleSAMLib.scene_bridge import dependencies as D
+
+    wanted = {r.dist: r for r in D.REQUIREMENTS}
+    monkeypatch.setattr(module.dependencies, "missing_requirements",
+                        lambda: [wanted["torch"], wanted["torchvision"], wanted["segment-anything"]])
+    monkeypatch.setattr(widget.logic, "dataFolder", lambda: str(tmp_path / "user"))
+    monkeypatch.setattr(widget, "checkDependencies", lambda: None)
+    pip_calls, torch_calls = [], []
+    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda *a, **k: True, raising=False)
+    monkeypatch.setattr(slicer.util, "pip_install", pip_calls.append, raising=False)
+    monkeypatch.setattr(slicer.util, "moduleNames", lambda: ["PyTorchUtils", "SampleData"], raising=False)
+    logic = types.SimpleNamespace(installTorch=lambda **kw: torch_calls.append(kw))
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", _stub("PyTorchUtils", PyTorchUtilsLogic=lambda: logic))
+    widget.onInstallDependencies()
+    assert torch_calls == [{"askConfirmation": False, "torchVersionRequirement": ">=2.1,<3",
+                            "torchvisionVersionRequirement": ">=0.16,<1"}]
+    constraints = tmp_path / "user" / "slicer-constraints.txt"
+    assert pip_calls == [["segment-anything>=1.0,<2", "-c", str(constraints)]]  # never numpy & co.
+    assert f"numpy=={np.__version__}" in constraints.read_text().split()
+    logged = " ".join(str(c.args[0]) for c in widget.ui.installLogTextEdit.appendPlainText.call_args_list)
+    assert "installing segment-anything>=1.0,<2" in logged and "numpy" in logged
+    assert "torch" in sys.modules  # imported before the install here, so Slicer must restart to use the new one
+    assert "Restart Slicer" in logged and [k for k, _ in messages] == ["infoDisplay"]
