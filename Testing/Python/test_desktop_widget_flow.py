@@ -163,3 +163,17 @@ def test_install_step_logs_each_package_and_pins_slicers_own(desktop, monkeypatc
     assert "installing segment-anything>=1.0,<2" in logged and "numpy" in logged
     assert "torch" in sys.modules  # imported before the install here, so Slicer must restart to use the new one
     assert "Restart Slicer" in logged and [k for k, _ in messages] == ["infoDisplay"]
+
+
+def test_first_segment_loads_the_ensemble_and_leaving_the_module_deactivates_the_editor(desktop, monkeypatch, tmp_path):
+    module, widget, scene, messages = desktop
+    manifest = write_random_decoder_ensemble(tmp_path / "ens2", members=2, seed=2)
+    widget.logic._bridge.shutdown()
+    widget.logic._bridge = MuscleSAMLogic()  # nothing loaded: no Initialize pressed
+    monkeypatch.setattr(widget.logic, "manifest", lambda: str(manifest))
+    _place(widget, scene, 2)
+    widget.onSegment()
+    assert messages == [] and widget.logic.bridge.loaded is not None and widget.lastOutcome is not None
+    widget.exit()
+    widget.ui.segmentEditorWidget.setActiveEffect.assert_called_with(None)
+    widget.ui.segmentEditorWidget.uninstallKeyboardShortcuts.assert_called_once()
