@@ -18,4 +18,4 @@ python -m pytest -p no:cacheprovider \
   Testing/Python/test_models.py Testing/Python/test_segmenter.py Testing/Python/test_assembly.py \
   Testing/Python/test_propagation.py Testing/Python/test_review.py Testing/Python/test_manifest_writer.py \
   Testing/Python/test_member_masks.py Testing/Python/test_corrections_bundle.py Testing/Python/test_dicom_seg.py \
-  Testing/Python/test_learning.py "$@"
+  Testing/Python/test_learning.py Testing/Python/test_bad_input_user_data.py "$@"

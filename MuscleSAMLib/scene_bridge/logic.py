@@ -515,14 +515,21 @@ class MuscleSAMLogic:
         return s
 
     # ------------------------------------------------------------------ review
-    def set_fat_image(self, volume_node: Any, fat_node: Any | None) -> None:
-        """Use ``fat_node`` (Dixon fat, on ``volume_node``'s grid; None: none) for the fat fraction columns."""
+    def set_fat_image(self, volume_node: Any, fat_node: Any | None) -> str | None:
+        """Use ``fat_node`` (Dixon fat, on ``volume_node``'s grid; None: none) for the fat fraction columns.
+
+        Returns a one-line warning for the front end to show when the pair looks implausible (the CLI's
+        rule, :mod:`MuscleSAMLib.dixon_checks`: the same image twice, a label map as fat), else None."""
+        from ..dixon_checks import implausibility  # noqa: PLC0415
+
         geometry.check_volume_node(volume_node)
         if fat_node is None:
             self._fat_nodes.pop(volume_node.GetID(), None)
-            return
+            return None
         self._check_fat_grid(volume_node, fat_node)
         self._fat_nodes[volume_node.GetID()] = fat_node
+        why = implausibility(geometry.volume_from_node(fat_node), geometry.volume_from_node(volume_node))
+        return f"Dixon pair '{fat_node.GetName()}' / '{volume_node.GetName()}': {why}" if why else None
 
     @staticmethod
     def _check_fat_grid(volume_node: Any, fat_node: Any) -> None:

@@ -123,3 +123,18 @@ def test_prepared_export_is_unchanged_by_a_later_run(mrml, logic, dixon, tmp_pat
     pred = read_volume(dest / "prediction_labels.nii.gz", allow_labels=True).canonical_array
     assert (pred == 3).any() and not (pred == 2).any()
     assert len(json.loads((dest / "prompts.json").read_text())["canonical"]) == 1
+
+
+def test_implausible_dixon_pair_gets_the_clis_warning_in_the_gui(mrml, logic, dixon):
+    """Issue 13: the GUIs share the CLI's Dixon rule: the water image or the label map chosen as the fat image
+    is accepted with a one-line warning for the panel; the real pair gets none."""
+    from bad_input_table import record
+
+    water, fat, labels = dixon
+    node = G.add_volume_node(mrml.scene, water, "water")
+    with record("scene bridge", "fat image = the water image / the label map: warning returned"):
+        assert logic.set_fat_image(node, G.add_volume_node(mrml.scene, fat, "fat")) is None
+        same = logic.set_fat_image(node, G.add_volume_node(mrml.scene, water, "water again"))
+        assert same is not None and "same image" in same and "'water again'" in same
+        lab = logic.set_fat_image(node, G.add_volume_node(mrml.scene, labels, "labels"))
+        assert lab is not None and "label map" in lab
