@@ -55,6 +55,7 @@ class WebController(RunActions, LearningActions):
         self._task: asyncio.Task | None = None  # the run being watched (a strong reference keeps it alive)
         self._exporting = False  # a bundle is being written off the event loop (no other image, no second export)
         self._exported_digest: str | None = None  # the segmentation as last exported (unsaved work is asked about)
+        self._held_image: tuple[Path, str, Any] | None = None  # read, waiting for "discard unsaved work?"
         self.editing.on_spared = self._stroke_spared
         views.slice_node(AXIAL).AddObserver("ModifiedEvent", lambda *_: self._publish_slices())
 
@@ -143,24 +144,21 @@ class WebController(RunActions, LearningActions):
     async def open_image(self, requested: Any = "", discard: Any = False) -> None:
         """Open ``requested`` in place of the current image: a server path the path rule allows (paths.py); empty: the sample.
 
-        Unsaved corrections are never dropped silently: the page asks first (``discard`` = the user said yes).
+        Unsaved corrections are never dropped silently: once the new image is read and checked, the page
+        asks first (``discard`` = the user said yes; the image read then is used).
         """
         self._require_idle("open another image")
-        if discard is not True and self._unsaved():
-            what = "the sample" if not str(requested or "").strip() else shown(str(requested))
-            with self.state:
-                self.state.msam_confirm = {"path": str(requested or ""),
-                                           "text": f"The segmentation of {self.image_name} has changes that were not exported. "
-                                                   f"Open {what} and discard them?"}
-                self.say("Export your corrections first, or confirm that they may be discarded.", "warning")
-            return
         with self.state:
             self.state.msam_confirm = None
         try:
             path, name = self._image_request(requested)
-            with self.state:
-                self.say(f"Opening {path} ...", "info")
-            volume = await loading.read_image(path)
+            held, self._held_image = self._held_image, None
+            if discard is True and held is not None and held[0] == path:
+                volume = held[2]  # read and checked when the page asked
+            else:
+                with self.state:
+                    self.say(f"Opening {path} ...", "info")
+                volume = await loading.read_image(path)
             reason = label_map_reason(volume)
             if reason:
                 raise InputError(reason)
@@ -171,6 +169,15 @@ class WebController(RunActions, LearningActions):
                 kept = f" The current image ({self.image_name}) stays open." if self.volume_node is not None else \
                     " Open another image, or the sample, with the Image panel."
                 self.say(f"Could not open the image: {exc}.{kept}", "error")
+            return
+        if discard is not True and self._unsaved():
+            self._held_image = (path, name, volume)
+            what = "the sample" if not str(requested or "").strip() else shown(str(requested))
+            with self.state:
+                self.state.msam_confirm = {"path": str(requested or ""),
+                                           "text": f"The segmentation of {self.image_name} has changes that were not exported. "
+                                                   f"Open {what} and discard them?"}
+                self.say("Export your corrections first, or confirm that they may be discarded.", "warning")
             return
         with self.state:
             self._replace_volume(volume, name)

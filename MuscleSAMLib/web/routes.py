@@ -108,6 +108,15 @@ def _ras(request: Any) -> list[float]:
     return ras
 
 
+def _legend_visible(node: Any) -> bool:
+    """Whether Slicer's colour legend of ``node`` is drawn in the views."""
+    from ..scene_bridge.mrml import slicer_module  # noqa: PLC0415
+
+    logic = getattr(slicer_module(), "vtkSlicerColorLogic", None)
+    legend = logic.GetColorLegendDisplayNode(node) if logic is not None else None
+    return bool(legend is not None and legend.GetVisibility())
+
+
 def scene_report(controller: Any) -> dict:
     """What the tests check: segments' voxel counts, the heatmap layer, boxes, exports, page messages."""
     from ..scene_bridge import segments  # noqa: PLC0415
@@ -144,7 +153,8 @@ def scene_report(controller: Any) -> dict:
         out["heatmap"] = {"node": heat.GetName(), "kind": heat.GetAttribute("MuscleSAM.UncertaintyKind"),
                           "shown": composite == heat.GetID() and opacity > 0, "opacity": opacity,
                           "threshold": display.GetLowerThreshold(), "window": [display.GetWindowLevelMin(), display.GetWindowLevelMax()],
-                          "max_value": float(np.max(controller.logic.session(volume).total))}
+                          "max_value": float(np.max(controller.logic.session(volume).total)),
+                          "legend_in_views": _legend_visible(heat)}
     editor = controller.editing.editor
     out["editor"] = {"effect": editor.active_effect_name, "segment": editor.active_segment_id}
     return out

@@ -107,6 +107,12 @@ def test_annotation_tool(server, browser, artifacts: Path) -> None:
     st = server.wait(lambda s: not s["msam_busy"] and str(RF) in (s["segments"] or {}), timeout=LONG, what="RF segmented")
     v3, rf = st["segments"].get(str(VL), 0), st["segments"][str(RF)]
     page.wait_for_selector(tid("segment-row"))
+    # Item 10: moving "Hide below" never brings Slicer's colour bar into the view (the page has its legend)
+    page.locator(tid("heat-threshold")).scroll_into_view_if_needed()
+    track = page.locator(f'{tid("heat-threshold")} .v-slider-track').bounding_box()
+    page.mouse.click(track["x"] + 0.3 * track["width"], track["y"] + track["height"] / 2)
+    st = server.wait(lambda s: s["heatmap"] and s["heatmap"]["threshold"] > 0.1, what="hide-below moved")
+    assert not st["heatmap"]["legend_in_views"]
     page.screenshot(path=str(artifacts / "02-two-muscles.png"))
     for panel in ("segments-panel", "review-panel", "correct-panel"):
         page.locator(tid(panel)).screenshot(path=str(artifacts / f"02-{panel}.png"))

@@ -133,8 +133,10 @@ def _cancel_then_reopen(server, browser, artifacts: Path) -> None:
     assert len(st["pending_boxes"]) == 1  # the box is kept for another try
     page.screenshot(path=str(artifacts / "01-after-cancel.png"))
 
-    # Opening an image again replaces the case: no segments, boxes, heatmap or exports of the old one
+    # Opening an image again replaces the case (after the page asked about the unsaved segmentation):
+    # no segments, boxes, heatmap or exports of the old one
     page.click(tid("open-sample"))
+    page.click(tid("confirm-discard"))
     st = server.wait(lambda s: s["msam_ready"] and s["segments"] is None and not s["pending_boxes"],
                      what="a fresh case")
     assert st["heatmap"] is None and not st["msam_busy"]
