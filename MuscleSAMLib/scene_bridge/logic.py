@@ -36,7 +36,7 @@ from ..sample_data import muscle_names
 from . import geometry, overlays, prompts, review_table, segments
 from .dicom_source import dicom_files_of
 from .jobs import Busy, Job
-from .mrml import find_owned_node
+from .mrml import find_owned_node, remove_owned_nodes
 from .outcomes import DisplaySettings, EnsembleChoice, RunOutcome
 from ..engine.session import Session
 
@@ -606,6 +606,35 @@ class MuscleSAMLogic:
     def locked_labels(segmentation_node: Any | None) -> frozenset[int]:
         """Muscles marked finished (locked) in ``segmentation_node`` (none when it is None)."""
         return segments.locked_labels(segmentation_node) if segmentation_node is not None else frozenset()
+
+    # ------------------------------------------------------------------ scene helpers (front ends call these, never the submodules)
+    @staticmethod
+    def add_volume(scene: Any, volume: Any, name: str) -> Any:
+        """A scalar volume node in ``scene`` for an engine Volume (read by the engine's reader), exact geometry."""
+        return geometry.add_volume_node(scene, volume, name)
+
+    @staticmethod
+    def remove_case(scene: Any, volume_node: Any | None) -> None:
+        """Remove ``volume_node`` and every node MuscleSAM made for it (segments, maps, table, box ROIs)."""
+        remove_owned_nodes(scene, volume_node)
+
+    def slice_number(self, volume_node: Any, canonical_slice: int) -> int:
+        """The slice number users see (the node's own axial index K) of an engine (canonical) slice."""
+        return geometry.stored_slice_index(self._volume(volume_node), canonical_slice)
+
+    def box_roi(self, volume_node: Any, box: BoxPrompt, thickness: float = 1.0) -> Any:
+        """A markups ROI exactly over ``box``, ``thickness`` slices thick, in the volume node's scene."""
+        return prompts.roi_for_box(volume_node.GetScene(), self._volume(volume_node), box, thickness=thickness)
+
+    @staticmethod
+    def hide_uncertainty(volume_node: Any) -> None:
+        """Take the heatmap off every slice view (the MRI stays as the background)."""
+        overlays.show_as_foreground(volume_node, None, 0.0)
+
+    @staticmethod
+    def segment_id(segmentation_node: Any | None, label: Any) -> str | None:
+        """The segment ID of muscle ``label`` in ``segmentation_node`` (None when it has none)."""
+        return None if segmentation_node is None else segments.muscle_segment_ids(segmentation_node).get(parse_label(label))
 
     @staticmethod
     def bundle_folder(parent: str | Path, volume_name: str) -> Path:

@@ -76,6 +76,24 @@ def find_owned_node(scene: Any, class_name: str, role: str, volume_id: str) -> A
     return None
 
 
+CASE_NODE_CLASSES = ("vtkMRMLSegmentationNode", "vtkMRMLScalarVolumeNode", "vtkMRMLTableNode", "vtkMRMLMarkupsROINode")
+
+
+def remove_owned_nodes(scene: Any, volume_node: Any | None) -> None:
+    """Remove ``volume_node`` and every node MuscleSAM made for it (segments, maps, table) and the box ROIs."""
+    if volume_node is None:
+        return
+    vid = volume_node.GetID()
+    doomed = [volume_node]
+    for cls in CASE_NODE_CLASSES:
+        for node in nodes_by_class(scene, cls):
+            if node.GetAttribute(VOLUME_ATTR) == vid or (node.GetAttribute(ROLE_ATTR) == "box" and node.GetAttribute(LABEL_ATTR)):
+                doomed.append(node)
+    for node in doomed:
+        if node.GetScene() is scene:
+            scene.RemoveNode(node)
+
+
 def owned_node(scene: Any, class_name: str, role: str, volume_node: Any, name: str) -> Any:
     """Get or create the node of ``role`` belonging to ``volume_node`` (tagged with attributes)."""
     node = find_owned_node(scene, class_name, role, volume_node.GetID())

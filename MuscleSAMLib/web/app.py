@@ -77,7 +77,7 @@ def _preload_engine() -> None:
     """
     import torchvision.ops  # noqa: F401, PLC0415
 
-    from ..scene_bridge import export, logic  # noqa: F401, PLC0415
+    from ..scene_bridge import MuscleSAMLogic  # noqa: F401, PLC0415
     from ..pipelines import segment  # noqa: F401, PLC0415
 
 

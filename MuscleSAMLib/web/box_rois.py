@@ -1,6 +1,6 @@
 """Pending box prompts shown in the slice views as locked markups ROIs (one slice thick).
 
-The scene bridge's ``roi_for_box`` builds the ROI (along the volume's pixel axes); here it is made
+The scene bridge's ``MuscleSAMLogic.box_roi`` builds the ROI (along the volume's pixel axes); here it is made
 0.9 slice thick, so it is drawn exactly where the box was dragged, on that slice only, and locked so
 it cannot be dragged by accident.
 """
@@ -10,15 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from ..engine.types import BoxPrompt
-from ..scene_bridge.prompts import roi_for_box
-from ..volumes import Volume
 
 SHOWN_THICKNESS = 0.9  # slices: on its own slice only
 
 
-def box_roi(scene: Any, volume: Volume, box: BoxPrompt) -> Any:
-    """A locked, non-interactive ROI node covering ``box`` on its slice."""
-    roi = roi_for_box(scene, volume, box, thickness=SHOWN_THICKNESS)
+def box_roi(logic: Any, volume_node: Any, box: BoxPrompt) -> Any:
+    """A locked, non-interactive ROI node covering ``box`` on its slice (built by ``logic.box_roi``)."""
+    roi = logic.box_roi(volume_node, box, SHOWN_THICKNESS)
     roi.SetLocked(True)
     display = roi.GetDisplayNode()
     if display is not None:

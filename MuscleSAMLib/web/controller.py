@@ -199,16 +199,14 @@ class WebController(RunActions, LearningActions):
         return self.paths.check(requested), loading.display_name(Path(requested.strip()))
 
     def _replace_volume(self, volume: Any, name: str) -> None:
-        from ..scene_bridge.geometry import add_volume_node  # noqa: PLC0415
-
         scene = self.views.scene
         self.editing.editor.clear()
         remove_rois(scene, [roi for _, roi in self.pending])
-        loading.remove_case_nodes(scene, self.volume_node)
+        self.logic.remove_case(scene, self.volume_node)
         self.pending, self.last_box = [], {}
         if self.logic.loaded is not None:
             self.logic.use_ensemble(self.logic.loaded)  # drops the previous image's session and cache
-        self.volume_node = add_volume_node(scene, volume, name)
+        self.volume_node = self.logic.add_volume(scene, volume, name)
         self.views.show_volume(self.volume_node)
         self._exported_digest = None
         self.state.update({"msam_image": name, "msam_boxes": [], "msam_has_result": False, "msam_queue": [],
@@ -225,16 +223,14 @@ class WebController(RunActions, LearningActions):
         label = self._label()
         ras0, ras1 = drag_to_ras(self.views.slice_node(AXIAL), drag)
         box = self.logic.box_from_drawing(volume_node, label, ras0, ras1, f"box {len(self.pending) + 1} ({muscle_name(label)})")
-        roi = box_roi(self.views.scene, self.logic.session(volume_node).volume, box)
+        roi = box_roi(self.logic, volume_node, box)
         self.pending.append((box, roi))
         self._publish_boxes()
         self.say(f"Box for {muscle_name(label)}: {box.width} x {box.height} pixels on slice {self._slice_text(box)}. "
                  "Press Segment (or draw more boxes first).", "info")
 
     def _slice_text(self, box: BoxPrompt) -> str:
-        from ..scene_bridge.geometry import stored_slice_index  # noqa: PLC0415
-
-        return str(stored_slice_index(self.logic.session(self.volume_node).volume, box.slice))
+        return str(self.logic.slice_number(self.volume_node, box.slice))
 
     def _publish_boxes(self) -> None:
         names = muscle_names()
@@ -259,13 +255,11 @@ class WebController(RunActions, LearningActions):
             self._apply_heatmap()
 
     def _apply_heatmap(self) -> None:
-        from ..scene_bridge import overlays  # noqa: PLC0415
-
         kind = str(self.state.msam_heat_kind)
         node = self.logic.show_uncertainty(self.volume_node, kind=kind, opacity=float(self.state.msam_heat_opacity),
                                            threshold=float(self.state.msam_heat_threshold))
         if not self.state.msam_heat_visible:
-            overlays.show_as_foreground(self.volume_node, None, 0.0)
+            self.logic.hide_uncertainty(self.volume_node)
         color = self.views.scene.GetNodeByID(node.GetDisplayNode().GetColorNodeID())
         self.state.msam_legend = page_state.legend(color, self.logic.display.window_max, kind)
 
@@ -312,19 +306,15 @@ class WebController(RunActions, LearningActions):
         self._apply_tool()
 
     def _locked(self, seg: Any) -> frozenset[int]:
-        from ..scene_bridge.segments import locked_labels  # noqa: PLC0415
-
-        return locked_labels(seg)
+        return self.logic.locked_labels(seg)
 
     def _apply_tool(self) -> None:
-        from ..scene_bridge.segments import muscle_segment_ids  # noqa: PLC0415
-
         tool = str(self.state.msam_tool)
         seg = self._segmentation()
         if tool in ("paint", "erase") and seg is None:
             self.say("Nothing to correct yet: segment first, then Paint or Erase.", "warning")
         label = self._label()
-        sid = muscle_segment_ids(seg).get(label) if seg is not None else None
+        sid = self.logic.segment_id(seg, label)
         if tool in ("paint", "erase") and seg is not None and label in self._locked(seg):
             sid = None  # a finished muscle is not edited until it is unlocked
             self.say(f"{muscle_name(label)} is locked (finished): unlock it to paint or erase it.", "warning")

@@ -11,10 +11,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from ..scene_bridge.mrml import LABEL_ATTR, ROLE_ATTR, VOLUME_ATTR, nodes_by_class
 from ..volumes import Volume
-
-CASE_NODE_CLASSES = ("vtkMRMLSegmentationNode", "vtkMRMLScalarVolumeNode", "vtkMRMLTableNode", "vtkMRMLMarkupsROINode")
 
 
 async def read_image(path: Path) -> Volume:
@@ -38,18 +35,3 @@ def display_name(path: Path) -> str:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name or "image"
-
-
-def remove_case_nodes(scene: Any, volume_node: Any | None) -> None:
-    """Remove ``volume_node`` and every node MuscleSAM made for it (segments, maps, table, boxes)."""
-    if volume_node is None:
-        return
-    vid = volume_node.GetID()
-    doomed = [volume_node]
-    for cls in CASE_NODE_CLASSES:
-        for node in nodes_by_class(scene, cls):
-            if node.GetAttribute(VOLUME_ATTR) == vid or (node.GetAttribute(ROLE_ATTR) == "box" and node.GetAttribute(LABEL_ATTR)):
-                doomed.append(node)
-    for node in doomed:
-        if node.GetScene() is scene:
-            scene.RemoveNode(node)

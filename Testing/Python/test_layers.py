@@ -82,14 +82,7 @@ def test_core_imports_point_down_only():
 
 
 # (file, bridge submodule or name) the web app still imports past MuscleSAMLogic: move each behind the logic
-WEB_REACH_THROUGH = {
-    ("MuscleSAMLib/web/app.py", "export"),  # import order only (torch before VTK's OpenGL)
-    ("MuscleSAMLib/web/app.py", "logic"),
-    ("MuscleSAMLib/web/box_rois.py", "prompts"),
-    ("MuscleSAMLib/web/controller.py", "geometry"),
-    ("MuscleSAMLib/web/controller.py", "overlays"),
-    ("MuscleSAMLib/web/controller.py", "segments"),
-    ("MuscleSAMLib/web/loading.py", "mrml"),
+WEB_REACH_THROUGH = {  # only the test-state report the browser tests read (routes.scene_report)
     ("MuscleSAMLib/web/routes.py", "segments"),
     ("MuscleSAMLib/web/routes.py", "mrml"),
     ("MuscleSAMLib/web/routes.py", "geometry"),

@@ -186,17 +186,39 @@ def test_ras_roi_lands_on_the_voxels_inside_it(mrml, orientation):
 
 @pytest.mark.parametrize("orientation", sorted(DIRECTIONS))
 def test_one_roi_builder_gives_the_box_back_for_the_bridge_and_the_web_page(mrml, orientation):
-    """roi_for_box (the bridge's, and the web page's 0.9-slice locked copy) lies exactly over the box."""
+    """roi_for_box (the bridge's, and the web page's 0.9-slice locked copy through the logic) lies exactly over the box."""
     from MuscleSAMLib.web.box_rois import box_roi
 
     vol = volume_from_array(np.ones((6, 20, 30), np.int16), (0.8, 0.9, 5.0), (-10.0, 20.0, 30.0), DIRECTIONS[orientation])
-    v = G.volume_from_node(G.add_volume_node(mrml.scene, vol, orientation))
+    node = G.add_volume_node(mrml.scene, vol, orientation)
+    v = G.volume_from_node(node)
     box = BoxPrompt(5, 2, (3, 1, 11, 5))  # inside every orientation's canonical grid (axial_first: 6 rows)
-    for roi in (P.roi_for_box(mrml.scene, v, box), box_roi(mrml.scene, v, box)):
-        got = P.box_from_roi(v, roi)
-        assert (got.label, got.slice, got.xyxy) == (5, 2, (3, 1, 11, 5)), roi.GetName()
-        assert np.linalg.det(matrix_to_numpy(roi.GetObjectToWorldMatrix())[:3, :3]) > 0  # right-handed frame
-    assert box_roi(mrml.scene, v, box).GetLocked()
+    lg = MuscleSAMLogic()  # no ensemble: the ROI needs only the volume
+    try:
+        web_roi = box_roi(lg, node, box)
+        for roi in (P.roi_for_box(mrml.scene, v, box), web_roi):
+            got = P.box_from_roi(v, roi)
+            assert (got.label, got.slice, got.xyxy) == (5, 2, (3, 1, 11, 5)), roi.GetName()
+            assert np.linalg.det(matrix_to_numpy(roi.GetObjectToWorldMatrix())[:3, :3]) > 0  # right-handed frame
+        assert web_roi.GetLocked() and web_roi.GetScene() is mrml.scene
+        assert lg.slice_number(node, 2) == G.stored_slice_index(v, 2)
+    finally:
+        lg.shutdown()
+
+
+def test_remove_case_takes_the_volume_and_what_musclesam_made_for_it_only(mrml):
+    """Opening another image in the web app: the case's nodes go, other volumes and their nodes stay."""
+    from MuscleSAMLib.scene_bridge.mrml import owned_node
+
+    vol = volume_from_array(np.ones((3, 10, 12), np.int16), (1.0, 1.0, 3.0), (0.0, 0.0, 0.0), DIRECTIONS["LPS"])
+    case, other = G.add_volume_node(mrml.scene, vol, "case"), G.add_volume_node(mrml.scene, vol, "other")
+    mine = owned_node(mrml.scene, "vtkMRMLSegmentationNode", "muscles", case, "case muscles")
+    theirs = owned_node(mrml.scene, "vtkMRMLSegmentationNode", "muscles", other, "other muscles")
+    roi = P.new_box_roi(mrml.scene, "VL")
+    MuscleSAMLogic.remove_case(mrml.scene, case)
+    assert [n.GetScene() is mrml.scene for n in (case, mine, roi)] == [False, False, False]
+    assert other.GetScene() is mrml.scene and theirs.GetScene() is mrml.scene
+    MuscleSAMLogic.remove_case(mrml.scene, None)  # nothing open yet: nothing to do
 
 
 def test_roi_under_a_transform_and_rasaligned_roi_on_oblique_volume(mrml):
