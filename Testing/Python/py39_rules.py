@@ -41,7 +41,12 @@ NEW_ATTRIBUTES = {  # module -> names added after 3.9
                                     "concat", "permute_dims", "astype", "matrix_transpose", "cumulative_sum",
                                     "cumulative_prod", "trapezoid", "vecdot", "pow", "acos", "asin", "atan",
                                     "atan2", "acosh", "asinh", "atanh", "bitwise_count", "long", "ulong",
-                                    "bitwise_left_shift", "bitwise_right_shift", "bitwise_invert")},
+                                    "bitwise_left_shift", "bitwise_right_shift", "bitwise_invert")}
+    | {n: "removed in numpy 2.0 (Slicer 5.10)" for n in ("float_", "complex_", "product", "cumproduct", "alltrue",
+                                                         "sometrue", "row_stack", "trapz", "in1d", "NaN", "Inf",
+                                                         "NINF", "PINF", "infty", "asfarray", "find_common_type",
+                                                         "cast", "msort", "round_", "unicode_", "string_",
+                                                         "issubclass_", "mat")},
 }
 NEW_BUILTINS = {"aiter": "3.10", "anext": "3.10", "ExceptionGroup": "3.11", "BaseExceptionGroup": "3.11",
                 "EncodingWarning": "3.10"}

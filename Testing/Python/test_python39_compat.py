@@ -30,6 +30,7 @@ def test_code_slicer_imports_uses_nothing_newer_than_python_39_and_numpy_126():
     ("from __future__ import annotations\nimport tomllib\n", "module tomllib"),
     ("from __future__ import annotations\nimport numpy as np\nnp.trapezoid([1.0])\n", "numpy 2.0"),
     ("from __future__ import annotations\nimport numpy as np\nnp.asarray(a, copy=False)\n", "asarray(copy=...)"),
+    ("from __future__ import annotations\nimport numpy as np\nx = np.float_(1)\n", "removed in numpy 2.0"),
 ])
 def test_each_construct_newer_than_39_is_named_with_its_line(source, expected):
     found = problems_in_source(source, "m.py")
