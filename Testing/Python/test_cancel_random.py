@@ -365,7 +365,7 @@ def _listing(folder: Path) -> dict[str, str]:
 
 def _no_evaluation(module: Any) -> None:
     """Skip the before/after evaluation (for runs whose evaluation is not what is tested: faster)."""
-    module.evaluate_pair = lambda plan, spec, progress, span: []
+    module.evaluate_pair = lambda plan, spec, progress, span, out=None: []
 
 
 LEARNING_STAGES = ("load", "embed", "train", "write", "evaluate", "publish")  # learn()'s progress stages
@@ -430,7 +430,7 @@ def _learning_trial(inputs: dict, folder: Path, name: str, at: tuple[str, float]
         for key in ("publish", "evaluate_pair"):
             setattr(learning, key, saved[key])
     entries = {e.name: e for e in load_manifest(manifest).ensembles}
-    leftovers = [str(p) for p in folder.rglob("*") if p.name.startswith((".tmp-", ".learning-work-", ".write-test-"))]
+    leftovers = [str(p) for p in folder.rglob("*") if p.name.startswith((".tmp-", ".learning-work", ".write-test-", ".run.staging-"))]
     assert not leftovers, f"partial files left: {leftovers}"
     if name in entries:  # published: complete, every file there with its checksum
         for f in entries[name].files:
