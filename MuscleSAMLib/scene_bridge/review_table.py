@@ -66,7 +66,8 @@ def write_review_table(volume_node: Any, session: Session, fat: np.ndarray | Non
             values = (str(item.rank + 1), str(stored_slice_index(session.volume, item.slice)),
                       names.get(item.label, {}).get("name", str(item.label)), _fmt(item.mean_uncertainty),
                       _fmt(item.expected_dsc), _fmt(vol.volume_ml if vol is not None else math.nan, 1), _fmt(lo, 1), _fmt(hi, 1),
-                      _fmt(ff_mean, 1), _fmt(ff_lo, 1), _fmt(ff_hi, 1), _fmt(item.area_px * voxel_ml, 2))
+                      _fmt(ff_mean, 1), _fmt(ff_lo, 1), _fmt(ff_hi, 1),
+                      _fmt(float((session.prediction[item.slice] == item.label).sum()) * voxel_ml, 2))  # the label map's slice
             for col, value in enumerate(values):
                 table.SetCellText(row, col, value)
     finally:

@@ -138,3 +138,27 @@ def test_implausible_dixon_pair_gets_the_clis_warning_in_the_gui(mrml, logic, di
         assert same is not None and "same image" in same and "'water again'" in same
         lab = logic.set_fat_image(node, G.add_volume_node(mrml.scene, labels, "labels"))
         assert lab is not None and "label map" in lab
+
+
+def test_review_table_volumes_come_from_the_prediction_label_map(mrml, logic, dixon):
+    """Issue 13: the GUIs' volume figures are the label map's (as the CLI's report and biomarkers.csv), and each
+    [low, high] holds its volume; the slice volume is that muscle's voxels on that slice of the same map."""
+    from bad_input_table import record
+    from MuscleSAMLib.scene_bridge.review_table import stored_slice_index
+
+    water, _, labels = dixon
+    node = G.add_volume_node(mrml.scene, water, "water")
+    out = logic.segment(node, boxes_from_labels(labels.canonical_array.astype(np.uint8), values=[2, 3], slices=[0, 1, 2]))
+    prediction = logic.session(node).prediction
+    sk, sr, sc = water.canonical_spacing
+    voxel_ml = sk * sr * sc / 1000.0
+    with record("scene bridge", "review table volumes = the prediction label map's; intervals hold them"):
+        rows = _table(out.table_node)
+        assert rows
+        for r in rows:
+            vol, lo, hi = (float(r[k]) for k in ("volume (ml)", "volume low (ml)", "volume high (ml)"))
+            assert lo - 0.05 <= vol <= hi + 0.05, r
+            label = {"rectus femoris": 2, "vastus lateralis": 3}[r["muscle"]]
+            assert vol == pytest.approx(float((prediction == label).sum()) * voxel_ml, abs=0.05)
+            k = [s for s in range(prediction.shape[0]) if str(stored_slice_index(water, s)) == r["slice"]][0]
+            assert float(r["slice volume (ml)"]) == pytest.approx(float((prediction[k] == label).sum()) * voxel_ml, abs=0.005)
