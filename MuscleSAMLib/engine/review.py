@@ -1,4 +1,4 @@
-"""Review scores per slice per muscle, muscle volumes with intervals, and the review queue.
+"""Review scores per slice per muscle and the review queue (muscle volumes: ``biomarkers``, on the label map).
 
 Conventions (METHODS.md "Uncertainty"; all from the ensemble's member probabilities ``p_m``):
 
@@ -12,13 +12,6 @@ Conventions (METHODS.md "Uncertainty"; all from the ensemble's member probabilit
 - ``expected_dsc``: mean over members of DSC(member mask, ensemble mask) (metrics.dice: one empty
   mask -> 0, both empty -> NaN, NaN members skipped); 1.0 when all members agree; NaN when all empty.
 - ``area_px``: ensemble-mask area; ``member_area_px``: each member mask's area.
-- Volume (ml) = sum over scored slices of area_px * pixel_area_mm2 * slice_thickness_mm / 1000
-  (slab model; ``slice_thickness_mm`` is the slice *spacing*, centre to centre). Member volumes are
-  the same sum over member areas. Two intervals, both reported: ``interval_minmax_ml`` = (min, max)
-  over members (what the ensemble actually spans), and ``interval_normal_ml`` = member mean +- 1.96
-  sd (sd with ddof=1; NaN for fewer than 2 members), a normal approximation that is wider or narrower
-  than min-max depending on M. The ensemble-mask volume usually lies inside min-max but need not
-  (majority vote of members can exceed every member).
 - Review queue: most uncertain first (``mean_uncertainty`` descending), ties by lower
   ``expected_dsc``, then slice, then label (ascending). Scores with NaN uncertainty (no member found
   the muscle) go last.
@@ -81,42 +74,6 @@ class MuscleSliceScore:
             "expected_dsc": _json_float(self.expected_dsc),
             "area_px": int(self.area_px),
             "member_area_px": [int(a) for a in self.member_area_px],
-        }
-
-
-@dataclass(frozen=True)
-class MuscleVolume:
-    """Volume of one muscle over the scored slices, with two member-spread intervals (ml)."""
-
-    label: int
-    volume_ml: float
-    member_volumes_ml: tuple[float, ...]
-    member_mean_ml: float
-    member_sd_ml: float
-    interval_minmax_ml: tuple[float, float]
-    interval_normal_ml: tuple[float, float]
-    n_slices: int
-    pixel_area_mm2: float
-    slice_thickness_mm: float
-
-    def as_dict(self) -> dict:
-        """JSON-ready dict (NaN -> None), conventions spelled out for reports."""
-        return {
-            "label": int(self.label),
-            "volume_ml": _json_float(self.volume_ml),
-            "member_volumes_ml": [_json_float(v) for v in self.member_volumes_ml],
-            "member_mean_ml": _json_float(self.member_mean_ml),
-            "member_sd_ml": _json_float(self.member_sd_ml),
-            "interval_minmax_ml": [_json_float(v) for v in self.interval_minmax_ml],
-            "interval_normal_ml": [_json_float(v) for v in self.interval_normal_ml],
-            "n_slices": int(self.n_slices),
-            "pixel_area_mm2": float(self.pixel_area_mm2),
-            "slice_thickness_mm": float(self.slice_thickness_mm),
-            "conventions": (
-                "volume_ml: ensemble mask (mean p >= 0.5) area * pixel area * slice spacing summed over "
-                "scored slices; interval_minmax_ml: min/max of member volumes (p_m >= 0.5); "
-                "interval_normal_ml: member mean +- 1.96 sd (ddof=1)"
-            ),
         }
 
 
@@ -234,45 +191,6 @@ def _check_unique(scores: Iterable[MuscleSliceScore]) -> list[MuscleSliceScore]:
             raise ValueError(f"two scores for slice {s.slice}, label {s.label}")
         seen.add(k)
     return scores
-
-
-def muscle_volumes(
-    scores: Iterable[MuscleSliceScore], *, pixel_area_mm2: float, slice_thickness_mm: float
-) -> dict[int, MuscleVolume]:
-    """Volume per muscle (ml) over the scored slices with member intervals (module docstring).
-
-    ``pixel_area_mm2`` = row spacing * col spacing, ``slice_thickness_mm`` = slice spacing (canonical
-    spacing (slice, row, col) from the caller). All scores of one label must have the same M.
-    """
-    if not (pixel_area_mm2 > 0 and slice_thickness_mm > 0):
-        raise ValueError("pixel_area_mm2 and slice_thickness_mm must be > 0")
-    voxel_ml = float(pixel_area_mm2) * float(slice_thickness_mm) / 1000.0
-    by_label: dict[int, list[MuscleSliceScore]] = {}
-    for s in _check_unique(scores):
-        by_label.setdefault(s.label, []).append(s)
-    out: dict[int, MuscleVolume] = {}
-    for label in sorted(by_label):
-        ss = by_label[label]
-        ms = {s.n_members for s in ss}
-        if len(ms) != 1:
-            raise ValueError(f"label {label}: slices scored with different member counts {sorted(ms)}")
-        volume = sum(s.area_px for s in ss) * voxel_ml
-        member_vols = np.array([s.member_area_px for s in ss], dtype=np.float64).sum(axis=0) * voxel_ml
-        mean = float(member_vols.mean())
-        sd = float(member_vols.std(ddof=1)) if member_vols.size >= 2 else math.nan
-        out[label] = MuscleVolume(
-            label=label,
-            volume_ml=float(volume),
-            member_volumes_ml=tuple(float(v) for v in member_vols),
-            member_mean_ml=mean,
-            member_sd_ml=sd,
-            interval_minmax_ml=(float(member_vols.min()), float(member_vols.max())),
-            interval_normal_ml=(mean - 1.96 * sd, mean + 1.96 * sd),
-            n_slices=len(ss),
-            pixel_area_mm2=float(pixel_area_mm2),
-            slice_thickness_mm=float(slice_thickness_mm),
-        )
-    return out
 
 
 def _queue_key(s: MuscleSliceScore) -> tuple:

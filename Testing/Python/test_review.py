@@ -10,7 +10,6 @@ import pytest
 
 from MuscleSAMLib.engine.review import (
     MuscleSliceScore,
-    muscle_volumes,
     next_review_item,
     review_queue,
     score_member_probs,
@@ -89,36 +88,6 @@ def test_score_slice_combines_both_legs_and_pads_for_dilation():
 def _score(slice_, label, unc, dsc, areas, area=None):
     return MuscleSliceScore(slice_, label, unc, unc / 2, dsc, int(np.median(areas)) if area is None else area,
                             tuple(areas))
-
-
-def test_volume_interval_contains_the_mean_and_follows_member_spread():
-    # pixel 0.5 x 0.8 mm, slices 5 mm -> 2 ul per pixel
-    tight = [_score(s, 1, 0.1, 0.9, (1000, 1010, 990)) for s in range(3)]
-    wide = [_score(s, 2, 0.1, 0.9, (800, 1000, 1200)) for s in range(3)]
-    vols = muscle_volumes(tight + wide, pixel_area_mm2=0.4, slice_thickness_mm=5.0)
-    v1, v2 = vols[1], vols[2]
-    assert v1.volume_ml == pytest.approx(3 * 1000 * 0.002)
-    assert v1.member_volumes_ml == pytest.approx((6.0, 6.06, 5.94))
-    assert v1.interval_minmax_ml == pytest.approx((5.94, 6.06))
-    sd = np.std([6.0, 6.06, 5.94], ddof=1)
-    assert v1.interval_normal_ml == pytest.approx((6.0 - 1.96 * sd, 6.0 + 1.96 * sd))
-    for v in (v1, v2):
-        lo, hi = v.interval_minmax_ml
-        assert lo <= v.member_mean_ml <= hi and lo <= v.volume_ml <= hi
-        lo, hi = v.interval_normal_ml
-        assert lo < v.member_mean_ml < hi
-    width = lambda iv: iv[1] - iv[0]  # noqa: E731
-    assert width(v2.interval_minmax_ml) == pytest.approx(20 * width(v1.interval_minmax_ml))
-    assert width(v2.interval_normal_ml) > 10 * width(v1.interval_normal_ml)
-    assert v2.n_slices == 3
-    json.dumps(v2.as_dict(), allow_nan=False)
-    single = muscle_volumes([_score(0, 3, 0.1, 1.0, (50,))], pixel_area_mm2=1, slice_thickness_mm=1)[3]
-    assert single.interval_minmax_ml == (0.05, 0.05) and math.isnan(single.member_sd_ml)
-    json.dumps(single.as_dict(), allow_nan=False)
-    with pytest.raises(ValueError, match="two scores"):
-        muscle_volumes(tight + tight[:1], pixel_area_mm2=0.4, slice_thickness_mm=5.0)
-    with pytest.raises(ValueError, match="member counts"):
-        muscle_volumes([tight[0], _score(9, 1, 0.1, 0.9, (1, 2))], pixel_area_mm2=1, slice_thickness_mm=1)
 
 
 def test_review_queue_order_and_next_item():
