@@ -626,6 +626,17 @@ class MuscleSAMLogic:
         """A markups ROI exactly over ``box``, ``thickness`` slices thick, in the volume node's scene."""
         return prompts.roi_for_box(volume_node.GetScene(), self._volume(volume_node), box, thickness=thickness)
 
+    def precompute(self, volume_node: Any, canonical_slice: int | None = None, radius: int = 1) -> None:
+        """Encode a slice (the middle one when None) and its neighbours on the worker, in the background,
+        so the first box there only runs the decoders."""
+        seg = self.session(volume_node).segmenter
+        seg.precompute(seg.shape[0] // 2 if canonical_slice is None else int(canonical_slice), radius=radius)
+
+    def run_history(self, volume_node: Any) -> tuple[int, bool]:
+        """(runs so far, whether the last can be undone) on ``volume_node``; (0, False) before any run."""
+        s = self._existing_session(volume_node)
+        return (s.runs, bool(s.undo_runs)) if s is not None else (0, False)
+
     @staticmethod
     def hide_uncertainty(volume_node: Any) -> None:
         """Take the heatmap off every slice view (the MRI stays as the background)."""

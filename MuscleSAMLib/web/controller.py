@@ -132,8 +132,7 @@ class WebController(RunActions, LearningActions):
         """Encode the middle slice and its neighbours on the worker so the first box is fast."""
         if self.volume_node is None or self.logic.loaded is None:
             return
-        seg = self.logic.session(self.volume_node).segmenter
-        seg.precompute(seg.shape[0] // 2, radius=1)
+        self.logic.precompute(self.volume_node)
 
     def _unsaved(self) -> bool:
         """True when the open image's segmentation changed since its last export (or was never exported)."""
@@ -343,9 +342,9 @@ class WebController(RunActions, LearningActions):
         self._require_idle("undo the run")
         slices = self.logic.undo_run(volume_node)
         self.editing.clear_history()
-        runs_left = self.logic.session(volume_node).runs
+        runs_left, can_undo = self.logic.run_history(volume_node)
         self.state.msam_has_result = runs_left > 0
-        self.state.msam_can_undo_run = bool(self.logic.session(volume_node).undo_runs)
+        self.state.msam_can_undo_run = can_undo
         if runs_left:
             self._apply_heatmap()
             self._publish_review()

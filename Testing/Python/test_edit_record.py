@@ -226,6 +226,21 @@ def test_a_later_overlapping_run_keeps_the_earlier_muscles_heatmap(logic):
         h.scene.Clear(1)
 
 
+def test_run_history_is_what_the_web_page_shows_for_undo(logic):
+    """MuscleSAMLogic.run_history: (runs, undoable) before a run, after one, and after undoing it."""
+    h = headless_scene()
+    try:
+        node = G.add_volume_node(h.scene, volume_from_array(np.ones(SHAPE, np.int16), spacing=(0.8, 0.9, 5.0)), "fresh")
+        assert logic.run_history(node) == (0, False)
+        node, _ = _scene_with_fake_model(logic, h)
+        logic.segment(node, [BoxPrompt(3, 1, (2, 2, 20, 20))])
+        assert logic.run_history(node) == (1, True)
+        logic.undo_run(node)
+        assert logic.run_history(node) == (0, False)
+    finally:
+        h.scene.Clear(1)
+
+
 def test_seg_nrrd_segment_status_is_what_the_user_left(logic, tmp_path):
     """Issue 16 item 9: the exported .seg.nrrd carries each segment's status, as provenance.json does."""
     h = headless_scene()

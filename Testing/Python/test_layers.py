@@ -115,6 +115,9 @@ def test_front_ends_reach_the_bridge_only_through_its_door():
     assert not new, f"the web app reaches past MuscleSAMLogic (add a logic method instead): {sorted(new)}"
     gone = WEB_REACH_THROUGH - web
     assert not gone, f"no longer reached past the door: remove from WEB_REACH_THROUGH: {sorted(gone)}"
+    into_sessions = [str(p.relative_to(ROOT)) for p in python_files("MuscleSAMLib/web")
+                     if p.name != "routes.py" and ".session(" in p.read_text(encoding="utf-8")]
+    assert not into_sessions, f"the web app reaches into the bridge's engine sessions (use a logic method): {into_sessions}"
 
 
 def test_the_import_graph_reader_sees_lazy_and_relative_imports(tmp_path):
