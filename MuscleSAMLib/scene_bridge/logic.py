@@ -390,7 +390,7 @@ class MuscleSAMLogic:
         """Erase muscle ``label`` on axial slice ``slice_index`` (the node's own K; None: every slice);
         returns the voxels erased. An edit like any other (it shows in the edit map); a locked muscle is refused.
         """
-        lab = prompts.resolve_label(label)
+        lab = parse_label(label)
         seg_node = segmentation_node or self.segmentation_for(volume_node)
         if seg_node is None:
             raise InputError("nothing to clear yet: segment first")
@@ -446,7 +446,7 @@ class MuscleSAMLogic:
     def set_segment_display(segmentation_node: Any, label: Any, visible: bool | None = None,
                             opacity: float | None = None) -> None:
         """Show/hide a muscle's segment or set its fill opacity (0..1) in the views."""
-        segments.set_segment_display(segmentation_node, prompts.resolve_label(label), visible, opacity)
+        segments.set_segment_display(segmentation_node, parse_label(label), visible, opacity)
 
     def read_out(self, volume_node: Any, ras: Sequence[float]) -> dict[str, Any] | None:
         """What lies at world point ``ras``: stored voxel (i, j, k), intensity, muscle, total uncertainty;

@@ -147,6 +147,8 @@ def test_annotation_tool(server, browser, artifacts: Path) -> None:
     assert st["segments"][str(VL)] == v3, "painting another muscle erased part of the locked VL"
     wait_message(page, "keep their voxels")
     page.screenshot(path=str(artifacts / "04-locked-spared.png"))
+    page.keyboard.press("Control+z")  # the stroke is taken back
+    server.wait(lambda s: str(VI) not in (s["segments"] or {}), what="the VI stroke undone by Ctrl+Z")
 
     # Undo run: RF's run is taken back (but not where it took voxels of VL, locked since); window presets, cursor
     page.click(tid("undo-run"))
@@ -158,14 +160,25 @@ def test_annotation_tool(server, browser, artifacts: Path) -> None:
     page.wait_for_function("() => document.querySelector('[data-testid=\"cursor\"]').innerText.includes('intensity')")
     page.screenshot(path=str(artifacts / "05-window-cursor-undo-run.png"))
 
+    # Clear muscle on slice: refused for the locked VL, done once it is unlocked (the voxels go, as an edit)
+    pick_muscle(page, "vastus lateralis")
+    page.click(tid("clear-slice"))
+    wait_message(page, "is locked")
+    page.click(tid("lock"))
+    wait_message(page, "unlocked")
+    page.click(tid("clear-slice"))
+    wait_message(page, "cleared on slice")
+    assert str(VL) not in (server.state()["segments"] or {})
+
     # Item 2: opening the sample again asks before discarding the unsaved corrections
+    kept = segments(server)
     page.click(tid("open-sample"))
     page.wait_for_selector(tid("confirm"))
     page.wait_for_function("() => getComputedStyle(document.querySelector('.v-overlay__content')).opacity === '1'")
     page.screenshot(path=str(artifacts / "06-confirm-discard.png"))
     page.click(tid("confirm-keep"))
     page.wait_for_selector(tid("confirm"), state="hidden")
-    assert str(VL) in segments(server)
+    assert segments(server) == kept and server.state()["msam_image"] == "Thigh_001_water"
     page.click(tid("open-sample"))
     page.click(tid("confirm-discard"))
     server.wait(lambda s: s["msam_ready"] and not s["segments"], timeout=LONG, what="the sample opened again")
