@@ -343,7 +343,16 @@ class MuscleSAMLogic:
         heat, prob, table = self._write_maps(volume_node, s)
         rejected = [(b.source or f"label {b.label} slice {b.slice}", why) for b, why in result.rejected]
         return RunOutcome(seg_node, heat, prob, table, boxes, changed, sorted(flagged & set(predicted)), rejected,
-                          [geometry.stored_slice_index(s.volume, k) for k in touched], time.perf_counter() - started, stops)
+                          [geometry.stored_slice_index(s.volume, k) for k in touched], time.perf_counter() - started, stops,
+                          self._dixon_warnings(volume_node, s))
+
+    def _dixon_warnings(self, volume_node: Any, s: Session) -> list[str]:
+        """The CLI's swapped-pair rule on the session's prediction, when a fat image is set."""
+        from ..dixon_checks import swapped_after_segmentation  # noqa: PLC0415
+
+        fat = self._fat_array(volume_node, s)
+        why = swapped_after_segmentation(s.prediction, fat, s.volume.canonical_array) if fat is not None else None
+        return [f"Dixon pair of '{volume_node.GetName()}': {why}"] if why else []
 
     def _write_maps(self, volume_node: Any, s: Session) -> tuple[Any, Any, Any]:
         """Heatmap, probability volume, agreement outlines and review table from the session's maps."""

@@ -48,3 +48,4 @@ class RunOutcome:
     slices: list[int]
     seconds: float
     stops: dict[int, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # one line each, for the panel (e.g. a Dixon pair that looks swapped)

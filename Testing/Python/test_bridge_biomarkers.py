@@ -162,3 +162,20 @@ def test_review_table_volumes_come_from_the_prediction_label_map(mrml, logic, di
             assert vol == pytest.approx(float((prediction == label).sum()) * voxel_ml, abs=0.05)
             k = [s for s in range(prediction.shape[0]) if str(stored_slice_index(water, s)) == r["slice"]][0]
             assert float(r["slice volume (ml)"]) == pytest.approx(float((prediction[k] == label).sum()) * voxel_ml, abs=0.005)
+
+
+def test_swapped_dixon_pair_is_named_after_a_gui_run(mrml, logic, dixon):
+    """Issue 13: the CLI's swapped-pair rule in the GUIs: a run on the fat image with the water image as 'fat'
+    returns a one-line warning for the panel; the right pair returns none."""
+    from bad_input_table import record
+
+    water, fat, labels = dixon
+    boxes = boxes_from_labels(labels.canonical_array.astype(np.uint8), values=[2, 3, 5], slices=[0, 1, 2])
+    with record("scene bridge", "fat and water swapped: the run returns a warning; the right pair none"):
+        node = G.add_volume_node(mrml.scene, water, "water")
+        logic.set_fat_image(node, G.add_volume_node(mrml.scene, fat, "fat"))
+        assert logic.segment(node, boxes).warnings == []
+        swapped = G.add_volume_node(mrml.scene, fat, "fat as water")
+        logic.set_fat_image(swapped, G.add_volume_node(mrml.scene, water, "water as fat"))
+        warnings = logic.segment(swapped, boxes).warnings
+        assert len(warnings) == 1 and "look swapped" in warnings[0] and "'fat as water'" in warnings[0]
