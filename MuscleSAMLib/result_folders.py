@@ -51,8 +51,8 @@ def read_marker(folder: str | os.PathLike) -> dict | None:
     return data if isinstance(data, dict) and isinstance(data.get("files"), dict) else None
 
 
-def _ours(name: str, dest_name: str) -> bool:
-    """Hidden leftovers MuscleSAM itself creates inside a result folder (older versions staged inside it)."""
+def _ours(name: str) -> bool:
+    """The marker, and hidden leftovers MuscleSAM itself creates inside a result folder it wrote."""
     return name == MARKER or name.startswith((".staging-", ".tmp-", ".learning-work-"))
 
 
@@ -63,8 +63,9 @@ def files_in_the_way(dest: str | os.PathLike, kind: str) -> list[str]:
     if not d.is_dir():
         return []
     marker = read_marker(d)
-    listed = set(marker["files"]) if marker is not None and marker.get("kind") == kind else set()
-    return sorted(e.name for e in d.iterdir() if e.name not in listed and not _ours(e.name, d.name))
+    if marker is None or marker.get("kind") != kind:  # no result of this kind: every entry is in the way
+        return sorted(e.name for e in d.iterdir() if marker is None or e.name != MARKER)
+    return sorted(e.name for e in d.iterdir() if e.name not in marker["files"] and not _ours(e.name))
 
 
 def check_replaceable(dest: str | os.PathLike, kind: str) -> Path:

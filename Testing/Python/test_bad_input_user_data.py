@@ -112,6 +112,18 @@ def test_a_previous_result_is_replaced_whole_but_not_by_another_kind(case, tmp_p
         assert (out / "my_notes.txt").read_text() == "mine"
 
 
+def test_a_folder_holding_only_hidden_user_files_is_not_taken_for_empty(tmp_path):
+    from MuscleSAMLib.errors import InputError
+    from MuscleSAMLib.result_folders import check_replaceable
+
+    d = tmp_path / "mine"
+    d.mkdir()
+    (d / ".tmp-notes").write_text("a hidden file of the user's, named like a MuscleSAM temp file")
+    with record("CLI", "a folder holding only a hidden '.tmp-' file of the user's: refused (no marker)"):
+        with pytest.raises(InputError, match=r"\.tmp-notes"):
+            check_replaceable(d, "segment")
+
+
 def test_export_out_dot_is_refused_in_one_line(case, tmp_path, capsys, monkeypatch):
     with record("CLI", "export --out . : refused in one line (no traceback)"):
         monkeypatch.chdir(tmp_path)
