@@ -1,6 +1,7 @@
 """``musclesam train``: fine-tune an ensemble (SAM/MedSAM checkpoint or demo architecture), or learn
 from corrections bundles.
 
+    musclesam train --recipe weights/train_litemedsam.json [--out DIR] [--manifest weights/manifest.json]
     musclesam train --config CFG.json [--out DIR] [--resume] [--members M] [--manifest weights/manifest.json]
     torchrun --nproc_per_node N -m MuscleSAMLib.cli train --config CFG.json ...   (DDP; gloo on CPU)
     musclesam train --from-bundles B1 [B2 ...] --base-ensemble NAME [--manifest M] [--out DIR] [--steps N]
@@ -24,7 +25,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "its weights and manifest entry. The config is a JSON file (see "
                                    "MuscleSAMLib/training/config.py); options below override its keys. "
                                    "Runs unchanged under torchrun --nproc_per_node N.")
-    p.add_argument("--config", default=None, help="training config JSON (or use --from-bundles)")
+    p.add_argument("--recipe", default=None,
+                   help="LiteMedSAM recipe config JSON (weights/train_litemedsam.json: the shipped default): stored "
+                        "embeddings, cross-validated folds, temperature by cross-fitting, final ensemble; resumable; "
+                        "with --manifest the final ensemble is added to that manifest as the default")
+    p.add_argument("--config", default=None, help="training config JSON (or use --recipe / --from-bundles)")
     p.add_argument("--out", default=None, help="output folder (default: runs/<config name>; with --from-bundles: "
                                                "runs/<new ensemble name>, holding learning_report.json and eval/)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoints")
@@ -58,6 +63,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.from_bundles is not None or args.base_ensemble is not None:
         return run_learning(args)
+    if args.recipe is not None:
+        return run_recipe_command(args)
     if args.config is None:
         raise InputError("give --config CFG.json (train an ensemble) or --from-bundles DIR... --base-ensemble NAME "
                          "(learn from corrections)")
@@ -80,6 +87,31 @@ def run(args: argparse.Namespace) -> int:
         summary = {"out": str(out), "seconds": record["seconds"], "val_dsc": val.get("dsc"),
                    "ece_box_15": val.get("ece_box_15"), "auroc_error": val.get("auroc_error")}
         print(json.dumps(summary))
+    return 0
+
+
+def run_recipe_command(args: argparse.Namespace) -> int:
+    """``--recipe``: the LiteMedSAM recipe end to end (training/litemedsam_recipe.py), then publish."""
+    import time
+
+    from ..training.litemedsam_recipe import load_recipe_config, publish, run_recipe
+
+    if args.config is not None:
+        raise InputError("give --recipe or --config, not both")
+    _, _, extra = load_recipe_config(args.recipe)  # every config problem before any work
+    out = Path(args.out or Path("runs") / str(extra.get("name", "litemedsam")))
+    t0 = time.time()
+    say = (lambda m: None) if args.quiet else (lambda m: print(f"[{time.time() - t0:7.0f} s] {m}", file=sys.stderr, flush=True))
+    record = run_recipe(args.recipe, out, progress=say)
+    if args.manifest:
+        publish(out, args.manifest, str(extra.get("name", "litemedsam")), default=True,
+                version=str(extra.get("version", "1.0.0")), description=str(extra.get("description", "")),
+                licence=str(extra.get("licence", "Apache-2.0")))
+        say(f"added {extra.get('name')} to {args.manifest} as the default ensemble")
+    print(json.dumps({"out": str(out), "folds": {k: {"best_val_dsc": v.get("best_val_dsc"),
+                                                      "temperature": v.get("temperature_fitted_on_val")}
+                                                  for k, v in record.get("folds", {}).items()},
+                      "final": record.get("final")}))
     return 0
 
 
@@ -114,7 +146,7 @@ def run_learning(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, interrupted)
     progress(0.0, "check", "checking the bundles, the base ensemble and the held-out cases")
     from ..corrections.learning import format_table, learn, plan_learning
-    from ..segment_case import DEFAULT_MANIFEST
+    from ..paths import DEFAULT_MANIFEST
 
     plan = plan_learning(args.from_bundles, args.base_ensemble, args.manifest or DEFAULT_MANIFEST,
                          images=args.image or (), held_out=[tuple(h) for h in args.held_out or ()], out=args.out,

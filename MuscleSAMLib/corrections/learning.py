@@ -240,10 +240,12 @@ def _base_states(plan: LearningPlan) -> list[dict]:
     from ..models.safe_load import load_state_dict
     from ..training.validate import bake_temperature
 
-    base = load_state_dict(plan.base.base.path, plan.base.base.sha256)
+    base = load_state_dict(plan.base.base.resolved(), plan.base.base.sha256)
+    if plan.base.shared is not None:  # decoder weights every member shares (LiteMedSAM recipe)
+        base.update(load_state_dict(plan.base.shared.resolved(), plan.base.shared.sha256))
     out = []
     for f in plan.base.members:
-        st = {**base, **load_state_dict(f.path, f.sha256)}
+        st = {**base, **load_state_dict(f.resolved(), f.sha256)}
         out.append(bake_temperature(st, 1.0 / plan.temperature) if plan.temperature != 1.0 else st)
     return out
 

@@ -16,6 +16,12 @@ Walk, per direction ``d`` (+1 = increasing slice index, -1 = decreasing):
    - "uncertainty jump": mean total uncertainty (entropy of the ensemble mean, nats) inside the slice's
      prompt box rises by more than ``max_uncertainty_jump`` over the previous accepted slice's, or
      exceeds ``max_mean_uncertainty``. The start slice has no previous slice: only the absolute limit.
+   - "low expected quality": the calibrated expected DSC of the slice's mask
+     (:func:`~MuscleSAMLib.engine.review.expected_dsc` of the ensemble mean over the window) is below
+     ``min_expected_dsc``, or (not for the start slice) the mask's area changed by more than a factor
+     ``max_area_ratio`` from the previous accepted slice. A SAM-family model given a box always
+     segments something in it; where the muscle has ended it outlines a neighbour or fat, with a soft
+     mask (low expected DSC) or a jump in size.
    A slice that fails is *not* accepted: its prediction is kept in :class:`DirectionStop` for display
    and the slice is the one flagged for review (``stopped_at``).
 5. Before each new slice, in this order: "cancelled" (``cancel`` is set), "volume edge" (the next slice
@@ -41,6 +47,7 @@ from .types import BoxPrediction, BoxPrompt
 
 STOP_MASK_VANISHED = "mask vanished"
 STOP_UNCERTAINTY_JUMP = "uncertainty jump"
+STOP_LOW_QUALITY = "low expected quality"
 STOP_VOLUME_EDGE = "volume edge"
 STOP_MAX_STEPS = "max steps"
 STOP_CANCELLED = "cancelled"
@@ -53,6 +60,9 @@ STOP_ERROR = "error"
 DEFAULT_MAX_UNCERTAINTY_JUMP = 0.15
 DEFAULT_MAX_MEAN_UNCERTAINTY = 0.6  # nats (ln 2 = 0.693 is the maximum); the temperature-scaled demo ensemble sits near 0.5 inside its boxes
 
+DEFAULT_MIN_EXPECTED_DSC = 0.75
+DEFAULT_MAX_AREA_RATIO = 2.5
+
 _EIGHT = np.ones((3, 3), bool)
 
 
@@ -64,6 +74,7 @@ class SliceStats:
     box: BoxPrompt
     area_px: int  # largest 8-connected component of mean >= 0.5
     mean_uncertainty: float  # mean total uncertainty (nats) inside the prompt box
+    expected_dsc: float  # calibrated expected DSC of the ensemble mask over the window (review.expected_dsc)
     next_xyxy: tuple[int, int, int, int] | None  # box derived for the following slice (None if empty)
 
 
@@ -144,7 +155,10 @@ def _measure(pred: BoxPrediction, margin_px: int, slice_shape: tuple[int, int] |
         members = pred.member_probs  # box outside its window (should not happen): use the window
     total = np.asarray(uncertainty_maps(members).total)
     mean_unc = float(total.mean()) if total.size else float("nan")
-    return SliceStats(pred.box.slice, pred.box, area, mean_unc, _next_box(comp, pred, margin_px, slice_shape))
+    from .review import expected_dsc
+
+    return SliceStats(pred.box.slice, pred.box, area, mean_unc, expected_dsc(pred.mean_prob),
+                      _next_box(comp, pred, margin_px, slice_shape))
 
 
 def propagate(
@@ -160,6 +174,8 @@ def propagate(
     max_steps: int | None = None,
     cancel: threading.Event | None = None,
     slice_shape: tuple[int, int] | None = None,
+    min_expected_dsc: float = DEFAULT_MIN_EXPECTED_DSC,
+    max_area_ratio: float = DEFAULT_MAX_AREA_RATIO,
 ) -> PropagationResult:
     """Propagate ``start`` through slices ``0..n_slices-1`` (rules in the module docstring).
 
@@ -203,6 +219,13 @@ def propagate(
                 f"mean uncertainty rose {prev.mean_uncertainty:.4f} -> {st.mean_uncertainty:.4f} nats "
                 f"(> +{max_uncertainty_jump:.4f})"
             )
+        if np.isfinite(st.expected_dsc) and st.expected_dsc < min_expected_dsc:
+            return STOP_LOW_QUALITY, f"expected DSC {st.expected_dsc:.3f} < {min_expected_dsc:.3f}"
+        if prev is not None and prev.area_px > 0:
+            ratio = st.area_px / prev.area_px
+            if ratio > max_area_ratio or ratio < 1.0 / max_area_ratio:
+                return STOP_LOW_QUALITY, (f"mask area changed {prev.area_px} -> {st.area_px} px "
+                                          f"(more than x{max_area_ratio:g})")
         return None
 
     # the start slice

@@ -9,8 +9,11 @@ Conventions (METHODS.md "Uncertainty"; all from the ensemble's member probabilit
   member masks dilated by ``dilate_px`` pixels (Euclidean disk), so voxels where members disagree
   and the rim around the muscle both count. NaN when every member mask is empty.
 - ``mean_epistemic``: the same mean of the epistemic part (mutual information).
-- ``expected_dsc``: mean over members of DSC(member mask, ensemble mask) (metrics.dice: one empty
-  mask -> 0, both empty -> NaN, NaN members skipped); 1.0 when all members agree; NaN when all empty.
+- ``expected_dsc``: the DSC the ensemble mask S = {p >= 0.5} is expected to reach if the truth
+  follows the (calibrated) ensemble-mean probability p voxel by voxel: 2 sum_S p / (|S| + sum p), sums
+  over the scored region. 1.0 when every voxel is certain; NaN when p is 0 everywhere. It reads the
+  calibrated probabilities rather than member agreement, because members that share a decoder trunk
+  agree closely even where they are wrong (measured in weights/MODEL_CARD.md).
 - ``area_px``: ensemble-mask area; ``member_area_px``: each member mask's area.
 - Review queue: most uncertain first (``mean_uncertainty`` descending), ties by lower
   ``expected_dsc``, then slice, then label (ascending). Scores with NaN uncertainty (no member found
@@ -26,7 +29,6 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from ..metrics import dice
 from ..uncertainty import uncertainty_maps
 from .assembly import LabelProbabilities, combine_label_predictions
 from .types import BoxPrediction
@@ -110,6 +112,16 @@ def _disk_dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     return ndimage.distance_transform_edt(~mask) <= radius
 
 
+def expected_dsc(mean_prob: np.ndarray) -> float:
+    """2 sum_S p / (|S| + sum p) with S = {p >= 0.5} (see the module docstring); NaN when sum p == 0."""
+    p = np.asarray(mean_prob, dtype=np.float64)
+    total = float(p.sum())
+    if total <= 0.0:
+        return math.nan
+    inside = p >= 0.5
+    return 2.0 * float(p[inside].sum()) / (float(inside.sum()) + total)
+
+
 def score_member_probs(
     member_probs: np.ndarray, *, slice_index: int, label: int, dilate_px: int = 3
 ) -> MuscleSliceScore:
@@ -133,9 +145,7 @@ def score_member_probs(
         mean_epi = float(np.asarray(unc.epistemic)[region].mean())
     else:
         mean_unc = mean_epi = math.nan
-    dscs = [dice(members[m], ensemble) for m in range(mp.shape[0])]
-    finite = [d for d in dscs if not math.isnan(d)]
-    expected = float(np.mean(finite)) if finite else math.nan
+    expected = expected_dsc(mp.mean(axis=0))
     return MuscleSliceScore(
         slice=int(slice_index),
         label=int(label),

@@ -65,6 +65,7 @@ class DecoderRecipe:
     patience: int = 3
     save_every: int = 25
     seed: int = 0
+    final_steps: int = 0  # > 0: the final model's decoder steps (else the mean of the folds' best steps)
     members: int = 5
     member_steps: int = 120
     member_lr: float = 2e-4
@@ -168,11 +169,11 @@ def validation_dsc(ens: Ensemble, cases: Sequence[DixonCase], folder: str | os.P
             if emb is None or not boxes:
                 continue
             geo = ResizePad(lab.shape[1], lab.shape[2], ens.input_size)
-            res = ens.decode(emb, geo, np.array([b.xyxy for b in boxes], np.float64))
             pred = {}
-            for n, b in enumerate(boxes):
+            for b in boxes:  # one box a call: batched decoding is memory-bound (slower per box) on a CPU
+                res = ens.decode(emb, geo, np.array([b.xyxy], np.float64))
                 x0, y0, x1, y1 = b.xyxy
-                pw = res.probs_window(n, y0, y1, x0, x1).mean(0) >= 0.5
+                pw = res.probs_window(0, y0, y1, x0, x1).mean(0) >= 0.5
                 m = pred.setdefault(b.label, np.zeros(lab.shape[1:], bool))
                 m[y0:y1, x0:x1] |= pw
             for label, m in pred.items():

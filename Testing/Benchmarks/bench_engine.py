@@ -1,16 +1,23 @@
-"""Engine vs the naive way, measured side by side in ONE run (``musclesam bench``).
+"""Engine vs the naive way on the shipped ensemble, measured side by side in ONE run (``musclesam bench``).
 
-Naive way: one upstream ``segment_anything.SamPredictor`` per ensemble member; a box on a new slice
-costs M x (set_image + predict), a box on a slice already set costs M x predict. Engine: one shared
-encoder pass per slice (``decoder`` kind) cached, and all members' decoders in one batched call.
-Both sides use the same weights, image, boxes and threads. Also: the encoder's time against its
-FLOP floor (FLOPs counted with torch.utils.flop_counter, divided by a measured fp32 matmul rate).
+Naive way (what SAM plugins do): one upstream ``segment_anything.SamPredictor`` per ensemble member,
+each a complete model (the shipped LiteMedSAM base + shared decoder + that member's heads), run one
+after another: a box on a new slice costs M x (set_image + predict), a box on a slice already set
+M x predict. Engine: one encoder pass per slice (cached), the decoder trunk once per box for all
+members (``models/shared_trunk.py``), member heads on top. Same weights, image, boxes and threads.
+
+These machines are shared (METHODS.md "Benchmarks on a shared machine"): the two sides are interleaved
+(naive, engine, naive, engine, ...), each ratio is the median of the per-pair ratios with its spread,
+and the load average is recorded at start and end (a warning when it exceeded the core count).
+Absolute figures: the cached-box latency (box -> member masks + uncertainty maps of its window) and the
+whole embedded sample (every box of every labelled slice) from a cold cache.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from typing import Callable
@@ -18,57 +25,60 @@ from typing import Callable
 import numpy as np
 import torch
 from segment_anything import SamPredictor
-from torch.utils.flop_counter import FlopCounterMode
 
 from MuscleSAMLib.engine.boxes import boxes_from_labels
 from MuscleSAMLib.engine.embedding_cache import EmbeddingCache
 from MuscleSAMLib.engine.segmenter import Segmenter
+from MuscleSAMLib.engine.volume_run import segment_volume
 from MuscleSAMLib.intensity import normalize_mri
-from MuscleSAMLib.models.architectures import build_sam, get_arch
-from MuscleSAMLib.models.ensemble import Ensemble
+from MuscleSAMLib.models.architectures import build_sam
+from MuscleSAMLib.models.loading import load_ensemble
+from MuscleSAMLib.models.safe_load import load_state_dict
 from MuscleSAMLib.sample_data import sample_case
+from MuscleSAMLib.uncertainty import uncertainty_maps
 from MuscleSAMLib.volumes import read_volume
 
 
-def _median_time(fn: Callable[[], object], repeats: int) -> float:
-    times = []
+def _time(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def interleaved(naive: Callable[[], object], engine: Callable[[], object], repeats: int) -> dict:
+    """Alternate the two sides; median times and the median (min, max) of per-pair ratios naive/engine."""
+    tn, te = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        tn.append(_time(naive))
+        te.append(_time(engine))
+    ratios = [a / b for a, b in zip(tn, te)]
+    return {"naive_s": statistics.median(tn), "engine_s": statistics.median(te),
+            "speedup": statistics.median(ratios), "speedup_min": min(ratios), "speedup_max": max(ratios)}
 
 
-def matmul_rate(n: int = 1024, repeats: int = 5) -> float:
-    """Measured fp32 matmul throughput (FLOP/s) on this machine with the current thread count."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    t = _median_time(lambda: a @ b, repeats)
-    return 2 * n ** 3 / t
+def member_models(loaded) -> list[torch.nn.Module]:
+    """Each member as a complete SAM-family model (base + shared decoder + its heads), for the naive side."""
+    spec = loaded.ensemble.spec
+    base = load_state_dict(spec.base.resolved(), spec.base.sha256) if spec.base else {}
+    if spec.shared is not None:
+        base.update(load_state_dict(spec.shared.resolved(), spec.shared.sha256))
+    models = []
+    for f in spec.members:
+        sam = build_sam(spec.arch)
+        state = {k: v.float() for k, v in {**base, **load_state_dict(f.resolved(), f.sha256)}.items()}
+        sam.load_state_dict(state, strict=True)
+        models.append(sam.eval())
+    return models
 
 
-def encoder_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
-    """FLOPs of one encoder forward (matmul/conv/attention ops counted by torch's FlopCounterMode)."""
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        model(x)
-    return int(counter.get_total_flops())
-
-
-def run_bench(arch: str = "demo_s", members: int = 5, repeats: int = 5, threads: int | None = None,
-              slice_index: int = 7) -> dict:
+def run_bench(ensemble: str | None = None, repeats: int = 5, threads: int | None = None, slice_index: int = 7,
+              manifest: str | None = None, volume: bool = True) -> dict:
     """Measure and return the comparison (seconds and ratios)."""
     if threads:
         torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    spec = get_arch(arch)
-    models = []
-    for m in range(members):
-        torch.manual_seed(m)
-        sam = build_sam(spec).eval()
-        if models:  # decoder kind: the members share one image encoder
-            sam.image_encoder.load_state_dict(models[0].image_encoder.state_dict())
-        models.append(sam)
-    ens = Ensemble.from_models("decoder", models, arch=spec)
+    load_start = os.getloadavg()[0]
+    loaded = load_ensemble(ensemble, manifest, "cpu")
+    ens = loaded.ensemble
     case = sample_case()
     water = read_volume(case.water).canonical_array
     labels = read_volume(case.labels, allow_labels=True).canonical_array.astype(np.uint8)
@@ -76,7 +86,7 @@ def run_bench(arch: str = "demo_s", members: int = 5, repeats: int = 5, threads:
     first, second = slice_boxes[0], slice_boxes[1]
     image_255 = normalize_mri(water)
     rgb = np.repeat(np.clip(image_255[slice_index], 0, 255).astype(np.uint8)[..., None], 3, axis=2)
-    predictors = [SamPredictor(m) for m in models]
+    predictors = [SamPredictor(m) for m in member_models(loaded)]
 
     def naive_first() -> None:
         for p in predictors:
@@ -87,7 +97,7 @@ def run_bench(arch: str = "demo_s", members: int = 5, repeats: int = 5, threads:
         for p in predictors:
             p.predict(box=np.array(second.xyxy, float), multimask_output=False)
 
-    seg_first = Segmenter(ens, water, cache=EmbeddingCache())  # normalised once, as in the app
+    seg_first = Segmenter(ens, water, cache=EmbeddingCache())
 
     def engine_first() -> None:
         seg_first.cache.clear()  # a new slice: nothing cached
@@ -99,60 +109,82 @@ def run_bench(arch: str = "demo_s", members: int = 5, repeats: int = 5, threads:
     def engine_cached() -> None:
         seg_cached.predict_slice(slice_index, [second])
 
+    def engine_cached_on_screen() -> None:
+        pred = seg_cached.predict_slice(slice_index, [second]).boxes[0]
+        maps = uncertainty_maps(pred.member_probs)
+        _ = (pred.mean_prob >= 0.5, maps.total, maps.epistemic)
+
     with torch.inference_mode():
-        naive_first(), engine_first()  # warm-up both
-        t_naive_first = _median_time(naive_first, repeats)
-        t_engine_first = _median_time(engine_first, repeats)
-        t_naive_cached = _median_time(naive_cached, repeats)
-        t_engine_cached = _median_time(engine_cached, repeats)
+        naive_first(), engine_first(), naive_cached(), engine_cached()  # warm-up both
+        first_box = interleaved(naive_first, engine_first, repeats)
+        cached_box = interleaved(naive_cached, engine_cached, repeats)
+        latency = statistics.median(_time(engine_cached_on_screen) for _ in range(repeats))
+        all_boxes = statistics.median(_time(lambda: seg_cached.predict_slice(slice_index, slice_boxes))
+                                      for _ in range(max(1, repeats // 2)))
         x, _ = ens.preprocess(image_255[slice_index])
-        encoder = models[0].image_encoder
-        t_encoder = _median_time(lambda: encoder(x), repeats)
-        all_boxes_time = _median_time(lambda: seg_cached.predict_slice(slice_index, slice_boxes), repeats)
-    flops = encoder_flops(encoder, x)
-    rate = matmul_rate()
-    floor = flops / rate
+        encoder_s = statistics.median(_time(lambda: ens.encode(x)) for _ in range(repeats))
+        sample_s, sample_boxes = float("nan"), 0
+        if volume:
+            boxes = boxes_from_labels(labels)
+            sample_boxes = len(boxes)
+            sample_s = _time(lambda: segment_volume(Segmenter(ens, water, cache=EmbeddingCache()), boxes))
+    load_end = os.getloadavg()[0]
+    cores = os.cpu_count() or 1
     return {
-        "arch": arch,
-        "members": members,
+        "arch": ens.arch.name,
+        "ensemble": ens.spec.name,
+        "members": ens.members,
+        "decoder_sharing": type(ens._heads).__name__,
         "threads": torch.get_num_threads(),
-        "input_size": spec.img_size,
+        "input_size": ens.input_size,
         "boxes_on_slice": len(slice_boxes),
-        "naive_first_box_s": t_naive_first,
-        "engine_first_box_s": t_engine_first,
-        "first_box_speedup": t_naive_first / t_engine_first,
-        "naive_cached_box_s": t_naive_cached,
-        "engine_cached_box_s": t_engine_cached,
-        "cached_box_speedup": t_naive_cached / t_engine_cached,
-        "engine_all_boxes_cached_slice_s": all_boxes_time,
-        "encoder_s": t_encoder,
-        "encoder_gflop": flops / 1e9,
-        "matmul_gflop_per_s": rate / 1e9,
-        "encoder_floor_s": floor,
-        "encoder_floor_ratio": t_encoder / floor,
+        "naive_first_box_s": first_box["naive_s"],
+        "engine_first_box_s": first_box["engine_s"],
+        "first_box_speedup": first_box["speedup"],
+        "first_box_speedup_range": [first_box["speedup_min"], first_box["speedup_max"]],
+        "naive_cached_box_s": cached_box["naive_s"],
+        "engine_cached_box_s": cached_box["engine_s"],
+        "cached_box_speedup": cached_box["speedup"],
+        "cached_box_speedup_range": [cached_box["speedup_min"], cached_box["speedup_max"]],
+        "cached_box_latency_s": latency,
+        "engine_all_boxes_cached_slice_s": all_boxes,
+        "encoder_s": encoder_s,
+        "sample_volume_s": sample_s,
+        "sample_volume_boxes": sample_boxes,
+        "load_average_start": load_start,
+        "load_average_end": load_end,
+        "busy_machine_warning": max(load_start, load_end) > cores,
+        "repeats": repeats,
     }
 
 
 def print_table(r: dict) -> None:
     """Human-readable table of :func:`run_bench`'s result."""
-    print(f"MuscleSAM engine benchmark: arch {r['arch']}, {r['members']} members, input {r['input_size']}, "
-          f"{r['threads']} threads, real sample slice")
-    print(f"{'case':34s} {'naive (s)':>10s} {'engine (s)':>11s} {'speed-up':>9s}")
-    print(f"{'first box on a new slice':34s} {r['naive_first_box_s']:10.4f} {r['engine_first_box_s']:11.4f} {r['first_box_speedup']:8.1f}x")
-    print(f"{'next box on a cached slice':34s} {r['naive_cached_box_s']:10.4f} {r['engine_cached_box_s']:11.4f} {r['cached_box_speedup']:8.1f}x")
-    print(f"all {r['boxes_on_slice']} boxes of the slice (cached, batched): {r['engine_all_boxes_cached_slice_s']:.4f} s")
-    print(f"encoder: {r['encoder_s']:.4f} s for {r['encoder_gflop']:.2f} GFLOP at {r['matmul_gflop_per_s']:.1f} GFLOP/s "
-          f"matmul -> floor {r['encoder_floor_s']:.4f} s, ratio {r['encoder_floor_ratio']:.2f}x")
+    print(f"MuscleSAM engine benchmark: {r['ensemble']} ({r['arch']}, {r['members']} members, {r['decoder_sharing']}), "
+          f"input {r['input_size']}, {r['threads']} threads, real sample slice, {r['repeats']} interleaved pairs")
+    print(f"{'case':30s} {'naive (s)':>10s} {'engine (s)':>11s} {'speed-up (median, range)':>26s}")
+    for key, name in (("first_box", "first box on a new slice"), ("cached_box", "next box on a cached slice")):
+        lo, hi = r[f"{key}_speedup_range"]
+        print(f"{name:30s} {r[f'naive_{key}_s']:10.4f} {r[f'engine_{key}_s']:11.4f} "
+              f"{r[f'{key}_speedup']:8.1f}x ({lo:.1f}-{hi:.1f})")
+    print(f"cached box -> mask + uncertainty: {r['cached_box_latency_s'] * 1000:.0f} ms; "
+          f"all {r['boxes_on_slice']} boxes of the slice: {r['engine_all_boxes_cached_slice_s']:.2f} s; "
+          f"encoder {r['encoder_s']:.2f} s/slice")
+    if r["sample_volume_boxes"]:
+        print(f"whole sample ({r['sample_volume_boxes']} boxes) from a cold cache: {r['sample_volume_s']:.1f} s")
+    print(f"load average {r['load_average_start']:.1f} -> {r['load_average_end']:.1f} on {os.cpu_count()} cores"
+          + ("  WARNING: busy machine, absolute times are inflated (ratios are interleaved)" if r["busy_machine_warning"] else ""))
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--arch", default="demo_s")
-    p.add_argument("--members", type=int, default=5)
+    p.add_argument("--ensemble", default=None)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-volume", action="store_true")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
-    r = run_bench(a.arch, a.members, a.repeats)
+    r = run_bench(a.ensemble, a.repeats, a.threads, volume=not a.no_volume)
     print(json.dumps(r, indent=2) if a.json else "", end="\n" if a.json else "")
     if not a.json:
         print_table(r)

@@ -62,7 +62,7 @@ def test_every_bridge_name_the_desktop_module_imports_resolves():
 
 
 LOWER = ("MuscleSAMLib/engine", "MuscleSAMLib/models")
-PIPELINES = ("MuscleSAMLib.pipelines", "MuscleSAMLib.segment_case")  # segment_case: a shim for cli/cmd_train
+PIPELINES = ("MuscleSAMLib.pipelines",)
 ABOVE_THE_CORE = ("MuscleSAMLib.scene_bridge", "MuscleSAMLib.web", "MuscleSAMLib.cli", "MuscleSAMLib.corrections",
                   "MuscleSAMLib.training") + PIPELINES
 

@@ -212,3 +212,41 @@ def test_start_that_vanishes_and_bad_arguments():
         propagate(FakeEnsemble(truth), start_box(truth, 3), N, direction=2)
     with pytest.raises(ValueError):
         propagate(FakeEnsemble(truth), start_box(truth, 3), 3)
+
+
+class SoftBeyond(FakeEnsemble):
+    """Crisp where the muscle exists; beyond its last slice the model outlines "something" softly (p = 0.55)."""
+
+    def __init__(self, truth, last):
+        super().__init__(truth)
+        self.last = last
+
+    def __call__(self, box):
+        pred = super().__call__(box)
+        if box.slice > self.last:
+            c0, r0, c1, r1 = box.xyxy
+            soft = np.zeros((r1 - r0, c1 - c0), np.float32)
+            soft[2:-2, 2:-2] = 0.55  # expected DSC 2 * 0.55 / 1.55 = 0.71
+            return BoxPrediction(box, pred.window, np.stack([soft, soft, soft]), np.ones(3, np.float32))
+        return pred
+
+
+def test_stops_where_the_model_outlines_something_soft_beyond_the_muscle():
+    """Members agree (no uncertainty jump large enough), but the calibrated mask is poor: stop and flag it."""
+    truth = disc_volume([(32, 40)] * N, [10] * N)
+    fake = SoftBeyond(truth, last=14)
+    res = propagate(fake, BoxPrompt(1, 12, (28, 20, 53, 45)), N, direction=1, max_uncertainty_jump=10.0,
+                    max_mean_uncertainty=10.0, slice_shape=(ROWS, COLS))
+    stop = res.stops[1]
+    assert stop.reason == "low expected quality" and stop.stopped_at == 15 and res.slices == [12, 13, 14]
+    assert "expected DSC" in stop.detail
+
+
+def test_stops_on_a_jump_in_mask_area():
+    radii = [10] * N
+    radii[16] = 27  # the mask balloons onto a neighbour
+    truth = disc_volume([(32, 40)] * N, radii)
+    res = propagate(FakeEnsemble(truth), BoxPrompt(1, 12, (28, 20, 53, 45)), N, direction=1, margin_px=20,
+                    slice_shape=(ROWS, COLS))
+    assert res.stops[1].reason == "low expected quality" and res.stops[1].stopped_at == 16
+    assert "area changed" in res.stops[1].detail

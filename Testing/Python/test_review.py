@@ -39,8 +39,9 @@ def test_expected_dsc_and_uncertainty_when_members_disagree():
     a = square(shape, 10, 20, 10, 20)
     c = square(shape, 10, 20, 15, 25)  # member 2 shifted 5 columns
     s0 = score_member_probs(np.stack([a, a, c]), slice_index=0, label=1, dilate_px=0)
-    # ensemble (majority) = a; DSC(c, a) = 2*50/200 = 0.5
-    assert s0.expected_dsc == pytest.approx((1 + 1 + 0.5) / 3)
+    # ensemble (majority) = a; mean p: 2/3 (50 px), 1 (50 px) inside a, 1/3 (50 px) outside
+    # expected DSC = 2 * (50 * 2/3 + 50) / (100 + 100) = 5/6
+    assert s0.expected_dsc == pytest.approx(5 / 6)
     assert s0.area_px == 100 and s0.member_area_px == (100, 100, 100)
     # union of member masks = 10 x 15; 100 of its voxels are 2-of-3 or 1-of-3 votes
     assert s0.mean_uncertainty == pytest.approx(100 * H13 / 150, rel=1e-4)
@@ -80,7 +81,8 @@ def test_score_slice_combines_both_legs_and_pads_for_dilation():
     assert [s.label for s in scores] == [2, 7]
     s7 = scores[1]
     assert s7.slice == 4 and s7.area_px == 200 and s7.member_area_px == (200, 200, 100)
-    assert s7.expected_dsc == pytest.approx((1 + 1 + 2 * 100 / 300) / 3)
+    # mean p = 1 on the right leg (100 px), 2/3 on the left (100 px): 2 * (100 + 200/3) / (200 + 100 + 200/3)
+    assert s7.expected_dsc == pytest.approx(2 * (100 + 200 / 3) / (200 + 100 + 200 / 3))
     assert s7.mean_uncertainty > scores[0].mean_uncertainty
     assert [s.label for s in score_slice([left, other, right], shape, locked={7})] == [2]
 
@@ -107,3 +109,14 @@ def test_review_queue_order_and_next_item():
     assert next_review_item(q, {(7, 5), (9, 2)}) == q[2]
     assert next_review_item(q, {i.key for i in q}) is None
     json.dumps([i.as_dict() for i in q], allow_nan=False)
+
+
+def test_expected_dsc_follows_calibrated_probability_not_member_agreement():
+    """Members that agree on a soft map (p = 0.6 everywhere in the box) predict a mediocre DSC, not 1."""
+    from MuscleSAMLib.engine.review import expected_dsc
+
+    shape = (40, 40)
+    soft = square(shape, 10, 20, 10, 20) * 0.6
+    s = score_member_probs(np.stack([soft, soft, soft]), slice_index=0, label=1, dilate_px=0)
+    assert s.expected_dsc == pytest.approx(2 * 60 / (100 + 60))  # 0.75, although all members agree
+    assert math.isnan(expected_dsc(np.zeros(shape)))
