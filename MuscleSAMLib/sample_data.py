@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .errors import InputError
 
-from .paths import MUSCLE_LABELS_FILE, REPO_ROOT, SAMPLE_DIR  # noqa: F401 - REPO_ROOT: cli/cmd_bench reads it here until its owner imports paths
+from .paths import MUSCLE_LABELS_FILE, SAMPLE_DIR
 
 
 @dataclass(frozen=True)
