@@ -16,9 +16,9 @@ Walk, per direction ``d`` (+1 = increasing slice index, -1 = decreasing):
    - "uncertainty jump": mean total uncertainty (entropy of the ensemble mean, nats) inside the slice's
      prompt box rises by more than ``max_uncertainty_jump`` over the previous accepted slice's, or
      exceeds ``max_mean_uncertainty``. The start slice has no previous slice: only the absolute limit.
-   - "low expected quality": the calibrated expected DSC of the slice's mask
-     (:func:`~MuscleSAMLib.engine.review.expected_dsc` of the ensemble mean over the window) is below
-     ``min_expected_dsc``, or (not for the start slice) the mask's area changed by more than a factor
+   - "low expected quality" (not on the start slice, the user's own box, which is shown and scored):
+     the calibrated expected DSC of the slice's mask (:func:`~MuscleSAMLib.engine.review.expected_dsc`
+     of the ensemble mean over the window) is below ``min_expected_dsc``, or the mask's area changed by more than a factor
      ``max_area_ratio`` from the previous accepted slice. A SAM-family model given a box always
      segments something in it; where the muscle has ended it outlines a neighbour or fat, with a soft
      mask (low expected DSC) or a jump in size.
@@ -219,7 +219,7 @@ def propagate(
                 f"mean uncertainty rose {prev.mean_uncertainty:.4f} -> {st.mean_uncertainty:.4f} nats "
                 f"(> +{max_uncertainty_jump:.4f})"
             )
-        if np.isfinite(st.expected_dsc) and st.expected_dsc < min_expected_dsc:
+        if prev is not None and np.isfinite(st.expected_dsc) and st.expected_dsc < min_expected_dsc:
             return STOP_LOW_QUALITY, f"expected DSC {st.expected_dsc:.3f} < {min_expected_dsc:.3f}"
         if prev is not None and prev.area_px > 0:
             ratio = st.area_px / prev.area_px

@@ -32,7 +32,7 @@ from ..volumes import check_same_grid, read_volume
 from .decoder_finetune import DecoderRecipe, TrainingSet, _ensemble, recipe_dict, train_decoder, train_heads
 from .embedding_store import DixonCase, load_embedding, precompute
 
-TEMPERATURES = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.4, 1.6, 1.8, 2.0, 2.5, 3.0)
+TEMPERATURES = (0.7, 0.85, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 7.0, 8.0, 10.0, 12.0, 15.0)
 
 
 def load_dixon_case(name: str, water: str, fat: str, labels: str) -> DixonCase:
