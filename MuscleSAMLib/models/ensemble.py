@@ -25,7 +25,6 @@ import copy
 import functools
 import hashlib
 import json
-import warnings
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -38,6 +37,7 @@ from .batched_decode import decode_per_image
 from .architectures import ArchSpec, build_sam, get_arch
 from .lora import apply_lora, is_lora_key, load_lora_state_dict, lora_member, lora_state_dict, merge_lora
 from .manifest import DEFAULT_BOX_MASK_LOGIT, KINDS, PROMPT_GEOMETRIES, EnsembleSpec, LoRASpec
+from .device import resolve_device  # noqa: F401 - THE device policy (models/device.py)
 from .safe_load import load_into, load_state_dict
 from .shared_trunk import SharedTrunkHeads, only_output_heads
 
@@ -206,19 +206,6 @@ class MemberStack:
             self.params = {k: v.to(device) for k, v in self.params.items()}
             self.buffers = {k: v.to(device) for k, v in (self.buffers or {}).items()}
         return self
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """'cpu' (default), 'cuda[:i]' when available (else CPU with a warning), or 'auto'."""
-    if device is None or str(device) == "cpu":
-        return torch.device("cpu")
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        warnings.warn("CUDA was asked for but is not available; running on the CPU", RuntimeWarning, stacklevel=3)
-        return torch.device("cpu")
-    return dev
 
 
 def box_mask_prompt(boxes_model: torch.Tensor, input_size: int, grid: int,

@@ -26,8 +26,7 @@ from ..models.architectures import ARCHITECTURES, ArchSpec
 
 MODES = ("E+D", "D", "LoRA")
 LOSSES = ("dice_bce", "umedsam")
-GEOMETRIES = ("slice", "box_crop")
-KINDS = ("decoder", "full", "lora")
+from ..models.manifest import KINDS, PROMPT_GEOMETRIES as GEOMETRIES  # noqa: E402 - defined once
 
 
 class ConfigError(InputError):

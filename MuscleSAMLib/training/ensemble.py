@@ -22,7 +22,8 @@ from typing import Any
 import torch
 
 from ..models.lora import apply_lora, merge_lora
-from ..models.manifest import EnsembleSpec, WeightFile, load_manifest, replace_spec, save_manifest
+from ..models.manifest_writer import add_entry
+from ..models.manifest import EnsembleSpec, WeightFile
 from ..models.safe_load import load_into, load_state_dict, save_safetensors_atomic, sha256_file
 from ..models.architectures import build_sam
 from ..version import __version__
@@ -188,11 +189,4 @@ def _write_files_and_manifest(cfg: TrainConfig, out: Path, states: list[dict], r
                         crop_margin=cfg.crop_margin if cfg.prompt_geometry == "box_crop" else 0.0,
                         box_mask_prompt=cfg.box_mask_prompt, box_mask_logit=cfg.box_mask_logit, training=record,
                         licence=cfg.licence, version=cfg.version, description=cfg.description, default=cfg.default)
-    entries: list[EnsembleSpec] = []
-    desc = ""
-    if manifest.is_file():
-        old = load_manifest(manifest)
-        desc = old.description
-        entries = [e if not (cfg.default and e.default) else replace_spec(e, default=False)
-                   for e in old.ensembles if e.name != name]
-    save_manifest(manifest, entries + [spec], desc)
+    add_entry(manifest, spec, replace=True)  # THE manifest writer: locked read-modify-write

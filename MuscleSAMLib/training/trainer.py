@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from ..atomic import atomic_path
 from ..errors import WeightsError
+from ..models.device import resolve_device
 from ..models.architectures import build_sam
 from ..models.lora import apply_lora
 from ..models.safe_load import load_into, load_state_dict, save_safetensors_atomic
@@ -124,7 +125,7 @@ def train_one(cfg: TrainConfig, train_cases: Sequence[Case], val_cases: Sequence
     torch.manual_seed(seed)
     sam = build_model(cfg, init_state)
     params = set_trainable(sam, cfg, mode, seed)
-    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = resolve_device(None)  # THE device policy: CUDA when present, else the CPU
     sam.to(dev)
     crit = AutoWeightedLoss().to(dev) if cfg.loss == "umedsam" else None
     if crit is not None:
