@@ -1,4 +1,4 @@
-"""``musclesam demo``: the main job on the shipped default (embedded sample thigh + demo ensemble).
+"""``musclesam demo``: the main job on the shipped default (embedded sample thigh + default ensemble).
 
 Segments the embedded real thigh (water image) with its stored boxes, writes everything
 ``musclesam segment`` writes, and compares the result with the sample's silver-standard labels
@@ -21,7 +21,7 @@ SAMPLE_BOXES = SAMPLE_DIR / "Thigh_001_boxes.json"
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run MuscleSAM on the embedded sample thigh (default ensemble)",
                        description="Segment the embedded real thigh Dixon sample (water image) with its stored boxes using the "
-                                   "default demo ensemble; write labels, .seg.nrrd, probability and uncertainty maps, "
+                                   "default ensemble; write labels, .seg.nrrd, probability and uncertainty maps, "
                                    "report.json and overlay.png to OUT (default ./musclesam_demo), plus agreement.json "
                                    "(DSC against the sample's silver labels, beside fill-the-box).")
     p.add_argument("--image", type=Path, help="use this MRI instead of the sample (needs --boxes)")
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         per_muscle, _ = evaluate_result(result, truth, boxes, volume.canonical_spacing)
         agreement = {
             "what": "agreement with the sample's silver-standard labels (another model's output, not a radiologist's); "
-                    "the demo ensemble was trained on this subject, so this is not a validation score (see weights/MODEL_CARD.md)",
+                    "the default ensemble was trained on this subject, so this is not a validation score (see weights/MODEL_CARD.md)",
             "ensemble": {"mean": mean_metrics(per_muscle), "per_muscle": per_muscle},
             **baseline_scores(seg.image, truth, boxes, volume.canonical_spacing, use_growcut=False),
         }

@@ -1,6 +1,6 @@
 """Run ``musclesam train --from-bundles`` in the background for the GUIs (desktop module, web app).
 
-    handle = start_learning(["bundles/case1"], "thigh_demo", held_out=[(img, labels)],
+    handle = start_learning(["bundles/case1"], "thigh_litemedsam", held_out=[(img, labels)],
                             on_progress=lambda p: print(p.fraction, p.message),
                             on_done=lambda h: print(h.returncode, h.result or h.error))
     ...
