@@ -60,8 +60,12 @@ STOP_ERROR = "error"
 DEFAULT_MAX_UNCERTAINTY_JUMP = 0.15
 DEFAULT_MAX_MEAN_UNCERTAINTY = 0.6  # nats (ln 2 = 0.693 is the maximum); the temperature-scaled demo ensemble sits near 0.5 inside its boxes
 
-DEFAULT_MIN_EXPECTED_DSC = 0.75
+DEFAULT_MIN_EXPECTED_DSC = 0.68  # measured: see the note below
 DEFAULT_MAX_AREA_RATIO = 2.5
+# The expected-DSC limit, measured with the shipped recipe on a held-out subject (fold Thigh_001 ->
+# Thigh_002, each muscle's edge-slice box one slice inside and one slice beyond the muscle): inside
+# 0.70-0.87, beyond 0.61-0.88. 0.68 stops 6 of 16 overruns at the first slice beyond the muscle and
+# none of the 16 slices inside; the rest still rely on the uncertainty limits (weights/MODEL_CARD.md).
 
 _EIGHT = np.ones((3, 3), bool)
 

@@ -29,7 +29,6 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..engine.boxes import boxes_from_labels
 from ..models.architectures import build_sam, get_arch
@@ -150,6 +149,29 @@ def _batch(ts: TrainingSet, i: int, rng: np.random.Generator, recipe: DecoderRec
     return ts.embeddings[i].float(), torch.as_tensor(np.stack(boxes), dtype=torch.float32), torch.stack(targets)
 
 
+def _train_step(sam: torch.nn.Module, opt: torch.optim.Optimizer, params: list, train: TrainingSet, i: int,
+                rng: np.random.Generator, recipe: DecoderRecipe, size: int) -> float:
+    """One optimiser step on entry ``i``: Dice + BCE (+ IoU-head MSE), gradient clip; returns the loss."""
+    emb, boxes, targets = _batch(train, i, rng, recipe, size)
+    logits, iou = _decode(sam, emb, boxes)
+    loss = dice_bce(logits, targets) + recipe.iou_loss_weight * iou_head_loss(iou, logits, targets)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, recipe.grad_clip)
+    opt.step()
+    return float(loss)
+
+
+def stored_slices(case: DixonCase, folder: str | os.PathLike, variant: str, size: int):
+    """(k, embedding, tight boxes, geometry) of each labelled slice of ``case`` whose embedding is stored."""
+    lab = case.labels_for(variant)
+    for k in case.labelled_slices():
+        emb = load_embedding(folder, case.name, variant, k)
+        boxes = boxes_from_labels(lab, slices=[k])
+        if emb is not None and boxes:
+            yield k, emb, boxes, ResizePad(lab.shape[1], lab.shape[2], size)
+
+
 def validation_dsc(ens: Ensemble, cases: Sequence[DixonCase], folder: str | os.PathLike,
                    variant: str = "water") -> float:
     """Mean over cases and muscles of the volume DSC of the ensemble-mean mask, tight boxes (no jitter).
@@ -163,12 +185,7 @@ def validation_dsc(ens: Ensemble, cases: Sequence[DixonCase], folder: str | os.P
         lab = case.labels_for(variant)
         inter: dict[int, float] = {}
         psum: dict[int, float] = {}
-        for k in case.labelled_slices():
-            emb = load_embedding(folder, case.name, variant, k)
-            boxes = boxes_from_labels(lab, slices=[k])
-            if emb is None or not boxes:
-                continue
-            geo = ResizePad(lab.shape[1], lab.shape[2], ens.input_size)
+        for k, emb, boxes, geo in stored_slices(case, folder, variant, ens.input_size):
             pred = {}
             for b in boxes:  # one box a call: batched decoding is memory-bound (slower per box) on a CPU
                 res = ens.decode(emb, geo, np.array([b.xyxy], np.float64))
@@ -237,14 +254,7 @@ def train_decoder(base: Mapping[str, torch.Tensor], train: TrainingSet, val_case
     step = st["step"]
     while step < recipe.steps:
         set_lr(opt, recipe.lr, lr_factor(step, recipe.steps, recipe.warmup_steps))
-        emb, boxes, targets = _batch(train, int(rng.integers(len(train))), rng, recipe, size)
-        logits, iou = _decode(sam, emb, boxes)
-        loss = dice_bce(logits, targets) + recipe.iou_loss_weight * iou_head_loss(iou, logits, targets)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, recipe.grad_clip)
-        opt.step()
-        losses.append(float(loss))
+        losses.append(_train_step(sam, opt, params, train, int(rng.integers(len(train))), rng, recipe, size))
         step += 1
         if step % recipe.save_every == 0 or step == recipe.steps:
             save_safetensors_atomic(dec_state(), last_file)
@@ -315,14 +325,7 @@ def train_heads(base: Mapping[str, torch.Tensor], decoder: Mapping[str, torch.Te
         t0, losses = time.time(), []
         for step in range(recipe.member_steps):
             set_lr(opt, recipe.member_lr, lr_factor(step, recipe.member_steps, min(recipe.warmup_steps, 10)))
-            emb, boxes, targets = _batch(train, int(pool[rng.integers(len(pool))]), rng, recipe, size)
-            logits, iou = _decode(sam, emb, boxes)
-            loss = dice_bce(logits, targets) + recipe.iou_loss_weight * iou_head_loss(iou, logits, targets)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, recipe.grad_clip)
-            opt.step()
-            losses.append(float(loss))
+            losses.append(_train_step(sam, opt, params, train, int(pool[rng.integers(len(pool))]), rng, recipe, size))
         sam.eval()
         state = _head_state(sam)
         save_safetensors_atomic(state, path)

@@ -27,10 +27,10 @@ import torch
 from ..errors import InputError
 from ..models.litemedsam import CHECKPOINT_SHA256, checkpoint_path
 from ..models.safe_load import load_state_dict, save_safetensors_atomic
-from ..slice_geometry import ResizePad
 from ..volumes import check_same_grid, read_volume
-from .decoder_finetune import DecoderRecipe, TrainingSet, _ensemble, recipe_dict, train_decoder, train_heads
-from .embedding_store import DixonCase, load_embedding, precompute
+from .decoder_finetune import (DecoderRecipe, TrainingSet, _ensemble, recipe_dict, stored_slices, train_decoder,
+                               train_heads)
+from .embedding_store import DixonCase, precompute
 
 TEMPERATURES = (0.7, 0.85, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 7.0, 8.0, 10.0, 12.0, 15.0)
 
@@ -71,17 +71,11 @@ def load_recipe_config(path: str | os.PathLike) -> tuple[list[dict], DecoderReci
 def ensemble_predictions(ens, case: DixonCase, folder: str | os.PathLike, variant: str = "water"
                          ) -> list[tuple[np.ndarray, np.ndarray]]:
     """(member logits on the slice grid inside each box window, truth) pairs for temperature fitting."""
-    from ..engine.boxes import boxes_from_labels
     from ..slice_geometry import model_to_slice
 
     out = []
     lab = case.labels_for(variant)
-    for k in case.labelled_slices():
-        emb = load_embedding(folder, case.name, variant, k)
-        boxes = boxes_from_labels(lab, slices=[k])
-        if emb is None or not boxes:
-            continue
-        geo = ResizePad(lab.shape[1], lab.shape[2], ens.input_size)
+    for k, emb, boxes, geo in stored_slices(case, folder, variant, ens.input_size):
         res = ens.decode(emb, geo, np.array([b.xyxy for b in boxes], np.float64))
         for n, b in enumerate(boxes):
             x0, y0, x1, y1 = b.xyxy
@@ -171,12 +165,7 @@ def run_recipe(config: str | os.PathLike, out: str | os.PathLike, progress=print
         return record
     temps = [f["temperature_fitted_on_val"] for f in record["folds"].values()]
     t_final = float(np.mean(temps))
-    save_safetensors_atomic({k: v.half() for k, v in dec.items() if not k.startswith("prompt_encoder.")},
-                            final_dir / "shared.safetensors")
-    for m, h in enumerate(heads):
-        save_safetensors_atomic({k: v.half() for k, v in bake_temperature(h, t_final).items()},
-                                final_dir / f"member{m}_T.safetensors")
-    record["final"] = {"steps": final_recipe.steps, "temperature": t_final, "seconds_total": time.time() - t0}
+    record["final"] = {"steps": final_recipe.steps, "temperature": t_final, "seconds_this_run": time.time() - t0}
     _write(out / "record.json", record)
     progress(f"final model: {final_recipe.steps} decoder steps, T = {t_final}")
     return record

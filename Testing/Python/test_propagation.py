@@ -236,7 +236,7 @@ def test_stops_where_the_model_outlines_something_soft_beyond_the_muscle():
     truth = disc_volume([(32, 40)] * N, [10] * N)
     fake = SoftBeyond(truth, last=14)
     res = propagate(fake, BoxPrompt(1, 12, (28, 20, 53, 45)), N, direction=1, max_uncertainty_jump=10.0,
-                    max_mean_uncertainty=10.0, slice_shape=(ROWS, COLS))
+                    max_mean_uncertainty=10.0, slice_shape=(ROWS, COLS), min_expected_dsc=0.75)
     stop = res.stops[1]
     assert stop.reason == "low expected quality" and stop.stopped_at == 15 and res.slices == [12, 13, 14]
     assert "expected DSC" in stop.detail
