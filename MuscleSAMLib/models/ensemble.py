@@ -1,5 +1,10 @@
 """Ensemble runtime: one manifest entry turned into encode/decode calls over all M members at once.
 
+One concern, the :class:`Ensemble` (building each kind from verified weights, and encode/decode), so
+this file runs past 400 lines; its parts live beside it: :mod:`.decode_result` (what a decode returns),
+:mod:`.member_stack` (M heads as one call), :mod:`.shared_trunk` (members that share the decoder
+trunk), :mod:`.box_prompt` (the box as a dense prompt), :mod:`.device` (the device policy).
+
 Kinds (DESIGN.md "Ensemble kinds"):
 
 - ``decoder``: one shared image encoder (one pass per slice), M prompt-encoder + mask-decoder heads.
@@ -22,7 +27,6 @@ weights), a ``full`` member is a whole model (the base, if any, fills keys it la
 from __future__ import annotations
 
 import copy
-import functools
 import hashlib
 import json
 from typing import Any, Mapping, Sequence
@@ -36,10 +40,13 @@ from ..slice_geometry import ResizePad, box_window, model_to_slice, resize_pad
 from .batched_decode import decode_per_image
 from .architectures import ArchSpec, build_sam, get_arch
 from .lora import apply_lora, is_lora_key, load_lora_state_dict, lora_member, lora_state_dict, merge_lora
-from .manifest import DEFAULT_BOX_MASK_LOGIT, KINDS, PROMPT_GEOMETRIES, EnsembleSpec, LoRASpec
+from .manifest import KINDS, PROMPT_GEOMETRIES, EnsembleSpec, LoRASpec
 from .device import resolve_device  # noqa: F401 - THE device policy (models/device.py)
 from .safe_load import load_into, load_state_dict
 from .shared_trunk import SharedTrunkHeads, only_output_heads
+from .box_prompt import box_mask_prompt
+from .decode_result import DecodeResult, slice_resize_matrices  # noqa: F401 - re-exported
+from .member_stack import MemberStack, PromptHead
 
 #: "auto" batch mode uses vmap over members up to this many boxes, a member loop above (CPU timings:
 #: vmap wins for a single box, per-member batched calls win from ~5 boxes on).
@@ -47,188 +54,6 @@ VMAP_MAX_BOXES = 2
 BATCH_MODES = ("auto", "vmap", "loop")
 _HEAD_PREFIXES = ("prompt_encoder.", "mask_decoder.")
 _ENC_PREFIX = "image_encoder."
-
-
-@functools.lru_cache(maxsize=64)
-def _bilinear_matrix(n_in: int, n_out: int) -> torch.Tensor:
-    """(n_out, n_in) float64 matrix equal to 1-D ``F.interpolate(mode="bilinear", align_corners=False)``."""
-    scale = n_in / n_out
-    src = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * scale - 0.5).clamp(min=0.0)
-    i0 = src.floor().long().clamp(max=n_in - 1)
-    i1 = (i0 + 1).clamp(max=n_in - 1)
-    lam = src - i0
-    a = torch.zeros(n_out, n_in, dtype=torch.float64)
-    rows = torch.arange(n_out)
-    a.index_put_((rows, i0), 1.0 - lam, accumulate=True)
-    a.index_put_((rows, i1), lam, accumulate=True)
-    return a
-
-
-@functools.lru_cache(maxsize=64)
-def slice_resize_matrices(geo: ResizePad, grid: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(Ry (rows, grid), Rx (cols, grid)) float32 with ``Ry @ X @ Rx.T == model_to_slice(X, geo)``.
-
-    :func:`model_to_slice` (upsample to the model size, crop the padding, resize to the slice) is
-    separable and linear, so any window of its output is two small matrix products: this is how
-    :meth:`DecodeResult.probs_window` computes one box's neighbourhood without the whole slice.
-    """
-    h, w = geo.resized_shape
-    up = _bilinear_matrix(grid, geo.size)
-    ry = _bilinear_matrix(h, geo.rows) @ up[:h]
-    rx = _bilinear_matrix(w, geo.cols) @ up[:w]
-    return ry.float(), rx.float()
-
-
-class DecodeResult:
-    """Member predictions for N boxes of one slice (numpy, float32).
-
-    ``logits_lowres`` (M, N, L, L) is the decoder's grid over the padded model input (L = 256 for
-    official SAM, 64 for the demo layouts; in box-crop geometry each box's grid covers its crop),
-    ``iou_pred`` (M, N) SAM's predicted IoU. ``probs`` (M, N, rows, cols) are the member probabilities
-    on the slice grid, computed on first access (sigmoid after :func:`model_to_slice`);
-    :meth:`probs_window` gives one box's window without computing the whole slice (same values).
-    ``windows`` (N, 4): in box-crop geometry each crop as (x0, y0, x1, y1) half-open slice pixels
-    (probabilities outside it are 0); None for whole-slice geometry.
-    """
-
-    def __init__(self, logits_lowres: np.ndarray, iou_pred: np.ndarray, geo: ResizePad | None = None,
-                 probs: np.ndarray | None = None, windows: np.ndarray | None = None) -> None:
-        if probs is None and geo is None:
-            raise ValueError("DecodeResult needs the geometry or the probabilities")
-        self.logits_lowres = logits_lowres
-        self.iou_pred = iou_pred
-        self.geo = geo
-        self.windows = windows
-        self._probs = probs
-
-    @property
-    def members(self) -> int:
-        """M."""
-        return int(self.logits_lowres.shape[0])
-
-    @property
-    def boxes(self) -> int:
-        """N."""
-        return int(self.logits_lowres.shape[1])
-
-    @property
-    def probs(self) -> np.ndarray:
-        """(M, N, rows, cols) float32 member probabilities on the slice grid (computed once)."""
-        if self._probs is None:
-            assert self.geo is not None
-            geo, m, n = self.geo, self.members, self.boxes
-            out = np.empty((m, n, geo.rows, geo.cols), dtype=np.float32)
-            with torch.inference_mode():
-                for i in range(m):  # one member at a time: bounded memory at the model-size upsampling
-                    out[i] = torch.sigmoid(model_to_slice(torch.from_numpy(self.logits_lowres[i]), geo)).numpy()
-            self._probs = out
-        return self._probs
-
-    def probs_window(self, n: int, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
-        """(M, r1-r0, c1-c0) probabilities of box ``n`` inside rows r0:r1, cols c0:c1 of the slice."""
-        if self._probs is not None or self.geo is None:
-            return np.ascontiguousarray(self.probs[:, n, r0:r1, c0:c1])
-        ry, rx = slice_resize_matrices(self.geo, int(self.logits_lowres.shape[-1]))
-        with torch.inference_mode():
-            x = torch.from_numpy(self.logits_lowres[:, n])
-            return torch.sigmoid(ry[r0:r1] @ x @ rx[c0:c1].T).numpy()
-
-    @property
-    def mean(self) -> np.ndarray:
-        """Ensemble-mean probability (N, rows, cols): probabilities averaged, never logits."""
-        return self.probs.mean(axis=0)
-
-
-class PromptHead(nn.Module):
-    """One member's prompt encoder + mask decoder: boxes (and optional dense mask prompt) -> logits."""
-
-    def __init__(self, prompt_encoder: nn.Module, mask_decoder: nn.Module) -> None:
-        super().__init__()
-        self.prompt_encoder = prompt_encoder
-        self.mask_decoder = mask_decoder
-
-    def forward(self, image_embedding: torch.Tensor, boxes: torch.Tensor,
-                masks: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(1, C, h, w) embedding, (N, 4) model-space boxes, (N, 1, L, L) mask logits or None ->
-        (N, 1, L, L) low-res logits and (N, 1) IoU predictions (single-mask output)."""
-        sparse, dense = self.prompt_encoder(points=None, boxes=boxes, masks=masks)
-        return self.mask_decoder(image_embeddings=image_embedding, image_pe=self.prompt_encoder.get_dense_pe(),
-                                 sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                                 multimask_output=False)
-
-
-class MemberStack:
-    """M modules of identical structure run on one input as one call (vmap) or as a loop.
-
-    ``vmap`` uses ``torch.func.stack_module_state`` + ``functional_call`` over a meta-device skeleton;
-    ``loop`` keeps the modules. ``keep`` says which representations to hold ("vmap", "loop", "both").
-    """
-
-    def __init__(self, modules: Sequence[nn.Module], keep: str = "both") -> None:
-        self.count = len(modules)
-        self.modules: list[nn.Module] | None = list(modules) if keep in ("loop", "both") else None
-        self.params: dict[str, torch.Tensor] | None = None
-        self.buffers: dict[str, torch.Tensor] | None = None
-        self.skeleton: nn.Module | None = None
-        if keep in ("vmap", "both"):
-            self.params, self.buffers = torch.func.stack_module_state(list(modules))
-            self.skeleton = copy.deepcopy(modules[0]).to("meta")
-
-    def __call__(self, args: Sequence[Any], per_member: Sequence[bool], mode: str) -> Any:
-        """Run every member on ``args``; ``per_member[i]`` says args[i] has a leading member axis.
-
-        Returns the members' outputs stacked on a new leading axis (tuples stacked element-wise).
-        """
-        if mode == "vmap" and self.skeleton is None:
-            mode = "loop"
-        if mode == "loop" and self.modules is None:
-            mode = "vmap"
-        if mode == "vmap":
-            skeleton = self.skeleton
-
-            def one(p: dict, b: dict, *a: Any) -> Any:
-                return torch.func.functional_call(skeleton, (p, b), tuple(a))
-
-            in_dims = (0, 0) + tuple(0 if pm and a is not None else None for a, pm in zip(args, per_member))
-            return torch.func.vmap(one, in_dims=in_dims)(self.params, self.buffers, *args)
-        assert self.modules is not None
-        outs = [mod(*[a[m] if pm and a is not None else a for a, pm in zip(args, per_member)])
-                for m, mod in enumerate(self.modules)]
-        if isinstance(outs[0], tuple):
-            return tuple(torch.stack(parts) for parts in zip(*outs))
-        return torch.stack(outs)
-
-    def to(self, device: torch.device) -> "MemberStack":
-        """Move every held representation to ``device``."""
-        if self.modules is not None:
-            self.modules = [m.to(device) for m in self.modules]
-        if self.params is not None:
-            self.params = {k: v.to(device) for k, v in self.params.items()}
-            self.buffers = {k: v.to(device) for k, v in (self.buffers or {}).items()}
-        return self
-
-
-def box_mask_prompt(boxes_model: torch.Tensor, input_size: int, grid: int,
-                    value: float = DEFAULT_BOX_MASK_LOGIT) -> torch.Tensor:
-    """Dense mask prompt from boxes: (N, 4) model-space boxes -> (N, 1, grid, grid) logits.
-
-    The grid covers the padded model input (like SAM's low-res logits): a cell whose centre lies in the
-    half-open box gets +value, every other cell -value (value 4 -> sigmoid 0.98). The cell holding the
-    box centre is always inside, so a box smaller than a cell still shows. Training must build the
-    prompt with this same function.
-    """
-    b = torch.as_tensor(boxes_model, dtype=torch.float32)
-    cell = input_size / grid
-    centres = (torch.arange(grid, dtype=torch.float32, device=b.device) + 0.5) * cell
-    inx = (centres[None, :] >= b[:, 0:1]) & (centres[None, :] < b[:, 2:3])  # (N, grid) columns
-    iny = (centres[None, :] >= b[:, 1:2]) & (centres[None, :] < b[:, 3:4])  # (N, grid) rows
-    cx = ((b[:, 0] + b[:, 2]) / 2 / cell).long().clamp(0, grid - 1)
-    cy = ((b[:, 1] + b[:, 3]) / 2 / cell).long().clamp(0, grid - 1)
-    idx = torch.arange(b.shape[0], device=b.device)
-    inx[idx, cx] = True
-    iny[idx, cy] = True
-    inside = iny[:, :, None] & inx[:, None, :]
-    return torch.where(inside, value, -value).to(torch.float32)[:, None]
 
 
 def _check_boxes(boxes_xyxy: np.ndarray, rows: int, cols: int) -> np.ndarray:

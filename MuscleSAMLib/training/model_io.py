@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from segment_anything.modeling import Sam
 
-from ..models.ensemble import box_mask_prompt
+from ..models.box_prompt import box_mask_prompt
 from ..models.batched_decode import decode_per_image
 from ..slice_geometry import ResizePad, box_window, resize_pad
 
