@@ -572,11 +572,14 @@ def test_device_policy_auto_picks_cpu_without_cuda_and_refuses_an_absent_gpu(mon
         resolve_device("cuda:3")
 
 
-def test_loading_an_ensemble_goes_through_the_one_device_policy(monkeypatch):
+def test_loading_an_ensemble_goes_through_the_one_device_policy(monkeypatch, tmp_path):
     """The loader front ends share refuses an absent GPU with the policy's message (not a warning and a CPU run)."""
+    from musclesam_test_helpers import write_random_decoder_ensemble
+
     from MuscleSAMLib.errors import InputError
     from MuscleSAMLib.models.loading import load_ensemble
 
+    manifest = write_random_decoder_ensemble(tmp_path / "w")  # any installed ensemble (the shipped one needs Python >= 3.10)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(InputError, match="no CUDA GPU is available here"):
-        load_ensemble(device="cuda")
+        load_ensemble(None, manifest, device="cuda")
