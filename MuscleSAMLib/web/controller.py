@@ -184,7 +184,8 @@ class WebController(RunActions, LearningActions):
             self._refresh_ready()
             self._precompute_middle()
             self._publish_slices()
-            self.say(f"Opened {name}. Pick a muscle, drag a box around it on the axial view, then "
+            # Whichever of image and ensemble arrives last says "Ready" (the page waits for that word)
+            self.say(f"Ready: opened {name}. Pick a muscle, drag a box around it on the axial view, then "
                      "press Segment." if self.logic.loaded is not None else
                      f"Opened {name}; the ensemble is still loading ...", "info")
 
