@@ -42,6 +42,20 @@ def random_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def server(random_manifest: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """``musclesam web`` on the random ensemble, one per test module (exports in the module's own folder).
+
+    A module that needs other options defines its own ``server`` fixture.
+    """
+    from webserver import start_server
+
+    out = tmp_path_factory.mktemp("web")
+    srv = start_server(["--manifest", str(random_manifest), "--output", str(out / "exports")], out / "server.log")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
 def browser(chromium_path: Path) -> Iterator[Any]:
     """One headless Chromium per test module."""
     from playwright.sync_api import sync_playwright

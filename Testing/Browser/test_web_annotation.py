@@ -12,20 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from webserver import start_server
 from helpers import drag, muscle_rect, open_app, page_point, tid, wait_message
 
 pytestmark = pytest.mark.browser
 VL, RF, VI = 3, 2, 4
 LONG = 240  # seconds: a busy 2-core machine
-
-
-@pytest.fixture(scope="module")
-def server(random_manifest: Path, tmp_path_factory: pytest.TempPathFactory):
-    out = tmp_path_factory.mktemp("web")
-    srv = start_server(["--manifest", str(random_manifest), "--output", str(out / "exports")], out / "server.log")
-    yield srv
-    srv.stop()
 
 
 def pick_muscle(page, name: str) -> None:

@@ -20,20 +20,11 @@ import SimpleITK as sitk
 from MuscleSAMLib.sample_data import muscle_names
 from MuscleSAMLib.scene_bridge.geometry import canonical_to_ras
 
-from webserver import start_server
 from helpers import drag, muscle_rect, open_app, page_point, sample_labels, tid, wait_message
 
 pytestmark = pytest.mark.browser
 LONG = 400
 CORRECTED = (3, 2, 9)  # VL, RF, ST get a hand correction
-
-
-@pytest.fixture(scope="module")
-def server(random_manifest: Path, tmp_path_factory: pytest.TempPathFactory):
-    out = tmp_path_factory.mktemp("web")
-    srv = start_server(["--manifest", str(random_manifest), "--output", str(out / "exports")], out / "server.log")
-    yield srv
-    srv.stop()
 
 
 def page_labels(server) -> np.ndarray:

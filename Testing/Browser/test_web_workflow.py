@@ -16,19 +16,10 @@ import SimpleITK as sitk
 from MuscleSAMLib.outputs.bundle import REQUIRED_FILES, check_bundle
 
 from bad_input_table import record
-from webserver import start_server
 from helpers import assert_not_blank, drag, muscle_rect, open_app, page_point, tid, wait_message, warm_fraction
 
 pytestmark = pytest.mark.browser
 VL = 3
-
-
-@pytest.fixture(scope="module")
-def server(random_manifest: Path, tmp_path_factory: pytest.TempPathFactory):
-    out = tmp_path_factory.mktemp("web")
-    srv = start_server(["--manifest", str(random_manifest), "--output", str(out / "exports")], out / "server.log")
-    yield srv
-    srv.stop()
 
 
 def test_workflow(server, browser, artifacts: Path) -> None:
