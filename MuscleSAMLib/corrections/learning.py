@@ -237,15 +237,13 @@ def _train_config(plan: LearningPlan):
 
 def _base_states(plan: LearningPlan) -> list[dict]:
     """Full Sam states (shared encoder + member head), checksum-verified, temperature taken out."""
-    from ..models.safe_load import load_state_dict
+    from ..models.ensemble import spec_states
     from ..training.validate import bake_temperature
 
-    base = load_state_dict(plan.base.base.resolved(), plan.base.base.sha256)
-    if plan.base.shared is not None:  # decoder weights every member shares (LiteMedSAM recipe)
-        base.update(load_state_dict(plan.base.shared.resolved(), plan.base.shared.sha256))
+    base, members = spec_states(plan.base)
     out = []
-    for f in plan.base.members:
-        st = {**base, **load_state_dict(f.resolved(), f.sha256)}
+    for member in members:
+        st = {**base, **member}
         out.append(bake_temperature(st, 1.0 / plan.temperature) if plan.temperature != 1.0 else st)
     return out
 

@@ -137,15 +137,7 @@ class Ensemble:
     def from_spec(cls, spec: EnsembleSpec, device: str | torch.device | None = "cpu",
                   batch_mode: str = "auto") -> "Ensemble":
         """Load a manifest entry: every file checksum-verified before it is read (WeightsError)."""
-        base = load_state_dict(spec.base.resolved(), spec.base.sha256) if spec.base else {}
-        if spec.shared is not None:  # decoder weights common to all members, on top of the base
-            shared = load_state_dict(spec.shared.resolved(), spec.shared.sha256)
-            enc_keys = sorted(k for k in shared if k.startswith(_ENC_PREFIX))
-            if enc_keys:
-                raise WeightsError(f"shared weights file {spec.shared.path} overrides image-encoder weights "
-                                   f"({enc_keys[0]}, ...); a decoder ensemble keeps the base encoder")
-            base = {**base, **shared}
-        members = [load_state_dict(f.resolved(), f.sha256) for f in spec.members]
+        base, members = spec_states(spec)
         key_src = {"arch": spec.arch.to_dict(), "input": spec.input_size, "mean": spec.pixel_mean,
                    "std": spec.pixel_std, "kind": spec.kind, "geometry": spec.prompt_geometry,
                    "base": spec.base.sha256 if spec.base else None}
@@ -514,6 +506,20 @@ class Ensemble:
                 f"input={self.input_size}, device={self.device}, group_key={self.group_key})")
 
 
+def spec_states(spec: EnsembleSpec) -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]]]:
+    """A manifest entry's weights, each file checksum-verified: (base with the shared decoder weights
+    applied, one state per member file). A member's keys override the base's (weights/README.md)."""
+    base = load_state_dict(spec.base.resolved(), spec.base.sha256) if spec.base else {}
+    if spec.shared is not None:  # decoder weights common to all members, on top of the base
+        shared = load_state_dict(spec.shared.resolved(), spec.shared.sha256)
+        enc_keys = sorted(k for k in shared if k.startswith(_ENC_PREFIX))
+        if enc_keys:
+            raise WeightsError(f"shared weights file {spec.shared.path} overrides image-encoder weights "
+                               f"({enc_keys[0]}, ...); a decoder ensemble keeps the base encoder")
+        base = {**base, **shared}
+    return base, [load_state_dict(f.resolved(), f.sha256) for f in spec.members]
+
+
 def synthetic_spec(arch: str | ArchSpec, kind: str, *, lora: LoRASpec | None = None, name: str = "",
                    **fields: Any) -> EnsembleSpec:
     """An EnsembleSpec with no files (for in-memory ensembles); normalisation defaults to the arch's."""
@@ -534,4 +540,4 @@ def synthetic_spec(arch: str | ArchSpec, kind: str, *, lora: LoRASpec | None = N
 
 
 __all__ = ["BATCH_MODES", "DecodeResult", "Ensemble", "MemberStack", "PromptHead", "VMAP_MAX_BOXES",
-           "box_mask_prompt", "resolve_device", "slice_resize_matrices", "synthetic_spec"]
+           "box_mask_prompt", "resolve_device", "slice_resize_matrices", "spec_states", "synthetic_spec"]

@@ -33,7 +33,7 @@ from MuscleSAMLib.engine.volume_run import segment_volume
 from MuscleSAMLib.intensity import normalize_mri
 from MuscleSAMLib.models.architectures import build_sam
 from MuscleSAMLib.models.loading import load_ensemble
-from MuscleSAMLib.models.safe_load import load_state_dict
+from MuscleSAMLib.models.ensemble import spec_states
 from MuscleSAMLib.sample_data import sample_case
 from MuscleSAMLib.uncertainty import uncertainty_maps
 from MuscleSAMLib.volumes import read_volume
@@ -59,13 +59,11 @@ def interleaved(naive: Callable[[], object], engine: Callable[[], object], repea
 def member_models(loaded) -> list[torch.nn.Module]:
     """Each member as a complete SAM-family model (base + shared decoder + its heads), for the naive side."""
     spec = loaded.ensemble.spec
-    base = load_state_dict(spec.base.resolved(), spec.base.sha256) if spec.base else {}
-    if spec.shared is not None:
-        base.update(load_state_dict(spec.shared.resolved(), spec.shared.sha256))
+    base, members = spec_states(spec)
     models = []
-    for f in spec.members:
+    for member in members:
         sam = build_sam(spec.arch)
-        state = {k: v.float() for k, v in {**base, **load_state_dict(f.resolved(), f.sha256)}.items()}
+        state = {k: v.float() for k, v in {**base, **member}.items()}
         sam.load_state_dict(state, strict=True)
         models.append(sam.eval())
     return models
