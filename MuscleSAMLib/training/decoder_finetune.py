@@ -30,6 +30,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from ..atomic import write_json_atomic
 from ..engine.boxes import boxes_from_labels
 from ..models.architectures import build_sam, get_arch
 from ..models.ensemble import Ensemble, synthetic_spec
@@ -92,16 +93,10 @@ class TrainingSet:
         self._labels: dict[tuple[int, str], np.ndarray] = {}
         for ci, case in enumerate(self.cases):
             for v in variants:
-                lab = case.labels_for(v)
-                for k in case.labelled_slices():
-                    emb = load_embedding(folder, case.name, v, k)
-                    if emb is None:
-                        continue
-                    boxes = [(b.label, tuple(int(x) for x in b.xyxy)) for b in boxes_from_labels(lab, slices=[k])]
-                    if boxes:
-                        self._labels[(ci, v)] = lab
-                        self.entries.append(SliceEntry(ci, v, k, boxes))
-                        self.embeddings.append(emb.to(torch.float16))
+                for k, emb, boxes, _ in stored_slices(case, folder, v, 1):
+                    self._labels[(ci, v)] = case.labels_for(v)
+                    self.entries.append(SliceEntry(ci, v, k, [(b.label, tuple(int(x) for x in b.xyxy)) for b in boxes]))
+                    self.embeddings.append(emb.to(torch.float16))
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -120,7 +115,7 @@ class TrainingSet:
 def _decoder(arch: str, base: Mapping[str, torch.Tensor]) -> torch.nn.Module:
     """A Sam holding ``base`` (prompt encoder + mask decoder trainable, encoder unused)."""
     sam = build_sam(arch)
-    sam.load_state_dict({k: v for k, v in base.items()}, strict=True)
+    sam.load_state_dict(dict(base), strict=True)
     return sam
 
 
@@ -207,13 +202,6 @@ def _ensemble(arch: str, base: Mapping[str, torch.Tensor], heads: Sequence[Mappi
     return Ensemble.from_states(spec, base, [dict(h) for h in heads])
 
 
-def _save_json(path: Path, obj: dict) -> None:
-    from ..atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=1), encoding="utf-8")
-
-
 def train_decoder(base: Mapping[str, torch.Tensor], train: TrainingSet, val_cases: Sequence[DixonCase],
                   emb_folder: str | os.PathLike, out: str | os.PathLike, recipe: DecoderRecipe,
                   progress: ProgressFn = print) -> dict[str, torch.Tensor]:
@@ -242,7 +230,7 @@ def train_decoder(base: Mapping[str, torch.Tensor], train: TrainingSet, val_case
     def dec_state() -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in sam.state_dict().items() if k.startswith(DECODER_PREFIXES)}
 
-    def validate(step: int) -> float:
+    def validate() -> float:
         sam.eval()
         dsc = validation_dsc(_ensemble(recipe.arch, {**base, **dec_state()}, [{}]), val_cases, emb_folder) \
             if val_cases else float("nan")
@@ -256,12 +244,9 @@ def train_decoder(base: Mapping[str, torch.Tensor], train: TrainingSet, val_case
         set_lr(opt, recipe.lr, lr_factor(step, recipe.steps, recipe.warmup_steps))
         losses.append(_train_step(sam, opt, params, train, int(rng.integers(len(train))), rng, recipe, size))
         step += 1
-        if step % recipe.save_every == 0 or step == recipe.steps:
-            save_safetensors_atomic(dec_state(), last_file)
-            st["step"] = step
-            _save_json(state_file, st)
-        if step % recipe.val_every == 0 or step == recipe.steps:
-            dsc = validate(step)
+        validating = step % recipe.val_every == 0 or step == recipe.steps
+        if validating:
+            dsc = validate()
             rate = (time.time() - t0) / max(len(losses), 1)
             st["history"].append({"step": step, "loss": float(np.mean(losses[-recipe.val_every:])), "val_dsc": dsc})
             progress(f"decoder step {step}/{recipe.steps}  loss {np.mean(losses[-recipe.val_every:]):.4f}  "
@@ -271,16 +256,17 @@ def train_decoder(base: Mapping[str, torch.Tensor], train: TrainingSet, val_case
                 save_safetensors_atomic(dec_state(), best_file)
             elif not math.isnan(dsc):
                 st["bad"] += 1
+        if validating or step % recipe.save_every == 0:
             save_safetensors_atomic(dec_state(), last_file)
             st["step"] = step
-            _save_json(state_file, st)
-            if st["bad"] >= recipe.patience:
+            write_json_atomic(state_file, st)
+            if validating and st["bad"] >= recipe.patience:
                 progress(f"early stop at step {step}: best val DSC {st['best']:.4f} at step {st.get('best_step')}")
                 break
     if not best_file.is_file():
         save_safetensors_atomic(dec_state(), best_file)
     st["done"] = True
-    _save_json(state_file, st)
+    write_json_atomic(state_file, st)
     return load_state_dict(best_file)
 
 

@@ -24,6 +24,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from ..atomic import write_json_atomic
 from ..errors import InputError
 from ..models.litemedsam import CHECKPOINT_SHA256, checkpoint_path
 from ..models.safe_load import load_state_dict, save_safetensors_atomic
@@ -31,6 +32,7 @@ from ..volumes import check_same_grid, read_volume
 from .decoder_finetune import (DecoderRecipe, TrainingSet, _ensemble, recipe_dict, stored_slices, train_decoder,
                                train_heads)
 from .embedding_store import DixonCase, precompute
+from .validate import bake_temperature
 
 TEMPERATURES = (0.7, 0.85, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 7.0, 8.0, 10.0, 12.0, 15.0)
 
@@ -97,15 +99,6 @@ def fit_temperature(preds: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[flo
     return min(table, key=table.get), table
 
 
-def bake_temperature(head: Mapping[str, torch.Tensor], t: float) -> dict[str, torch.Tensor]:
-    """Member head with its mask logits divided by ``t`` (the hypernetwork's last layer scaled)."""
-    out = dict(head)
-    for k, v in head.items():
-        if k.startswith("mask_decoder.output_hypernetworks_mlps.0.layers.2."):
-            out[k] = v / t
-    return out
-
-
 def run_recipe(config: str | os.PathLike, out: str | os.PathLike, progress=print, only: str = "") -> dict[str, Any]:
     """Embeddings -> fold A->B, fold B->A -> temperatures -> final model. Returns the run record."""
     subjects, recipe, extra = load_recipe_config(config)
@@ -116,13 +109,8 @@ def run_recipe(config: str | os.PathLike, out: str | os.PathLike, progress=print
     t0 = time.time()
     cases = [load_dixon_case(s["name"], s["water"], s["fat"], s["labels"]) for s in subjects]
     base = load_state_dict(checkpoint_path(), CHECKPOINT_SHA256)
-    from ..models.architectures import build_sam
-
-    encoder = build_sam(recipe.arch)
-    encoder.load_state_dict(base, strict=True)
-    spec_ens = _ensemble(recipe.arch, base, [{}])
-    precompute(cases, recipe.variants, emb_dir, spec_ens.preprocess, encoder.image_encoder.eval(),
-               progress=lambda m: None)
+    pretrained = _ensemble(recipe.arch, base, [{}])  # inference's own preprocessing and encoder
+    precompute(cases, recipe.variants, emb_dir, pretrained.preprocess, pretrained.encode, progress=lambda m: None)
     progress(f"embeddings ready ({time.time() - t0:.0f} s)")
     record: dict[str, Any] = {"recipe": recipe_dict(recipe), "subjects": [s["name"] for s in subjects], "folds": {}}
     # Leave one subject out: train on the others, validate (early stopping, temperature) on that one.
@@ -146,9 +134,9 @@ def run_recipe(config: str | os.PathLike, out: str | os.PathLike, progress=print
         record["folds"][name] = {"train": [cases[i].name for i in tr], "val": cases[va].name, "temperature_fitted_on_val": t,
                                  "nll_by_temperature": table, "best_step": st.get("best_step"),
                                  "best_val_dsc": st.get("best"), "history": st.get("history")}
-        _write(done, record["folds"][name])
+        write_json_atomic(done, record["folds"][name])
         progress(f"{name}: best val DSC {st.get('best')} at step {st.get('best_step')}, T on {cases[va].name} = {t}")
-    _write(out / "record.json", record)
+    write_json_atomic(out / "record.json", record)
     if only and only != "final":
         return record
     steps = [f["best_step"] for f in record["folds"].values() if f["best_step"]]
@@ -166,19 +154,12 @@ def run_recipe(config: str | os.PathLike, out: str | os.PathLike, progress=print
     temps = [f["temperature_fitted_on_val"] for f in record["folds"].values()]
     t_final = float(np.mean(temps))
     record["final"] = {"steps": final_recipe.steps, "temperature": t_final, "seconds_this_run": time.time() - t0}
-    _write(out / "record.json", record)
+    write_json_atomic(out / "record.json", record)
     progress(f"final model: {final_recipe.steps} decoder steps, T = {t_final}")
     return record
 
 
-def _write(path: Path, obj: dict) -> None:
-    from ..atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=1, default=float), encoding="utf-8")
-
-
-def ensemble_spec(name: str, folder: Path, shared: Path, members: Sequence[Path], *, manifest_folder: Path,
+def ensemble_spec(name: str, shared: Path, members: Sequence[Path], *, manifest_folder: Path,
                   recipe: DecoderRecipe, record: Mapping[str, Any], default: bool, version: str,
                   description: str, licence: str):
     """The manifest entry of a recipe ensemble: packaged LiteMedSAM base, shared decoder, head members."""
@@ -226,7 +207,7 @@ def publish(run_dir: str | os.PathLike, manifest: str | os.PathLike, name: str, 
         save_safetensors_atomic({k: v.half() for k, v in bake_temperature(head, t).items()}, members[-1],
                                 metadata={"base_sha256": CHECKPOINT_SHA256, "arch": recipe.arch, "temperature": str(t)})
     info = dict(record, temperature=t, published_from=fold or "final")
-    spec = ensemble_spec(name, dest, shared, members, manifest_folder=dest, recipe=recipe, record=info,
+    spec = ensemble_spec(name, shared, members, manifest_folder=dest, recipe=recipe, record=info,
                          default=default, version=version, description=description, licence=licence)
     add_entry(manifest, spec, replace=True)
     return Path(manifest)
