@@ -43,6 +43,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..uncertainty import uncertainty_maps
+from .review import expected_dsc
 from .types import BoxPrediction, BoxPrompt
 
 STOP_MASK_VANISHED = "mask vanished"
@@ -159,8 +160,6 @@ def _measure(pred: BoxPrediction, margin_px: int, slice_shape: tuple[int, int] |
         members = pred.member_probs  # box outside its window (should not happen): use the window
     total = np.asarray(uncertainty_maps(members).total)
     mean_unc = float(total.mean()) if total.size else float("nan")
-    from .review import expected_dsc
-
     return SliceStats(pred.box.slice, pred.box, area, mean_unc, expected_dsc(pred.mean_prob),
                       _next_box(comp, pred, margin_px, slice_shape))
 
