@@ -38,6 +38,14 @@ class ResizePad:
         """Boxes (..., 4) in slice pixels (half-open) -> model-input pixel coordinates."""
         return np.asarray(box_xyxy, dtype=np.float64) * self.scale
 
+    def point_to_model(self, xy: np.ndarray) -> np.ndarray:
+        """Points (..., 2) as slice pixel indices (x = column, y = row) -> model-input pixel indices.
+
+        SAM's prompt encoder adds 0.5 to a point (a pixel index means that pixel's centre), so the
+        centre (i + 0.5) of slice pixel i maps to model index (i + 0.5) x scale - 0.5.
+        """
+        return (np.asarray(xy, dtype=np.float64) + 0.5) * self.scale - 0.5
+
 
 def resize_pad(slice2d: np.ndarray | torch.Tensor, size: int) -> tuple[torch.Tensor, ResizePad]:
     """Resize a (rows, cols) or (C, rows, cols) slice so its longest side is ``size``, zero-pad to square.

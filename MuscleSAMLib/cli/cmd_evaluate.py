@@ -6,6 +6,7 @@ import argparse
 import math
 from pathlib import Path
 
+from ..errors import InputError
 from .cmd_segment import add_ensemble_arguments, add_series_arguments
 
 
@@ -19,6 +20,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("labels", metavar="LABELS", type=Path, help="label map on the same grid (muscle values 1-11)")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--no-growcut", action="store_true", help="skip the GrowCut baseline")
+    p.add_argument("--clicks", type=int, default=0, metavar="N",
+                   help="also simulate N corrective clicks per object after its box and report the mean DSC after "
+                        "each click and NoC@90, for clicks at the largest error and at the tool's suggestion")
     add_series_arguments(p, fat=False)
     add_ensemble_arguments(p)
     p.set_defaults(func=run)
@@ -31,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
     from ..label_maps import muscle_label_array
     from ..result_folders import check_replaceable
     from ..volumes import check_same_grid, read_volume
+    if not 0 <= args.clicks <= 32:
+        raise InputError(f"--clicks {args.clicks}: give 0 to 32 clicks per object")
     check_replaceable(args.out, "evaluate")  # before any work: never over the user's own files
     image = read_volume(args.image, series=args.series)
     labels = read_volume(args.labels, allow_labels=True)
@@ -38,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     muscle_label_array(labels, "label map")  # an MRI given as LABELS is refused here, not after hours of boxes
     loaded = load_ensemble(args.ensemble, args.manifest, args.device)
     report = evaluate_case(image, labels, loaded, args.out, show_progress=not args.quiet, use_growcut=not args.no_growcut,
-                           threshold=args.threshold)
+                           threshold=args.threshold, clicks=args.clicks)
     print_metrics(report)
     print(f"wrote {args.out}")
     return 0
@@ -53,6 +59,12 @@ def print_metrics(report: dict) -> None:
     for key in METRIC_KEYS:
         v = mean.get(key, float("nan"))
         print(f"  {key:14s} {'nan' if v is None or (isinstance(v, float) and math.isnan(v)) else f'{v:.4f}'}")
+    if "clicks" in report:
+        c = report["clicks"]
+        print("  clicks         " + "  ".join(f"{j}: {v:.4f}" for j, v in enumerate(c["dsc_after"]))
+              + f"   NoC@90 {c['noc90']:.2f}")
+        print("  suggested      " + "  ".join(f"{j}: {v:.4f}" for j, v in enumerate(c["dsc_after_suggested"]))
+              + f"   NoC@90 {c['noc90_suggested']:.2f}")
     for name in ("baseline_boxfill", "baseline_growcut"):
         if name in report:
             print(f"  {name:18s} dsc {report[name]['mean']['dsc']:.4f}")

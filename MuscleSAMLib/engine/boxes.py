@@ -5,7 +5,8 @@ Boxes JSON (documented in README.md)::
     {"coordinates": "ijk",            # "ijk" (voxel indices of the input file, default), "lps" or "ras" (mm)
      "boxes": [
         {"label": 3, "slice": 7, "xyxy": [120, 200, 180, 260]},
-        {"label": "VL", "corners": [[-80.5, 10.0, -150.2], [-40.0, 55.5, -150.2]]}
+        {"label": "VL", "corners": [[-80.5, 10.0, -150.2], [-40.0, 55.5, -150.2]]},
+        {"label": 3, "slice": 7, "xyxy": [120, 200, 180, 260], "points": [[150, 230, 1], [125, 205, 0]]}
      ]}
 
 * ``ijk``: ``slice`` is the index along the file's axial axis (chosen from its direction matrix);
@@ -16,6 +17,11 @@ Boxes JSON (documented in README.md)::
   must not span more than one slice). This module holds THE physical-corners -> box rule
   (:func:`box_from_physical_corners`, :func:`nearest_slice`, :func:`box_from_canonical_rect`); the
   Slicer scene bridge applies the same functions to ROI nodes and drag boxes.
+* ``points`` (optional): corrective clicks after the box, in click order, in the box's coordinates:
+  ``[x, y, 1 | 0]`` voxel indices on the box's slice for ``ijk``, ``[x, y, z, 1 | 0]`` millimetres
+  for ``lps`` / ``ras`` (on the box's slice); 1 = muscle, 0 = not muscle; at most 32
+  (:mod:`.clicks`). The engine replays them one after another, so a box and its clicks give the mask
+  the interactive tool showed after the last click.
 * ``label``: a muscle label value (1-11, see Resources/muscle_labels.json), abbreviation or name
   (:func:`~MuscleSAMLib.labels.parse_label`).
 
@@ -35,6 +41,7 @@ from scipy import ndimage
 from ..errors import GeometryError, InputError
 from ..labels import parse_label
 from ..volumes import Volume, lps_ras
+from .clicks import MAX_CLICKS, check_clicks
 from .types import BoxPrompt
 
 COORDINATE_SYSTEMS = ("ijk", "lps", "ras")
@@ -78,6 +85,8 @@ def parse_boxes(doc: Any, volume: Volume, source: str = "boxes") -> tuple[list[B
                 box = _box_from_ijk(raw, volume, label)
             else:
                 box = _box_from_physical(raw, volume, label, system)
+            if raw.get("points") is not None:
+                box = replace(box, points=_points(raw["points"], volume, box, system, where))
             good.append(replace(box, source=where))
         except (ValueError, TypeError, KeyError, InputError) as exc:
             bad.append((where, str(exc)))
@@ -112,6 +121,46 @@ def _box_from_ijk(raw: dict, volume: Volume, label: int) -> BoxPrompt:
 def _box_from_physical(raw: dict, volume: Volume, label: int, system: str) -> BoxPrompt:
     corners = np.array([[_number(c) for c in _three(p)] for p in _two(raw.get("corners"))], dtype=np.float64)
     return box_from_physical_corners(volume, label, lps_ras(corners) if system == "ras" else corners)
+
+
+def _points(raw: Any, volume: Volume, box: BoxPrompt, system: str, where: str) -> tuple:
+    """A box's ``points`` list -> canonical clicks on the box's slice (InputError naming the point)."""
+    if not isinstance(raw, list):
+        raise InputError(f"{where}: 'points' must be a list of [x, y, 1 | 0] (ijk) or [x, y, z, 1 | 0] (mm)")
+    if len(raw) > MAX_CLICKS:
+        raise InputError(f"{where}: {len(raw)} points; at most {MAX_CLICKS} per box")
+    width = 3 if system == "ijk" else 4
+    axial = 2 - volume.axial_axis
+    in_plane = [a for a in range(3) if a != axial]
+    canon_clicks = []
+    for n, p in enumerate(raw):
+        name = f"{where} point #{n + 1}"
+        if not isinstance(p, (list, tuple)) or len(p) != width:
+            form = "[x, y, 1 | 0]" if system == "ijk" else "[x, y, z, 1 | 0]"
+            raise InputError(f"{name} {p!r} must be {form} in {system} coordinates")
+        try:
+            vals = [_number(v) for v in p]
+        except ValueError as exc:
+            raise InputError(f"{name} {p!r}: {exc}") from None
+        if system == "ijk":
+            idx = [0.0, 0.0, 0.0]
+            idx[in_plane[0]], idx[in_plane[1]] = vals[0], vals[1]
+            idx[axial] = _ijk_slice_of(box, volume)
+            c = volume.canonical_index_of(np.array([idx]))[0]
+        else:
+            lps = np.array([vals[:3]])
+            c = volume.canonical_index_of_physical(lps_ras(lps) if system == "ras" else lps)[0]
+            if nearest_slice(c[2]) != box.slice:
+                raise InputError(f"{name} lies on axial slice {nearest_slice(c[2])}, its box on slice {box.slice}")
+        canon_clicks.append((float(np.floor(c[0] + 0.5)), float(np.floor(c[1] + 0.5)), vals[-1]))
+    return check_clicks(canon_clicks, volume.canonical_array.shape[1:], where)
+
+
+def _ijk_slice_of(box: BoxPrompt, volume: Volume) -> float:
+    """The file's axial index of a canonical box's slice."""
+    phys = volume.physical_of_canonical_index(float(box.xyxy[0]), float(box.xyxy[1]), float(box.slice))
+    idx = volume.image.TransformPhysicalPointToContinuousIndex(tuple(float(v) for v in phys))
+    return float(np.round(idx[2 - volume.axial_axis]))
 
 
 def nearest_slice(k: float) -> int:
@@ -175,6 +224,10 @@ def validate_box(box: BoxPrompt, shape: tuple[int, int, int]) -> str | None:
         return f"box {box.xyxy} is degenerate (zero or negative size)"
     if c0 < 0 or r0 < 0 or c1 > cols or r1 > rows:
         return f"box {box.xyxy} extends outside the {cols} x {rows} slice"
+    try:
+        check_clicks(box.points, (rows, cols), box.source or f"box {box.xyxy}")
+    except InputError as exc:
+        return str(exc)
     return None
 
 
@@ -239,8 +292,16 @@ def boxes_to_json(boxes: Iterable[BoxPrompt], volume: Volume) -> dict:
             idx.append(np.round(volume.image.TransformPhysicalPointToContinuousIndex(phys)).astype(int))
         idx = np.array(idx)
         lo, hi = idx.min(axis=0), idx.max(axis=0)
-        items.append({"label": b.label, "slice": int(idx[0][axial]),
-                      "xyxy": [int(lo[in_plane[0]]), int(lo[in_plane[1]]), int(hi[in_plane[0]]), int(hi[in_plane[1]])]})
+        item = {"label": b.label, "slice": int(idx[0][axial]),
+                "xyxy": [int(lo[in_plane[0]]), int(lo[in_plane[1]]), int(hi[in_plane[0]]), int(hi[in_plane[1]])]}
+        if b.points:
+            pts = []
+            for x, y, sign in b.points:
+                phys = canon_img.TransformContinuousIndexToPhysicalPoint((float(x), float(y), float(b.slice)))
+                ijk = np.round(volume.image.TransformPhysicalPointToContinuousIndex(phys)).astype(int)
+                pts.append([int(ijk[in_plane[0]]), int(ijk[in_plane[1]]), int(sign)])
+            item["points"] = pts
+        items.append(item)
     return {"coordinates": "ijk", "boxes": items}
 
 

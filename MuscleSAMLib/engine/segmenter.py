@@ -4,12 +4,19 @@ One :class:`Segmenter` per loaded volume and ensemble. It normalises the volume 
 (or box crops) through the ensemble with an :class:`EmbeddingCache` so a second box on a slice runs
 only the decoders, precomputes the current slice and its neighbours on ONE persistent worker thread
 (cancellable), and batches all boxes of a slice (all members) into one decoder call.
+
+A box with clicks (``BoxPrompt.points``) is answered as the interactive tool answered it: the box
+alone, then one re-decode per click with every click so far and the previous answer as SAM's mask
+prompt. So a box and its clicks always give the same mask, whether clicked live or read from a boxes
+file. The answers along the way are kept (:data:`ANSWER_CACHE`, least recently used), so the next
+click or an undo costs at most one decoder call and never an encoder pass.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
@@ -18,6 +25,7 @@ import numpy as np
 import torch
 
 from ..intensity import IntensityWindow, intensity_window, normalize_mri
+from ..models.decode_result import DecodeResult
 from ..models.ensemble import Ensemble
 from ..slice_geometry import box_window
 from .boxes import validate_box
@@ -26,6 +34,7 @@ from .types import BoxPrediction, BoxPrompt, SlicePrediction, Window
 from .worker import CancelledByUser, PersistentWorker
 
 STORE_MARGIN = 0.25  # probabilities are kept in the box grown by 25 % per side (>= 8 px); ~0 outside
+ANSWER_CACHE = 64  # answers to (box, clicks so far) kept for the next click or an undo (~1.3 MB each)
 
 
 @dataclass
@@ -61,6 +70,7 @@ class Segmenter:
         self._worker = worker
         self._lock = threading.RLock()  # one model call at a time (the worker and the caller share it)
         self.stats = EngineStats()
+        self._answers: OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = OrderedDict()
 
     # ------------------------------------------------------------------ geometry
     @property
@@ -74,6 +84,24 @@ class Segmenter:
 
     def _crop_window(self, box: BoxPrompt) -> Window:
         r0, r1, c0, c1 = box_window(box.xyxy, self.shape[1:], margin=self.ensemble.spec.crop_margin)
+        return Window(r0, r1, c0, c1)
+
+    def _click_reason(self, box: BoxPrompt) -> str | None:
+        """Why a box's clicks cannot run here: box-crop ensembles see only the box's crop window."""
+        if not self.crops or not box.points:
+            return None
+        w = self._crop_window(box)
+        for n, (x, y, _) in enumerate(box.points):
+            if not (w.c0 <= x < w.c1 and w.r0 <= y < w.r1):
+                return (f"{box.source or 'click'} point #{n + 1} ({x}, {y}) lies outside the box's neighbourhood "
+                        f"(columns {w.c0}-{w.c1 - 1}, rows {w.r0}-{w.r1 - 1}) that this box-crop ensemble sees; "
+                        "draw a larger box")
+        return None
+
+    def _store_window(self, box: BoxPrompt) -> Window:
+        """Where a box's probabilities are kept (whole-slice geometry): the box and its clicks, grown by
+        STORE_MARGIN."""
+        r0, r1, c0, c1 = box_window(_hull(box), self.shape[1:], margin=STORE_MARGIN)
         return Window(r0, r1, c0, c1)
 
     # ------------------------------------------------------------------ encoder with cache
@@ -126,6 +154,7 @@ class Segmenter:
         good: list[BoxPrompt] = []
         for b in boxes:
             reason = validate_box(b, self.shape) if b.slice == k else f"box is on slice {b.slice}, not {k}"
+            reason = reason or self._click_reason(b)
             if reason:
                 result.rejected.append((b, reason))
             else:
@@ -133,35 +162,86 @@ class Segmenter:
         if not good:
             return result
         t0 = time.perf_counter()
-        if self.crops:
-            crops = [self._crop_window(b) for b in good]
+        clicked = [b for b in good if b.points]
+        plain = [b for b in good if not b.points]
+        if plain and self.crops:
+            crops = [self._crop_window(b) for b in plain]
             self._encode_crops(k, crops, cancel)
             _check_cancel(cancel)
             cached = [self.embedding(k, c) for c in crops]
             axis = 0 if self.ensemble.kind == "decoder" else 1
             emb = torch.cat([e for e, _ in cached], dim=axis)
             local = np.array([[b.xyxy[0] - c.c0, b.xyxy[1] - c.r0, b.xyxy[2] - c.c0, b.xyxy[3] - c.r0]
-                              for b, c in zip(good, crops)], float)
+                              for b, c in zip(plain, crops)], float)
             with self._lock:
                 t1 = time.perf_counter()
-                probs, iou = self.ensemble.decode_crops(emb, [g for _, g in cached], local)
+                probs, iou, _ = self.ensemble.decode_crops(emb, [g for _, g in cached], local)
                 self.stats.decode_seconds += time.perf_counter() - t1
                 self.stats.decoder_calls += 1
-            for n, (b, crop) in enumerate(zip(good, crops)):
+            for n, (b, crop) in enumerate(zip(plain, crops)):
                 result.boxes.append(BoxPrediction(b, crop, probs[n], iou[:, n]))
-        else:
+        elif plain:
             _check_cancel(cancel)
             emb, geo = self.embedding(k)
             _check_cancel(cancel)
-            xyxy = np.array([b.xyxy for b in good], dtype=np.float64)
+            xyxy = np.array([b.xyxy for b in plain], dtype=np.float64)
             out = self._decode(emb, geo, xyxy)
-            for n, b in enumerate(good):
-                r0, r1, c0, c1 = box_window(b.xyxy, self.shape[1:], margin=STORE_MARGIN)
-                win = Window(r0, r1, c0, c1)
-                result.boxes.append(BoxPrediction(b, win, out.probs_window(n, r0, r1, c0, c1), out.iou_pred[:, n]))
+            for n, b in enumerate(plain):
+                win = self._store_window(b)
+                result.boxes.append(BoxPrediction(b, win, out.probs_window(n, win.r0, win.r1, win.c0, win.c1),
+                                                  out.iou_pred[:, n]))
+        for b in clicked:
+            _check_cancel(cancel)
+            result.boxes.append(self._clicked_prediction(k, b))
+        if clicked:  # keep the caller's box order
+            order = {id(b): i for i, b in enumerate(good)}
+            result.boxes.sort(key=lambda p: order[id(p.box)])
         result.timings["seconds"] = time.perf_counter() - t0
         self.stats.boxes += len(good)
         return result
+
+    # ------------------------------------------------------------------ clicks
+    def _clicked_prediction(self, k: int, box: BoxPrompt) -> BoxPrediction:
+        """The answer after the box and all its clicks (see the module docstring), as a BoxPrediction."""
+        crop = self._crop_window(box) if self.crops else None
+        emb, geo = self.embedding(k, crop)
+        logits, iou = self._answer(k, box, emb, geo, crop, len(box.points))
+        res = DecodeResult(logits, iou, geo=geo)
+        if crop is not None:
+            return BoxPrediction(box, crop, res.probs[:, 0], iou[:, 0])
+        win = self._store_window(box)
+        return BoxPrediction(box, win, res.probs_window(0, win.r0, win.r1, win.c0, win.c1), iou[:, 0])
+
+    def _answer(self, k: int, box: BoxPrompt, emb, geo, crop: Window | None, n_clicks: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Member logits (M, 1, L, L) and IoU (M, 1) after the box and its first ``n_clicks`` clicks."""
+        clicks = box.points[:n_clicks]
+        key = (self.volume_id, int(k), self.ensemble.group_key, box.xyxy, clicks)
+        with self._lock:
+            hit = self._answers.get(key)
+            if hit is not None:
+                self._answers.move_to_end(key)
+                return hit
+        prompt = None
+        if n_clicks:
+            prompt = self.ensemble.answer_prompt(self._answer(k, box, emb, geo, crop, n_clicks - 1)[0])
+        dx, dy = (crop.c0, crop.r0) if crop is not None else (0, 0)
+        xyxy = np.array([[box.xyxy[0] - dx, box.xyxy[1] - dy, box.xyxy[2] - dx, box.xyxy[3] - dy]], np.float64)
+        pts = [np.array([(x - dx, y - dy, s) for x, y, s in clicks], np.float64).reshape(-1, 3)] if clicks else None
+        with self._lock:
+            t0 = time.perf_counter()
+            if crop is None:
+                out = self.ensemble.decode(emb, geo, xyxy, prompt, pts)
+                answer = (out.logits_lowres, out.iou_pred)
+            else:
+                _, iou, lowres = self.ensemble.decode_crops(emb, [geo], xyxy, pts, prompt)
+                answer = (lowres, iou)
+            self.stats.decode_seconds += time.perf_counter() - t0
+            self.stats.decoder_calls += 1
+            self._answers[key] = answer
+            while len(self._answers) > ANSWER_CACHE:
+                self._answers.popitem(last=False)
+        return answer
 
     def _decode(self, emb, geo, xyxy: np.ndarray):
         with self._lock:
@@ -233,6 +313,14 @@ class Segmenter:
         """Cancel whatever the worker is doing or has queued."""
         if self._worker is not None:
             self._worker.cancel_all()
+
+
+def _hull(box: BoxPrompt) -> tuple[int, int, int, int]:
+    """The box grown to hold its clicks (half-open xyxy)."""
+    x0, y0, x1, y1 = box.xyxy
+    for x, y, _ in box.points:
+        x0, y0, x1, y1 = min(x0, x), min(y0, y), max(x1, x + 1), max(y1, y + 1)
+    return (x0, y0, x1, y1)
 
 
 def _check_cancel(cancel: threading.Event | None) -> None:

@@ -14,12 +14,15 @@ import numpy as np
 
 @dataclass(frozen=True)
 class BoxPrompt:
-    """One box prompt: muscle ``label`` on axial ``slice``, pixel box ``xyxy`` (half-open)."""
+    """One box prompt: muscle ``label`` on axial ``slice``, pixel box ``xyxy`` (half-open), and the
+    corrective clicks given after it, in order: ``points`` ((x, y, 1 | 0), ...) pixel indices on the
+    same slice (1 = muscle, 0 = not muscle; :mod:`.clicks`)."""
 
     label: int
     slice: int
     xyxy: tuple[int, int, int, int]
     source: str = ""  # where it came from, for error messages (e.g. "boxes.json box #3")
+    points: tuple[tuple[int, int, int], ...] = ()
 
     @property
     def width(self) -> int:

@@ -14,10 +14,12 @@ from torch import nn
 
 
 def decode_per_image(prompt_encoder: nn.Module, mask_decoder: nn.Module, emb: torch.Tensor, boxes: torch.Tensor,
-                     masks: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+                     masks: torch.Tensor | None,
+                     points: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Embeddings (B, C, g, g), one box each (B, 4) model pixels, optional dense prompts (B, 1, 4g, 4g)
-    -> low-res logits (B, 4g, 4g) and IoU predictions (B,) of the first (single) mask token."""
-    sparse, dense = prompt_encoder(points=None, boxes=boxes.float(), masks=masks)
+    and SAM point prompt ((B, P, 2), (B, P)) -> low-res logits (B, 4g, 4g) and IoU predictions (B,) of
+    the first (single) mask token."""
+    sparse, dense = prompt_encoder(points=points, boxes=boxes.float(), masks=masks)
     dec = mask_decoder
     b = emb.shape[0]
     tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], 0)[None].expand(b, -1, -1)

@@ -45,6 +45,7 @@ from .device import resolve_device  # noqa: F401 - THE device policy (models/dev
 from .safe_load import load_into, load_state_dict
 from .shared_trunk import SharedTrunkHeads, only_output_heads
 from .box_prompt import box_mask_prompt
+from .point_prompt import point_prompt, previous_answer_prompt
 from .decode_result import DecodeResult, slice_resize_matrices  # noqa: F401 - re-exported
 from .member_stack import MemberStack, PromptHead
 
@@ -72,6 +73,15 @@ def _check_boxes(boxes_xyxy: np.ndarray, rows: int, cols: int) -> np.ndarray:
     if out.size:
         raise GeometryError(f"box {b[out[0]].tolist()} lies outside the {rows}x{cols} slice")
     return b
+
+
+def _clicks_to_model(geo: ResizePad, clicks: Any, i: int) -> np.ndarray:
+    """One box's clicks (P, 3) of (x, y, 1 | 0) slice pixels -> the same rows in model pixels."""
+    a = np.asarray(clicks, np.float64)
+    a = a.reshape(-1, 3) if a.size else np.zeros((0, 3))
+    if not np.isfinite(a).all():
+        raise InputError(f"points of box #{i + 1} must be finite rows of (x, y, 1 | 0)")
+    return np.column_stack([geo.point_to_model(a[:, :2]), a[:, 2]])
 
 
 def _xyxy(window_rrcc: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
@@ -384,8 +394,24 @@ class Ensemble:
             return self.batch_mode
         return "vmap" if n_boxes <= VMAP_MAX_BOXES else "loop"
 
+    @property
+    def temperature(self) -> float:
+        """The temperature baked into the member heads (manifest training record; 1 when none): member
+        logits are raw logits / T, which matters when an answer is fed back as a mask prompt."""
+        t = (self.spec.training or {}).get("temperature", 1.0)
+        return float(t) if t else 1.0
+
+    def answer_prompt(self, previous: DecodeResult | np.ndarray, box: int | None = None) -> torch.Tensor:
+        """A previous answer as the dense mask prompt of a refinement (:func:`previous_answer_prompt`):
+        (N, L, L), or (1, L, L) for box ``box`` of it."""
+        logits = previous.logits_lowres if isinstance(previous, DecodeResult) else np.asarray(previous)
+        if box is not None:
+            logits = logits[:, box:box + 1]
+        return previous_answer_prompt(logits, self.temperature)
+
     def decode(self, embeddings: torch.Tensor, geo: ResizePad, boxes_xyxy: np.ndarray,
-               mask_prompts: np.ndarray | torch.Tensor | None = None) -> DecodeResult:
+               mask_prompts: np.ndarray | torch.Tensor | None = None,
+               points: Sequence[np.ndarray] | None = None) -> DecodeResult:
         """All members x all N boxes of one slice in one batched call -> :class:`DecodeResult`.
 
         The decoders run here; slice-grid probabilities are computed when first read
@@ -394,8 +420,10 @@ class Ensemble:
         ``embeddings``: this slice's output of :meth:`encode` (B=1; the batch axis may be dropped).
         ``boxes_xyxy``: (N, 4) half-open slice pixels. ``mask_prompts``: optional dense prompts as
         low-res logits, (N, L, L) shared or (M, N, L, L) per member (e.g. a previous
-        ``logits_lowres``); when None and the spec sets ``box_mask_prompt``, the box itself is used
-        (:func:`box_mask_prompt`).
+        ``logits_lowres``, see :meth:`answer_prompt`); when None and the spec sets ``box_mask_prompt``, the
+        box itself is used (:func:`box_mask_prompt`). ``points``: optional clicks per box, each a (P, 3)
+        array of (x, y, 1 | 0) slice pixel indices (checked by the caller,
+        :func:`~MuscleSAMLib.engine.clicks.check_clicks`); every member gets the same clicks.
         """
         if geo.size != self.input_size:
             raise InputError(f"geometry is for input {geo.size}, the ensemble takes {self.input_size}")
@@ -412,20 +440,33 @@ class Ensemble:
                 raise InputError(f"{self.kind}-kind embeddings must be ({mm}, 1, C, h, w), got {tuple(embeddings.shape)}")
         bm = torch.as_tensor(geo.box_to_model(boxes), dtype=torch.float32, device=self.device)
         masks, masks_per_member = self._mask_input(bm, mask_prompts, n, mm, L)
+        coords, labels = self._point_input(geo, points, n)
+        flags = (self.kind != "decoder", False, masks_per_member, False, False)
+        # Boxes with different click counts are decoded in groups of equal count: SAM's padding token
+        # would otherwise change a box's answer depending on the other boxes in the call.
+        counts = [len(p) for p in points] if points is not None else [0] * n
+        lowres = torch.empty((mm, n, L, L), dtype=torch.float32)
+        iou = torch.empty((mm, n), dtype=torch.float32)
         with torch.inference_mode():
-            lowres, iou = self._heads((emb, bm, masks), (self.kind != "decoder", False, masks_per_member),
-                                      self._mode(n))
-            lowres, iou = lowres[:, :, 0], iou[:, :, 0]  # (M, N, L, L), (M, N)
-        return DecodeResult(lowres.float().cpu().numpy(), iou.float().cpu().numpy(), geo=geo)
+            for c in sorted(set(counts)):
+                idx = torch.tensor([i for i in range(n) if counts[i] == c])
+                mk = None if masks is None else (masks[:, idx] if masks_per_member else masks[idx])
+                pc, pl = (None, None) if c == 0 else (coords[idx, :c], labels[idx, :c])
+                lo, q = self._heads((emb, bm[idx], mk, pc, pl), flags, self._mode(len(idx)))
+                lowres[:, idx], iou[:, idx] = lo[:, :, 0].float().cpu(), q[:, :, 0].float().cpu()
+        return DecodeResult(lowres.numpy(), iou.numpy(), geo=geo)
 
-    def decode_crops(self, embeddings: torch.Tensor, geos: Sequence[ResizePad],
-                     boxes_xyxy: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    def decode_crops(self, embeddings: torch.Tensor, geos: Sequence[ResizePad], boxes_xyxy: np.ndarray,
+                     points: Sequence[np.ndarray] | None = None,
+                     mask_prompts: torch.Tensor | None = None) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
         """Box-crop geometry: N crops, each with its own embedding and box, decoded in one batch per member.
 
         ``embeddings``: (N, C, h, w) for the ``decoder`` kind (shared by the members) or
         (M, N, C, h, w); ``geos[n]`` the crop's geometry; ``boxes_xyxy`` (N, 4) in crop pixels.
-        Returns per box the member probabilities on its crop grid, (M, rows_n, cols_n) float32,
-        and the IoU predictions (M, N). Same values as :meth:`decode` box by box.
+        ``points``: optional clicks per box in crop pixels; ``mask_prompts`` optional (N, L, L) dense
+        prompts (a previous answer). Returns per box the member probabilities on its crop grid,
+        (M, rows_n, cols_n) float32, the IoU predictions (M, N) and the low-res logits (M, N, L, L).
+        Same values as :meth:`decode` box by box.
         """
         n, mm = len(geos), self.members
         if boxes_xyxy.shape != (n, 4):
@@ -436,19 +477,35 @@ class Ensemble:
         bm = torch.as_tensor(np.stack([g.box_to_model(b) for g, b in zip(geos, boxes)]), dtype=torch.float32,
                              device=self.device)
         masks = None
-        if self.spec.box_mask_prompt:
+        if mask_prompts is not None:
+            masks = torch.as_tensor(mask_prompts, dtype=torch.float32).to(self.device)[:, None]
+        elif self.spec.box_mask_prompt:
             masks = box_mask_prompt(bm, self.input_size, self.lowres_size, self.spec.box_mask_logit).to(self.device)
+        pts = None if points is None else point_prompt(
+            [_clicks_to_model(g, p, i) for i, (g, p) in enumerate(zip(geos, points))], self.device)
         emb = embeddings.to(self.device, torch.float32)
         probs = [np.empty((mm, g.rows, g.cols), np.float32) for g in geos]
         iou = np.empty((mm, n), np.float32)
+        lowres = np.empty((mm, n, self.lowres_size, self.lowres_size), np.float32)
         with torch.inference_mode():
             for m, head in enumerate(self._heads.modules):
                 e = emb if self.kind == "decoder" else emb[m]
-                logits, q = decode_per_image(head.prompt_encoder, head.mask_decoder, e, bm, masks)
+                logits, q = decode_per_image(head.prompt_encoder, head.mask_decoder, e, bm, masks, pts)
                 iou[m] = q.float().cpu().numpy()
+                lowres[m] = logits.float().cpu().numpy()
                 for i, g in enumerate(geos):
                     probs[i][m] = torch.sigmoid(model_to_slice(logits[i], g)).cpu().numpy()
-        return probs, iou
+        return probs, iou, lowres
+
+    def _point_input(self, geo: ResizePad, points: Sequence[np.ndarray] | None,
+                     n: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Clicks per box (slice pixels) -> SAM's padded (coords, labels) in model pixels, or (None, None)."""
+        if points is None:
+            return None, None
+        if len(points) != n:
+            raise InputError(f"points must hold one list per box: {n} boxes, {len(points)} point lists")
+        pts = point_prompt([_clicks_to_model(geo, p, i) for i, p in enumerate(points)], self.device)
+        return (None, None) if pts is None else pts
 
     def _mask_input(self, boxes_model: torch.Tensor, mask_prompts: Any, n: int, mm: int,
                     L: int) -> tuple[torch.Tensor | None, bool]:
@@ -466,7 +523,8 @@ class Ensemble:
         raise InputError(f"mask_prompts must be ({n}, {L}, {L}) or ({mm}, {n}, {L}, {L}), got {tuple(t.shape)}")
 
     def predict(self, slice2d_0_255: np.ndarray, boxes_xyxy: np.ndarray,
-                mask_prompts: np.ndarray | torch.Tensor | None = None) -> DecodeResult:
+                mask_prompts: np.ndarray | torch.Tensor | None = None,
+                points: Sequence[np.ndarray] | None = None) -> DecodeResult:
         """Uncached convenience: preprocess + encode + decode, honouring the spec's prompt geometry.
 
         ``box_crop``: each box's crop window (:func:`~MuscleSAMLib.slice_geometry.box_window` with the
@@ -477,7 +535,7 @@ class Ensemble:
         s = np.asarray(slice2d_0_255)
         if self.spec.prompt_geometry == "slice":
             img, geo = self.preprocess(s)
-            return self.decode(self.encode(img), geo, boxes_xyxy, mask_prompts)
+            return self.decode(self.encode(img), geo, boxes_xyxy, mask_prompts, points)
         if s.ndim != 2:
             raise InputError(f"expected a 2D slice, got shape {s.shape}")
         rows, cols = s.shape
@@ -496,7 +554,11 @@ class Ensemble:
             if mask_prompts is not None:
                 mpa = mask_prompts
                 mp = mpa[i:i + 1] if np.ndim(mpa) == 3 else mpa[:, i:i + 1]
-            r = self.decode(e, geo, boxes[i:i + 1] - np.array([x0, y0, x0, y0], dtype=np.float64), mp)
+            pp = None
+            if points is not None:
+                a = np.asarray(points[i], np.float64).reshape(-1, 3)
+                pp = [a - np.array([x0, y0, 0.0]) if a.size else a]
+            r = self.decode(e, geo, boxes[i:i + 1] - np.array([x0, y0, x0, y0], dtype=np.float64), mp, pp)
             probs[:, i, y0:y1, x0:x1] = r.probs[:, 0]
             logits[:, i], iou[:, i] = r.logits_lowres[:, 0], r.iou_pred[:, 0]
         return DecodeResult(logits, iou, probs=probs, windows=windows)

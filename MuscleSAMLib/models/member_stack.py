@@ -22,11 +22,14 @@ class PromptHead(nn.Module):
         self.prompt_encoder = prompt_encoder
         self.mask_decoder = mask_decoder
 
-    def forward(self, image_embedding: torch.Tensor, boxes: torch.Tensor,
-                masks: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(1, C, h, w) embedding, (N, 4) model-space boxes, (N, 1, L, L) mask logits or None ->
-        (N, 1, L, L) low-res logits and (N, 1) IoU predictions (single-mask output)."""
-        sparse, dense = self.prompt_encoder(points=None, boxes=boxes, masks=masks)
+    def forward(self, image_embedding: torch.Tensor, boxes: torch.Tensor, masks: torch.Tensor | None = None,
+                coords: torch.Tensor | None = None, labels: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(1, C, h, w) embedding, (N, 4) model-space boxes, (N, 1, L, L) mask logits or None, optional
+        SAM point prompt (N, P, 2) coords + (N, P) labels (-1 = padding) -> (N, 1, L, L) low-res logits
+        and (N, 1) IoU predictions (single-mask output)."""
+        points = None if coords is None else (coords, labels)
+        sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=masks)
         return self.mask_decoder(image_embeddings=image_embedding, image_pe=self.prompt_encoder.get_dense_pe(),
                                  sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
                                  multimask_output=False)

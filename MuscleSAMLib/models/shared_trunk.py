@@ -32,9 +32,11 @@ def only_output_heads(state_keys: Sequence[str]) -> bool:
 class SharedTrunkHeads:
     """One prompt encoder + mask-decoder trunk, M (hypernetwork MLP 0, IoU head) pairs.
 
-    Called like :class:`~.ensemble.MemberStack`: ``heads((emb, boxes, masks), per_member, mode)`` ->
-    (logits (M, N, 1, L, L), iou (M, N, 1)). ``chunk`` boxes go through the trunk at a time (on a CPU
-    one box at a time is fastest: the upscaled features of many boxes do not fit in cache).
+    Called like :class:`~.ensemble.MemberStack`: ``heads((emb, boxes, masks, coords, labels), per_member,
+    mode)`` -> (logits (M, N, 1, L, L), iou (M, N, 1)); ``coords`` (N, P, 2) / ``labels`` (N, P) are
+    SAM's point prompt or None. ``chunk`` boxes go through the trunk at a time (on a CPU one box at a
+    time is fastest: the upscaled features of many boxes do not fit in cache); a chunk's point lists
+    are trimmed of padding columns it does not need, so a box is decoded the same alone or in a batch.
     """
 
     def __init__(self, prompt_encoder: nn.Module, mask_decoder: nn.Module, member_decoders: Sequence[nn.Module],
@@ -55,11 +57,12 @@ class SharedTrunkHeads:
             mod.to(device)
         return self
 
-    def features(self, emb: torch.Tensor, boxes: torch.Tensor,
-                 masks: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def features(self, emb: torch.Tensor, boxes: torch.Tensor, masks: torch.Tensor | None,
+                 points: tuple[torch.Tensor, torch.Tensor] | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Shared trunk for N boxes on one (1, C, h, w) embedding -> (iou token (N, C), mask token (N, C),
         upscaled features (N, c, H, W))."""
-        sparse, dense = self.prompt_encoder(points=None, boxes=boxes, masks=masks)
+        sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=masks)
         dec = self.trunk
         out_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
         tokens = torch.cat([out_tokens[None].expand(sparse.shape[0], -1, -1), sparse], dim=1)
@@ -84,7 +87,8 @@ class SharedTrunkHeads:
 
     def __call__(self, args: Sequence[Any], per_member: Sequence[bool], mode: str = "loop") -> tuple[torch.Tensor, torch.Tensor]:
         """See the class docstring; ``per_member[2]`` True means one dense prompt per member."""
-        emb, boxes, masks = args
+        emb, boxes, masks = args[:3]
+        coords, labels = (args[3], args[4]) if len(args) > 3 else (None, None)
         n = boxes.shape[0]
         masks_per_member = bool(per_member[2]) and masks is not None
         groups = [(list(range(self.count)), masks)] if not masks_per_member else \
@@ -94,7 +98,7 @@ class SharedTrunkHeads:
         for members, mk in groups:
             for i in range(0, n, self.chunk):
                 sl = slice(i, min(i + self.chunk, n))
-                feats = self.features(emb, boxes[sl], None if mk is None else mk[sl])
+                feats = self.features(emb, boxes[sl], None if mk is None else mk[sl], _points(coords, labels, sl))
                 lo, q = self.member_outputs(*feats, members)
                 logits[members, sl] = lo
                 iou[members, sl] = q
@@ -104,3 +108,13 @@ class SharedTrunkHeads:
     def trunk_grid(emb: torch.Tensor) -> int:
         """Side of the logit grid: 4 x the embedding grid (SAM's two 2x upscalings)."""
         return 4 * int(emb.shape[-1])
+
+
+def _points(coords: torch.Tensor | None, labels: torch.Tensor | None,
+            sl: slice) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Rows ``sl`` of a padded point prompt, without padding columns none of them uses (None if empty)."""
+    if coords is None or labels is None:
+        return None
+    lab = labels[sl]
+    used = int((lab >= 0).sum(1).max()) if lab.numel() else 0
+    return None if used == 0 else (coords[sl, :used], lab[:, :used])

@@ -212,8 +212,10 @@ def uncertainty_quality(result: VolumeResult, truth: np.ndarray, region: np.ndar
 
 
 def evaluate_case(image: Volume, labels: Volume, loaded: LoadedEnsemble, out_dir: str | Path, *,
-                  show_progress: bool = True, use_growcut: bool = True, threshold: float = 0.5) -> dict:
-    """Run the ensemble with label-derived boxes, compare with the labels, write report + pictures."""
+                  show_progress: bool = True, use_growcut: bool = True, threshold: float = 0.5,
+                  clicks: int = 0) -> dict:
+    """Run the ensemble with label-derived boxes, compare with the labels, write report + pictures.
+    ``clicks`` > 0 adds the clicks-to-quality protocol (:mod:`.click_eval`) as ``report["clicks"]``."""
     check_same_grid(image, labels, "image", "label map")
     truth = muscle_label_array(labels, "label map").astype(np.int32)
     if not (truth > 0).any():
@@ -246,6 +248,10 @@ def evaluate_case(image: Volume, labels: Volume, loaded: LoadedEnsemble, out_dir
     }
     report["uncertainty_quality"] = uncertainty_quality(result, truth, union, wrong, report["per_muscle"],
                                                         report["segment_report"]["per_muscle"], boxes, spacing)
+    if clicks > 0:
+        from .click_eval import click_report
+
+        report["clicks"] = click_report(seg, boxes, truth, clicks, threshold)
     with publish_folder(out_dir, "evaluate") as out:  # all or nothing; never over a user's files
         _write_pictures(seg, result, boxes, pooled, image, loaded, out)
         write_json_atomic(out / "report.json", report)

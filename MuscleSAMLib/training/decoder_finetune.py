@@ -14,6 +14,13 @@ The recipe of the shipped LiteMedSAM ensemble (weights/MODEL_CARD.md), in two st
    heads, perturbed by its own seed, on its own bootstrap resample of the training slices, with its own
    jitter draws. Members cost almost nothing at inference and disagree where features are ambiguous.
 
+Clicks (``max_clicks`` > 0, both stages): with probability ``click_prob`` a step also simulates an
+interaction as SAM's training does: from the box-only answer, 1..``max_clicks`` corrective clicks
+are drawn one after another (:func:`~MuscleSAMLib.engine.clicks.corrective_click`, randomised, on the
+current answer's errors), each re-decode gets every click so far plus the previous logits as the
+dense mask prompt; the last answer's loss is added to the box-only loss. So the shipped decoder uses
+points and a previous answer the way the engine feeds them (:mod:`~MuscleSAMLib.models.point_prompt`).
+
 Both stages checkpoint to ``out`` every ``save_every`` steps and resume from there.
 """
 
@@ -32,9 +39,11 @@ import torch
 
 from ..atomic import write_json_atomic
 from ..engine.boxes import boxes_from_labels
+from ..engine.clicks import corrective_click
 from ..models.architectures import build_sam, get_arch
 from ..models.ensemble import Ensemble, synthetic_spec
 from ..models.safe_load import load_state_dict, save_safetensors_atomic
+from ..models.point_prompt import point_prompt
 from ..models.shared_trunk import MEMBER_HEAD_PREFIXES
 from ..slice_geometry import ResizePad, resize_pad
 from .data import jitter_box
@@ -71,6 +80,8 @@ class DecoderRecipe:
     member_lr: float = 2e-4
     member_perturb: float = 0.05
     bootstrap: bool = True
+    click_prob: float = 0.0
+    max_clicks: int = 3
 
 
 @dataclass
@@ -119,13 +130,42 @@ def _decoder(arch: str, base: Mapping[str, torch.Tensor]) -> torch.nn.Module:
     return sam
 
 
-def _decode(sam: torch.nn.Module, emb: torch.Tensor, boxes_model: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(1, C, h, w) embedding, (N, 4) model boxes -> logits (N, L, L), IoU (N,)."""
-    sparse, dense = sam.prompt_encoder(points=None, boxes=boxes_model, masks=None)
+def _decode(sam: torch.nn.Module, emb: torch.Tensor, boxes_model: torch.Tensor,
+            points: tuple[torch.Tensor, torch.Tensor] | None = None,
+            masks: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1, C, h, w) embedding, (N, 4) model boxes, optional SAM points and (N, 1, L, L) mask prompt
+    -> logits (N, L, L), IoU (N,)."""
+    sparse, dense = sam.prompt_encoder(points=points, boxes=boxes_model, masks=masks)
     logits, iou = sam.mask_decoder(image_embeddings=emb, image_pe=sam.prompt_encoder.get_dense_pe(),
                                    sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
                                    multimask_output=False)
     return logits[:, 0], iou[:, 0]
+
+
+def simulated_clicks(sam: torch.nn.Module, emb: torch.Tensor, boxes: torch.Tensor, targets: torch.Tensor,
+                     logits: torch.Tensor, n_clicks: int, rng: np.random.Generator | None, size: int
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n_clicks`` corrective clicks per box, one after another, from the box-only ``logits`` (N, L, L);
+    returns the last answer (logits, IoU) with gradients (earlier ones without). Clicks are placed on the
+    L x L grid and given to SAM in model pixels; each re-decode also gets the previous logits."""
+    n, grid = targets.shape[0], targets.shape[-1]
+    to_model = size / grid
+    clicks: list[list[tuple[float, float, int]]] = [[] for _ in range(n)]
+    prev = logits.detach()
+    truth = (targets > 0.5).cpu().numpy()
+    for i in range(n_clicks):
+        pred = (prev > 0).cpu().numpy()
+        for b in range(n):
+            c = corrective_click(pred[b], truth[b], rng)
+            if c is not None:
+                clicks[b].append(((c[0] + 0.5) * to_model - 0.5, (c[1] + 0.5) * to_model - 0.5, c[2]))
+        pts = point_prompt([np.asarray(c, np.float64).reshape(-1, 3) for c in clicks], emb.device)
+        if i < n_clicks - 1:
+            with torch.no_grad():
+                prev, _ = _decode(sam, emb, boxes, pts, prev[:, None])
+        else:
+            return _decode(sam, emb, boxes, pts, prev[:, None])
+    raise ValueError("n_clicks must be >= 1")
 
 
 def _batch(ts: TrainingSet, i: int, rng: np.random.Generator, recipe: DecoderRecipe, size: int
@@ -150,11 +190,15 @@ def _train_step(sam: torch.nn.Module, opt: torch.optim.Optimizer, params: list, 
     emb, boxes, targets = _batch(train, i, rng, recipe, size)
     logits, iou = _decode(sam, emb, boxes)
     loss = dice_bce(logits, targets) + recipe.iou_loss_weight * iou_head_loss(iou, logits, targets)
+    if recipe.max_clicks > 0 and rng.random() < recipe.click_prob:
+        n_clicks = int(rng.integers(1, recipe.max_clicks + 1))
+        logits2, iou2 = simulated_clicks(sam, emb, boxes, targets, logits, n_clicks, rng, size)
+        loss = loss + dice_bce(logits2, targets) + recipe.iou_loss_weight * iou_head_loss(iou2, logits2, targets)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(params, recipe.grad_clip)
     opt.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 def stored_slices(case: DixonCase, folder: str | os.PathLike, variant: str, size: int):

@@ -38,7 +38,8 @@ def recipe_run(tmp_path_factory) -> tuple[Path, Path, dict]:
     cfg = folder / "recipe.json"
     cfg.write_text(json.dumps({"name": "tiny", "subjects": subjects, "threads": 1,
                                "recipe": {"variants": ["water"], "steps": 2, "val_every": 2, "boxes_per_step": 2,
-                                          "members": 2, "member_steps": 1, "final_steps": 2, "save_every": 1}}))
+                                          "members": 2, "member_steps": 1, "final_steps": 2, "save_every": 1,
+                                          "click_prob": 1.0, "max_clicks": 2}}))
     out = folder / "run"
     return cfg, out, run_recipe(cfg, out, progress=lambda m: None)
 

@@ -1,0 +1,184 @@
+"""Clicks: the simulated corrective user and the suggestion rule, clicks through every ensemble kind (same
+answer live or replayed, one decoder call per click, none for an undo), clicks in boxes JSON, and bad
+clicks refused with a message naming the point."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from musclesam_test_helpers import DIRECTIONS, make_image
+from MuscleSAMLib.engine.boxes import boxes_to_json, parse_boxes, validate_box
+from MuscleSAMLib.engine.clicks import MAX_CLICKS, check_clicks, corrective_click, suggest_click
+from MuscleSAMLib.engine.segmenter import Segmenter
+from MuscleSAMLib.engine.types import BoxPrompt
+from MuscleSAMLib.errors import InputError
+from MuscleSAMLib.models.architectures import build_sam
+from MuscleSAMLib.models.ensemble import Ensemble, synthetic_spec
+from MuscleSAMLib.models.shared_trunk import MEMBER_HEAD_PREFIXES, SharedTrunkHeads
+from MuscleSAMLib.slice_geometry import ResizePad
+from MuscleSAMLib.volumes import volume_from_array
+
+
+def _disk(shape, cy, cx, r):
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+
+
+def test_corrective_click_goes_deep_into_the_largest_error_with_its_sign():
+    truth = _disk((60, 60), 30, 30, 15)
+    missed = truth & ~_disk((60, 60), 30, 42, 8)  # a bite missing on the right
+    x, y, positive = corrective_click(missed, truth)
+    assert positive == 1 and truth[y, x] and not missed[y, x]
+    assert abs(x - 42) <= 3 and abs(y - 30) <= 3  # the centre of the bite, not its rim
+    leak = truth | _disk((60, 60), 10, 10, 6)
+    x, y, positive = corrective_click(leak, truth)
+    assert positive == 0 and not truth[y, x] and abs(x - 10) <= 1 and abs(y - 10) <= 1
+    assert corrective_click(truth, truth) is None
+    rng = np.random.default_rng(0)
+    for _ in range(20):  # the randomised training variant stays inside the region, away from its rim
+        x, y, positive = corrective_click(leak, truth, rng)
+        assert positive == 0 and (x - 10) ** 2 + (y - 10) ** 2 <= 4 ** 2
+
+
+def test_suggestion_is_the_centre_of_the_most_uncertain_region():
+    u = np.zeros((50, 50))
+    u[5:8, 5:8] = 0.69  # small, very uncertain
+    u[20:40, 25:35] = 0.5  # large, uncertain: more uncertainty in total
+    x, y = suggest_click(u, fraction=0.5)
+    assert 25 <= x < 35 and 20 <= y < 40 and abs(y - 29.5) <= 1.5
+    assert suggest_click(np.zeros((10, 10))) is None
+
+
+@pytest.mark.parametrize("points, message", [
+    ([[5, 5, 1], [70, 5, 0]], "point #2 (70, 5) lies outside the 40x60 slice"),
+    ([[5, float("nan"), 1]], "point #1"),
+    ([[5, 5, 2]], "must be 1 (muscle) or 0"),
+    ([[5, 5]], "must be [x, y, 1 | 0]"),
+    ([[1, 1, 1]] * (MAX_CLICKS + 1), f"at most {MAX_CLICKS}"),
+])
+def test_bad_clicks_are_refused_naming_the_point(points, message):
+    with pytest.raises(InputError) as err:
+        check_clicks(points, (40, 60), "VL click")
+    assert message in str(err.value) and "VL click" in str(err.value)
+
+
+def _members(layout: str, members: int = 3) -> Ensemble:
+    """Random demo members differing in their output heads, as head-only files ("heads": the shipped
+    default's shared-trunk layout) or as whole prompt heads ("full": the per-member MemberStack path)."""
+    torch.manual_seed(3)
+    base = build_sam("demo_xs").state_dict()
+    g = torch.Generator().manual_seed(4)
+    heads = [{k: v + 0.05 * torch.randn(v.shape, generator=g) for k, v in base.items() if k.startswith(MEMBER_HEAD_PREFIXES)}
+             for _ in range(members)]
+    if layout == "full":
+        decoder = {k: v for k, v in base.items() if k.startswith(("prompt_encoder.", "mask_decoder."))}
+        heads = [{**decoder, **h} for h in heads]
+    return Ensemble.from_states(synthetic_spec("demo_xs", "decoder", training={"temperature": 2.0}), base, heads)
+
+
+def test_shared_trunk_with_clicks_and_previous_answer_equals_per_member_decoders():
+    fast, plain = _members("heads"), _members("full")
+    assert isinstance(fast._heads, SharedTrunkHeads) and not isinstance(plain._heads, SharedTrunkHeads)
+    geo = ResizePad(40, 60, fast.input_size)
+    emb = fast.encode(fast.preprocess(np.random.default_rng(1).uniform(0, 255, (40, 60)))[0])
+    boxes = np.array([[5, 5, 30, 30], [30, 10, 55, 35]], float)
+    clicks = [np.array([[10, 12, 1]], float), np.array([[40, 20, 0], [50, 30, 1]], float)]
+    first = fast.decode(emb, geo, boxes)
+    prompt = fast.answer_prompt(first)
+    np.testing.assert_allclose(prompt.numpy(), first.logits_lowres.mean(0) * 2.0, rtol=1e-6)  # x T, member mean
+    got = fast.decode(emb, geo, boxes, prompt, clicks)
+    assert np.abs(got.logits_lowres - first.logits_lowres).max() > 1e-2  # the clicks changed the answer
+    ref = plain.decode(emb, geo, boxes, prompt, clicks)
+    np.testing.assert_allclose(got.logits_lowres, ref.logits_lowres, atol=1e-4)
+    alone = fast.decode(emb, geo, boxes[:1], prompt[:1], clicks[:1])  # a box decodes the same alone or batched
+    np.testing.assert_allclose(alone.logits_lowres[:, 0], got.logits_lowres[:, 0], atol=1e-5)
+
+
+@pytest.mark.parametrize("kind, geometry", [("decoder", "slice"), ("lora", "slice"), ("full", "slice"),
+                                            ("decoder", "box_crop")])
+def test_clicks_replay_live_one_decode_per_click_and_free_undo(kind, geometry):
+    ens = Ensemble.random("demo_xs", kind=kind, members=3, prompt_geometry=geometry)
+    img = np.random.default_rng(0).uniform(0, 100, (3, 40, 50)).astype(np.float32)
+    live = Segmenter(ens, img)
+    box = BoxPrompt(1, 1, (10, 10, 30, 30))
+    clicks = ((15, 15, 1), (28, 12, 0), (7, 32, 1))
+    answers = []
+    live.predict_slice(1, [box])
+    for n in range(1, len(clicks) + 1):
+        enc, dec = live.stats.encoder_calls, live.stats.decoder_calls
+        answers.append(live.predict_slice(1, [BoxPrompt(1, 1, box.xyxy, points=clicks[:n])]).boxes[0])
+        assert live.stats.encoder_calls == enc  # a cached slice: no encoder pass
+        assert live.stats.decoder_calls - dec == (2 if n == 1 else 1)  # the first click also decodes the box alone
+    dec = live.stats.decoder_calls
+    undo = live.predict_slice(1, [BoxPrompt(1, 1, box.xyxy, points=clicks[:2])]).boxes[0]
+    assert live.stats.decoder_calls == dec
+    np.testing.assert_array_equal(undo.member_probs, answers[1].member_probs)
+    replay = Segmenter(ens, img).predict_slice(1, [box, BoxPrompt(1, 1, box.xyxy, points=clicks)])
+    np.testing.assert_allclose(replay.boxes[1].member_probs, answers[-1].member_probs, atol=1e-5)
+    assert not np.allclose(answers[0].member_probs, answers[-1].member_probs[:, :answers[0].member_probs.shape[1],
+                                                                              :answers[0].member_probs.shape[2]])
+
+
+def test_a_click_far_from_the_box_widens_the_answer_window_or_is_refused_by_a_box_crop_ensemble():
+    img = np.random.default_rng(0).uniform(0, 100, (1, 60, 60)).astype(np.float32)
+    far = BoxPrompt(1, 0, (10, 10, 30, 30), source="VL box", points=((50, 50, 0),))
+    res = Segmenter(Ensemble.random("demo_xs", members=2), img).predict_slice(0, [far])
+    assert res.boxes[0].window.c1 > 50 and res.boxes[0].window.r1 > 50
+    crop = Segmenter(Ensemble.random("demo_xs", members=2, prompt_geometry="box_crop"), img).predict_slice(0, [far])
+    assert crop.boxes == [] and "VL box point #1 (50, 50) lies outside the box's neighbourhood" in crop.rejected[0][1]
+
+
+def test_a_bad_click_rejects_its_box_and_the_others_still_run():
+    ens = Ensemble.random("demo_xs", kind="decoder", members=2)
+    seg = Segmenter(ens, np.random.default_rng(0).uniform(0, 100, (2, 40, 50)).astype(np.float32))
+    good = BoxPrompt(1, 0, (10, 10, 30, 30))
+    bad = BoxPrompt(2, 0, (10, 10, 30, 30), source="RF box", points=((60, 5, 1),))
+    assert "RF box point #1 (60, 5) lies outside" in validate_box(bad, seg.shape)
+    res = seg.predict_slice(0, [good, bad])
+    assert [b.box for b in res.boxes] == [good] and res.rejected[0][0] == bad
+
+
+def _volume():
+    arr = np.ones((5, 40, 60), np.float32)
+    img = make_image(arr, DIRECTIONS["oblique"])
+    return volume_from_array(arr, img.GetSpacing(), img.GetOrigin(), img.GetDirection())
+
+
+def test_boxes_json_points_round_trip_in_file_indices_and_physical_points_agree():
+    vol = _volume()
+    doc = {"coordinates": "ijk", "boxes": [{"label": 3, "slice": 2, "xyxy": [30, 10, 44, 19],
+                                            "points": [[35, 12, 1], [43, 18, 0]]}]}
+    (box,), rejected = parse_boxes(doc, vol)
+    assert rejected == [] and len(box.points) == 2 and [p[2] for p in box.points] == [1, 0]
+    assert boxes_to_json([box], vol) == doc
+    img = vol.image
+    lps = [list(img.TransformIndexToPhysicalPoint((35, 12, 2))) + [1], list(img.TransformIndexToPhysicalPoint((43, 18, 2))) + [0]]
+    corners = [img.TransformIndexToPhysicalPoint((30, 10, 2)), img.TransformIndexToPhysicalPoint((44, 19, 2))]
+    (pbox,), rejected = parse_boxes({"coordinates": "lps", "boxes": [{"label": 3, "corners": corners, "points": lps}]}, vol)
+    assert rejected == [] and pbox.points == box.points
+
+
+@pytest.mark.parametrize("points, message", [
+    ([[35, 12, 1], [99, 12, 1]], "box #0 point #2"),
+    ([[35, 12]], "must be [x, y, 1 | 0]"),
+    ([[35, 12, 1]] * (MAX_CLICKS + 1), "at most 32"),
+    ("35,12", "'points' must be a list"),
+])
+def test_bad_points_in_a_boxes_file_reject_that_box_naming_the_point(points, message):
+    vol = _volume()
+    doc = {"boxes": [{"label": 3, "slice": 2, "xyxy": [30, 10, 44, 19], "points": points},
+                     {"label": 4, "slice": 2, "xyxy": [30, 10, 44, 19]}]}
+    good, bad = parse_boxes(doc, vol, source="boxes.json")
+    assert [b.label for b in good] == [4]
+    assert message in bad[0][1]
+
+
+def test_a_physical_point_on_another_slice_is_refused():
+    vol = _volume()
+    img = vol.image
+    corners = [img.TransformIndexToPhysicalPoint((30, 10, 2)), img.TransformIndexToPhysicalPoint((44, 19, 2))]
+    off = list(img.TransformIndexToPhysicalPoint((35, 12, 4))) + [1]
+    _, bad = parse_boxes({"coordinates": "lps", "boxes": [{"label": 3, "corners": corners, "points": [off]}]}, vol)
+    assert "point #1 lies on axial slice" in bad[0][1] and "its box on slice" in bad[0][1]
