@@ -9,8 +9,11 @@ members (``models/shared_trunk.py``), member heads on top. Same weights, image, 
 These machines are shared (METHODS.md "Benchmarks on a shared machine"): the two sides are interleaved
 (naive, engine, naive, engine, ...), each ratio is the median of the per-pair ratios with its spread,
 and the load average is recorded at start and end (a warning when it exceeded the core count).
-Absolute figures: the cached-box latency (box -> member masks + uncertainty maps of its window) and the
-whole embedded sample (every box of every labelled slice) from a cold cache.
+Absolute figures: the cached-box latency (box -> member masks + uncertainty maps of its window), the
+click latencies (one more corrective click on a box of a cached slice -> masks + uncertainty maps; the
+first click also decodes the box alone) and the whole embedded sample (every box of every labelled
+slice) from a cold cache. Clicks are compared with the naive way too: each predictor gets the point,
+the box and its own previous low-res logits as ``mask_input``, as SAM's predictor demo does.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from segment_anything import SamPredictor
 from MuscleSAMLib.engine.boxes import boxes_from_labels
 from MuscleSAMLib.engine.embedding_cache import EmbeddingCache
 from MuscleSAMLib.engine.segmenter import Segmenter
+from MuscleSAMLib.engine.types import BoxPrompt
 from MuscleSAMLib.engine.volume_run import segment_volume
 from MuscleSAMLib.intensity import normalize_mri
 from MuscleSAMLib.models.architectures import build_sam
@@ -112,11 +116,41 @@ def run_bench(ensemble: str | None = None, repeats: int = 5, threads: int | None
         maps = uncertainty_maps(pred.member_probs)
         _ = (pred.mean_prob >= 0.5, maps.total, maps.epistemic)
 
+    x0, y0, x1, y1 = second.xyxy
+    spots = [(x0 + (x1 - x0) * (i + 1) // (repeats + 3), y0 + (y1 - y0) // 2) for i in range(repeats + 2)]
+    base_click = ((spots[0][0], spots[0][1], 1),)
+    seg_cached.predict_slice(slice_index, [BoxPrompt(second.label, slice_index, second.xyxy, points=base_click)])
+    next_spot = iter(spots[1:] * 4)
+    naive_prev: list[np.ndarray] = []  # each predictor's box answer (low-res logits), after its image is set
+
+    def naive_click() -> None:
+        x, y = spots[0]
+        for p, prev in zip(predictors, naive_prev):
+            p.predict(point_coords=np.array([[x, y]], float), point_labels=np.array([1]),
+                      box=np.array(second.xyxy, float), mask_input=prev, multimask_output=False)
+
+    def engine_click_on_screen() -> None:  # one more click: its prefix is cached, one decoder call
+        x, y = next(next_spot)
+        box = BoxPrompt(second.label, slice_index, second.xyxy, points=base_click + ((x, y, 0),))
+        pred = seg_cached.predict_slice(slice_index, [box]).boxes[0]
+        maps = uncertainty_maps(pred.member_probs)
+        _ = (pred.mean_prob >= 0.5, maps.total, maps.epistemic)
+
+    def engine_first_click_on_screen() -> None:  # a fresh box's first click: the box alone is decoded too
+        x, y = next(next_spot)
+        box = BoxPrompt(first.label, slice_index, first.xyxy, points=((x, y, 1),))
+        seg_cached._answers.clear()
+        pred = seg_cached.predict_slice(slice_index, [box]).boxes[0]
+        _ = uncertainty_maps(pred.member_probs)
+
     with torch.inference_mode():
         naive_first(), engine_first(), naive_cached(), engine_cached()  # warm-up both
+        naive_prev += [p.predict(box=np.array(second.xyxy, float), multimask_output=False)[2] for p in predictors]
         first_box = interleaved(naive_first, engine_first, repeats)
         cached_box = interleaved(naive_cached, engine_cached, repeats)
         latency = statistics.median(_time(engine_cached_on_screen) for _ in range(repeats))
+        click = interleaved(naive_click, engine_click_on_screen, repeats)
+        first_click = statistics.median(_time(engine_first_click_on_screen) for _ in range(repeats))
         all_boxes = statistics.median(_time(lambda: seg_cached.predict_slice(slice_index, slice_boxes))
                                       for _ in range(max(1, repeats // 2)))
         x, _ = ens.preprocess(image_255[slice_index])
@@ -145,6 +179,11 @@ def run_bench(ensemble: str | None = None, repeats: int = 5, threads: int | None
         "cached_box_speedup": cached_box["speedup"],
         "cached_box_speedup_range": [cached_box["speedup_min"], cached_box["speedup_max"]],
         "cached_box_latency_s": latency,
+        "naive_click_s": click["naive_s"],
+        "click_latency_s": click["engine_s"],
+        "click_speedup": click["speedup"],
+        "click_speedup_range": [click["speedup_min"], click["speedup_max"]],
+        "first_click_latency_s": first_click,
         "engine_all_boxes_cached_slice_s": all_boxes,
         "encoder_s": encoder_s,
         "sample_volume_s": sample_s,
@@ -161,10 +200,14 @@ def print_table(r: dict) -> None:
     print(f"MuscleSAM engine benchmark: {r['ensemble']} ({r['arch']}, {r['members']} members, {r['decoder_sharing']}), "
           f"input {r['input_size']}, {r['threads']} threads, real sample slice, {r['repeats']} interleaved pairs")
     print(f"{'case':30s} {'naive (s)':>10s} {'engine (s)':>11s} {'speed-up (median, range)':>26s}")
-    for key, name in (("first_box", "first box on a new slice"), ("cached_box", "next box on a cached slice")):
+    for key, name in (("first_box", "first box on a new slice"), ("cached_box", "next box on a cached slice"),
+                      ("click", "next click on a cached slice")):
         lo, hi = r[f"{key}_speedup_range"]
-        print(f"{name:30s} {r[f'naive_{key}_s']:10.4f} {r[f'engine_{key}_s']:11.4f} "
+        engine_s = r["click_latency_s"] if key == "click" else r[f"engine_{key}_s"]
+        print(f"{name:30s} {r[f'naive_{key}_s']:10.4f} {engine_s:11.4f} "
               f"{r[f'{key}_speedup']:8.1f}x ({lo:.1f}-{hi:.1f})")
+    print(f"click -> mask + uncertainty on screen: {r['click_latency_s'] * 1000:.0f} ms (first click on a box, "
+          f"which also decodes the box alone: {r['first_click_latency_s'] * 1000:.0f} ms)")
     print(f"cached box -> mask + uncertainty: {r['cached_box_latency_s'] * 1000:.0f} ms; "
           f"all {r['boxes_on_slice']} boxes of the slice: {r['engine_all_boxes_cached_slice_s']:.2f} s; "
           f"encoder {r['encoder_s']:.2f} s/slice")

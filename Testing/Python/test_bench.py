@@ -44,8 +44,10 @@ def test_bench_json_has_the_agreed_keys(tmp_path):
     assert proc.returncode == 0, proc.stderr
     r = json.loads(proc.stdout)
     for key in ("first_box_speedup", "cached_box_speedup", "arch", "cached_box_latency_s", "sample_volume_s",
-                "load_average_start", "first_box_speedup_range"):
+                "load_average_start", "first_box_speedup_range", "click_latency_s", "click_speedup",
+                "first_click_latency_s"):
         assert key in r
     assert r["members"] == 2 and r["arch"] == "litemedsam" and r["decoder_sharing"] == "SharedTrunkHeads"
     assert all(r[k] > 0 for k in ("naive_first_box_s", "engine_first_box_s", "naive_cached_box_s",
-                                  "engine_cached_box_s", "encoder_s", "cached_box_latency_s"))
+                                  "engine_cached_box_s", "encoder_s", "cached_box_latency_s", "naive_click_s",
+                                  "click_latency_s", "first_click_latency_s"))
