@@ -81,16 +81,22 @@ def uncertainty_edit_check(uncertainty: np.ndarray, edits: np.ndarray, predictio
 
 
 def prompts_document(boxes: Sequence[BoxPrompt], volume: Volume) -> dict:
-    """Prompts in canonical, file-index (ijk, inclusive) and RAS (mm, two corners) coordinates."""
+    """Prompts (boxes and their clicks) in canonical, file-index (ijk, inclusive) and RAS (mm, two corners)
+    coordinates."""
     ras = []
     for b in boxes:
         c0, r0, c1, r1 = b.xyxy
         corners = []
         for c, r in ((c0 - 0.5, r0 - 0.5), (c1 - 0.5, r1 - 0.5)):
             corners.append([float(v) for v in lps_ras(volume.physical_of_canonical_index(c, r, b.slice))])
-        ras.append({"label": b.label, "corners": corners})
+        item = {"label": b.label, "corners": corners}
+        if b.points:
+            item["points"] = [[float(v) for v in lps_ras(volume.physical_of_canonical_index(x, y, b.slice))] + [int(s)]
+                              for x, y, s in b.points]
+        ras.append(item)
     return {
-        "canonical": [{"label": b.label, "slice": b.slice, "xyxy_half_open": list(b.xyxy), "source": b.source} for b in boxes],
+        "canonical": [{"label": b.label, "slice": b.slice, "xyxy_half_open": list(b.xyxy), "source": b.source,
+                       **({"points": [list(p) for p in b.points]} if b.points else {})} for b in boxes],
         "ijk": boxes_to_json(boxes, volume),
         "ras": {"coordinates": "ras", "boxes": ras},
     }

@@ -44,7 +44,8 @@ def _prompts(path: Path) -> list[BoxPrompt]:
             xyxy = tuple(int(v) for v in b["xyxy_half_open"])
             if len(xyxy) != 4:
                 raise ValueError("xyxy_half_open needs 4 numbers")
-            out.append(BoxPrompt(int(b["label"]), int(b["slice"]), xyxy, str(b.get("source", ""))))
+            points = tuple((int(x), int(y), int(sign)) for x, y, sign in b.get("points", []))
+            out.append(BoxPrompt(int(b["label"]), int(b["slice"]), xyxy, str(b.get("source", "")), points))
         except (KeyError, TypeError, ValueError) as exc:
             what = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
             raise InputError(f"{path}: box #{n} of 'canonical' is not usable ({what}); restore the file written by "

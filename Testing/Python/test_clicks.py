@@ -182,3 +182,20 @@ def test_a_physical_point_on_another_slice_is_refused():
     off = list(img.TransformIndexToPhysicalPoint((35, 12, 4))) + [1]
     _, bad = parse_boxes({"coordinates": "lps", "boxes": [{"label": 3, "corners": corners, "points": [off]}]}, vol)
     assert "point #1 lies on axial slice" in bad[0][1] and "its box on slice" in bad[0][1]
+
+
+def test_prompts_file_keeps_the_clicks_and_reads_them_back(tmp_path):
+    import json
+
+    from MuscleSAMLib.outputs.bundle import prompts_document
+    from MuscleSAMLib.outputs.prediction_folder import _prompts
+
+    vol = _volume()
+    box = BoxPrompt(3, 2, (10, 5, 30, 25), "VL box", points=((12, 7, 1), (28, 20, 0)))
+    doc = prompts_document([box, BoxPrompt(4, 2, (10, 5, 30, 25))], vol)
+    assert doc["ijk"]["boxes"][0]["points"] and len(doc["ras"]["boxes"][0]["points"][1]) == 4
+    (tmp_path / "prompts.json").write_text(json.dumps(doc))
+    back = _prompts(tmp_path / "prompts.json")
+    assert back[0] == box and back[1].points == ()
+    (again,), _ = parse_boxes({"coordinates": "ras", "boxes": doc["ras"]["boxes"][:1]}, vol)
+    assert again.points == box.points  # the RAS copy means the same voxels
