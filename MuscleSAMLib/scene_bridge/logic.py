@@ -33,11 +33,11 @@ from ..models.device import resolve_device
 from ..models.loading import LoadedEnsemble, installed_spec, load_spec, read_manifest
 from ..labels import parse_label
 from ..sample_data import muscle_names
-from . import geometry, overlays, prompts, review_table, segments
+from . import click_markers, clicks, geometry, overlays, prompts, review_table, segments
 from .dicom_source import dicom_files_of
 from .jobs import Busy, Job
 from .mrml import find_owned_node, remove_owned_nodes
-from .outcomes import DisplaySettings, EnsembleChoice, RunOutcome
+from .outcomes import ClickOutcome, DisplaySettings, EnsembleChoice, RunOutcome
 from ..engine.session import Session
 
 Prompt = Any  # a BoxPrompt or a vtkMRMLMarkupsROINode
@@ -255,11 +255,17 @@ class MuscleSAMLogic:
         """Submit a Segment run for ``boxes`` (BoxPrompts or ROI nodes); finish() writes the scene."""
         self._check_idle()
         s = self.session(volume_node)
-        box_list = self._boxes(volume_node, boxes)
+        return self._submit_boxes(volume_node, s, self._boxes(volume_node, boxes), segmentation_node)
+
+    def _submit_boxes(self, volume_node: Any, s: Session, box_list: list[BoxPrompt], segmentation_node: Any | None,
+                      plan: clicks.ClickPlan | None = None) -> Job:
+        """Submit a run of ``box_list``; finish() writes the scene. With a click ``plan`` (the clicked muscle's
+        boxes on one slice), the run changes only that muscle, and only where the user did not edit."""
         seg_node, before, locked = self._before(volume_node, segmentation_node)
         for b in box_list:
             if b.label in locked:
-                raise InputError(f"{muscle_names()[b.label]['name']} is locked (completed); unlock it to segment it again")
+                what = "click on it" if plan is not None else "segment it again"
+                raise InputError(f"{muscle_names()[b.label]['name']} is locked (completed); unlock it to {what}")
         current = geometry.to_canonical(before, s.volume)
         started = time.perf_counter()
 
@@ -267,10 +273,12 @@ class MuscleSAMLogic:
             return segment_volume(s.segmenter, box_list, current=current, locked=locked, cancel=cancel)
 
         def finish(result: VolumeResult) -> RunOutcome:
-            return self._apply(volume_node, seg_node, s, before, box_list, result, {}, started)
+            if plan is None:
+                return self._apply(volume_node, seg_node, s, before, box_list, result, {}, started)
+            return self._apply_click(volume_node, seg_node, s, before, current, plan, result, started)
 
         future, cancel = self.worker.submit(work)
-        self._job = Job(future, cancel, finish, self._close, what="segmentation")
+        self._job = Job(future, cancel, finish, self._close, what="segmentation" if plan is None else "click")
         return self._job
 
     def segment(self, volume_node: Any, boxes: Iterable[Prompt], segmentation_node: Any | None = None,
@@ -319,12 +327,13 @@ class MuscleSAMLogic:
         return job.finish()
 
     def _apply(self, volume_node: Any, seg_node: Any | None, s: Session, before: np.ndarray, boxes: list[BoxPrompt],
-               result: VolumeResult, stops: dict[int, str], started: float) -> RunOutcome:
+               result: VolumeResult, stops: dict[int, str], started: float, action: str | None = None) -> RunOutcome:
         """Main thread: merge the run into the session and write segments, maps and the review table."""
         touched = s.merge(result)
         s.boxes.extend(boxes)
-        s.log.append({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "action": "propagate" if stops else "segment",
-                      "boxes": [{"label": b.label, "slice": b.slice, "xyxy": list(b.xyxy), "source": b.source} for b in boxes],
+        s.log.append({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "action": action or ("propagate" if stops else "segment"),
+                      "boxes": [{"label": b.label, "slice": b.slice, "xyxy": list(b.xyxy), "source": b.source,
+                                 **({"points": [list(p) for p in b.points]} if b.points else {})} for b in boxes],
                       "rejected": len(result.rejected), "seconds": round(time.perf_counter() - started, 3)})
         after = geometry.to_stored(result.labels, s.volume)
         if seg_node is None:
@@ -363,7 +372,102 @@ class MuscleSAMLogic:
         if self.display.agreement_outlines and s.runs:
             self.show_agreement_outlines(volume_node, True)
         table = review_table.write_review_table(volume_node, s, self._fat_array(volume_node, s))
+        click_markers.write_click_markers(volume_node, s)
         return heat, prob, table
+
+    # ------------------------------------------------------------------ clicks (issue 17)
+    def start_add_click(self, volume_node: Any, label: Any, ras_point: Sequence[float], positive: bool = True,
+                        segmentation_node: Any | None = None, slice_index: int | None = None) -> Job[ClickOutcome]:
+        """Submit a click on muscle ``label`` at world point ``ras_point`` (``positive``: "this is muscle", else
+        "this is not"); finish() writes the scene and returns a :class:`ClickOutcome`.
+
+        The click refines the box the last run used for that muscle on the slice under the point (of two boxes,
+        the one whose answer window holds the point, else the nearest); all of that muscle's boxes there run
+        again through the path a box run uses (mask, heatmap, review scores, Undo run). The run changes only
+        that muscle, never a voxel the user painted or erased, never a locked muscle. ``slice_index``: the
+        slice the view shows (the node's K); a point on another slice is refused. Every refusal names the
+        point and changes nothing.
+        """
+        self._check_idle()
+        s = self.session(volume_node)
+        lab = parse_label(label)
+        k, x, y = clicks.click_pixel(s.volume, ras_point, slice_index)
+        plan = clicks.plan_click(s, lab, k, x, y, bool(positive), ras_point)
+        return self._submit_boxes(volume_node, s, list(plan.boxes), segmentation_node, plan)
+
+    def add_click(self, volume_node: Any, label: Any, ras_point: Sequence[float], positive: bool = True,
+                  segmentation_node: Any | None = None, slice_index: int | None = None,
+                  pump: Callable[[], Any] | None = None) -> ClickOutcome:
+        """Add a click and write the result (blocking; see :meth:`start_add_click`)."""
+        job = self.start_add_click(volume_node, label, ras_point, positive, segmentation_node, slice_index)
+        job.wait(pump)
+        return job.finish()
+
+    def start_undo_click(self, volume_node: Any, label: Any, slice_index: int,
+                         segmentation_node: Any | None = None) -> Job[ClickOutcome]:
+        """Submit taking back the last click on muscle ``label`` on slice ``slice_index`` (the node's K): the
+        earlier answer comes from the engine's cache (no decoder call while clicks remain on that box)."""
+        self._check_idle()
+        s = self.session(volume_node)
+        lab = parse_label(label)
+        plan = clicks.plan_undo(s, lab, clicks.canonical_slice(s.volume, slice_index))
+        return self._submit_boxes(volume_node, s, list(plan.boxes), segmentation_node, plan)
+
+    def undo_click(self, volume_node: Any, label: Any, slice_index: int, segmentation_node: Any | None = None,
+                   pump: Callable[[], Any] | None = None) -> ClickOutcome:
+        """Take back the last click and write the result (blocking; see :meth:`start_undo_click`)."""
+        job = self.start_undo_click(volume_node, label, slice_index, segmentation_node)
+        job.wait(pump)
+        return job.finish()
+
+    def _apply_click(self, volume_node: Any, seg_node: Any | None, s: Session, before: np.ndarray, current: np.ndarray,
+                     plan: clicks.ClickPlan, result: VolumeResult, started: float) -> ClickOutcome:
+        """Main thread: a click run, held to its muscle and the user's edits, then written as any run."""
+        if result.rejected:
+            _, why = result.rejected[0]
+            raise InputError(f"the click on {clicks.muscle_name(plan.label)} was not used: {why}; nothing changed")
+        k = plan.slice
+        kept = clicks.keep_edits_and_neighbours(result.labels[k], result.model_labels[k], current[k], s.prediction[k],
+                                                plan.label)
+        outcome = self._apply(volume_node, seg_node, s, before, list(plan.boxes), result, {}, started,
+                              action="click" if plan.added else "undo click")
+        box = plan.boxes[plan.index]
+        slice_k = geometry.stored_slice_index(s.volume, k)
+        x, y, sign = plan.point
+        s.log[-1]["click"] = {"slice": slice_k, "label": plan.label, "xyxy": list(box.xyxy), "added": plan.added,
+                              "point": [x, y, sign]}
+        changes = s.undo_runs[-1].segmentation_changes
+        return ClickOutcome(outcome, plan.label, slice_k, geometry.canonical_to_ras(s.volume, x, y, k), bool(sign),
+                            plan.added, len(box.points), int(changes[0].size) if changes is not None else 0, kept)
+
+    def suggested_click(self, volume_node: Any, label: Any, slice_index: int) -> tuple[float, float, float] | None:
+        """World RAS of the suggested next click for muscle ``label`` on slice ``slice_index`` (the node's K): the
+        centre of the most uncertain region of that muscle's own ensemble there; None when there is no
+        prediction of it there or nothing is uncertain."""
+        s = self._existing_session(volume_node)
+        if s is None:
+            return None
+        k = clicks.canonical_slice(s.volume, slice_index)
+        xy = clicks.suggestion(s, parse_label(label), k)
+        return None if xy is None else geometry.canonical_to_ras(s.volume, xy[0], xy[1], k)
+
+    def show_suggested_click(self, volume_node: Any, label: Any | None = None,
+                             slice_index: int | None = None) -> tuple[float, float, float] | None:
+        """Put the suggested-click marker (a yellow star) at :meth:`suggested_click`; with no ``label`` (or no
+        suggestion) take it away. Returns where it is."""
+        ras = None if label is None or slice_index is None else self.suggested_click(volume_node, label, slice_index)
+        click_markers.write_suggestion(volume_node, ras)
+        return ras
+
+    def clicks_on_slice(self, volume_node: Any, slice_index: int, label: Any | None = None) -> list[dict[str, Any]]:
+        """The clicks in effect on slice ``slice_index`` (the node's K): label, RAS, positive; one muscle with ``label``."""
+        s = self._existing_session(volume_node)
+        if s is None:
+            return []
+        k = clicks.canonical_slice(s.volume, slice_index)
+        lab = None if label is None else parse_label(label)
+        return [{"label": lb, "ras": geometry.canonical_to_ras(s.volume, x, y, kk), "positive": bool(sign)}
+                for kk, lb, (x, y, sign) in click_markers.clicks_in_effect(s) if kk == k and lab in (None, lb)]
 
     def undo_run(self, volume_node: Any, segmentation_node: Any | None = None) -> list[int]:
         """Take back the last Segment/Propagate run: the voxels it wrote that nobody edited since go back

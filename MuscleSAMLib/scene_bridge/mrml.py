@@ -76,11 +76,12 @@ def find_owned_node(scene: Any, class_name: str, role: str, volume_id: str) -> A
     return None
 
 
-CASE_NODE_CLASSES = ("vtkMRMLSegmentationNode", "vtkMRMLScalarVolumeNode", "vtkMRMLTableNode", "vtkMRMLMarkupsROINode")
+CASE_NODE_CLASSES = ("vtkMRMLSegmentationNode", "vtkMRMLScalarVolumeNode", "vtkMRMLTableNode", "vtkMRMLMarkupsROINode",
+                     "vtkMRMLMarkupsFiducialNode")  # points: the review target, clicks and the suggested click
 
 
 def remove_owned_nodes(scene: Any, volume_node: Any | None) -> None:
-    """Remove ``volume_node`` and every node MuscleSAM made for it (segments, maps, table) and the box ROIs."""
+    """Remove ``volume_node`` and every node MuscleSAM made for it (segments, maps, table, markers) and the box ROIs."""
     if volume_node is None:
         return
     vid = volume_node.GetID()

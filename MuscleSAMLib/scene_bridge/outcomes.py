@@ -49,3 +49,18 @@ class RunOutcome:
     seconds: float
     stops: dict[int, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # one line each, for the panel (e.g. a Dixon pair that looks swapped)
+
+
+@dataclass
+class ClickOutcome:
+    """What adding (or taking back) one click changed: the run it made, and the click itself."""
+
+    run: RunOutcome
+    label: int
+    slice: int  # the node's own axial index K
+    ras: tuple[float, float, float]  # where the click is (world RAS)
+    positive: bool  # True: "muscle", False: "not muscle"
+    added: bool  # False: the click was taken back (Undo click)
+    clicks: int  # clicks on that box now
+    changed_voxels: int  # segmentation voxels the run changed
+    kept_edits: int  # voxels the user painted or erased that the new answer left as the user made them
