@@ -17,7 +17,7 @@ from .mrml import find_owned_node, owned_node, slicer_module
 POSITIVE, NEGATIVE, SUGGESTED = "clicks +", "clicks -", "suggested click"
 STYLE = {POSITIVE: ("ThickCross2D", (0.1, 0.9, 0.2)), NEGATIVE: ("Dash2D", (1.0, 0.15, 0.15)),
          SUGGESTED: ("StarBurst2D", (1.0, 0.9, 0.1))}
-GLYPH_SCALE = 2.5  # % of the view: visible on a thigh, small beside a muscle
+GLYPH_SCALE = 4.0  # % of the view: easy to see on a thigh, small beside a muscle
 
 
 def clicks_in_effect(session: Session) -> list[tuple[int, int, tuple[int, int, int]]]:

@@ -469,6 +469,13 @@ class MuscleSAMLogic:
         return [{"label": lb, "ras": geometry.canonical_to_ras(s.volume, x, y, kk), "positive": bool(sign)}
                 for kk, lb, (x, y, sign) in click_markers.clicks_in_effect(s) if kk == k and lab in (None, lb)]
 
+    @staticmethod
+    def click_marker_points(volume_node: Any) -> dict[str, list[tuple[float, float, float]]]:
+        """World RAS of the markers shown: "positive" and "negative" clicks (every slice) and "suggested"."""
+        return {key: click_markers.marker_points(volume_node, role) for key, role in
+                (("positive", click_markers.POSITIVE), ("negative", click_markers.NEGATIVE),
+                 ("suggested", click_markers.SUGGESTED))}
+
     def undo_run(self, volume_node: Any, segmentation_node: Any | None = None) -> list[int]:
         """Take back the last Segment/Propagate run: the voxels it wrote that nobody edited since go back
         to what they were, and the prediction, maps, review scores and prompts to their state before it.

@@ -20,7 +20,7 @@ def build(options: WebOptions, server: Any = None) -> tuple[Any, Any]:
     from trame.app import get_server  # noqa: PLC0415
     from trame_slicer import module as trame_slicer_module  # noqa: PLC0415
 
-    from .box_overlay import TRIGGER_BOX, TRIGGER_SCROLL, slice_view_ui  # noqa: PLC0415
+    from .box_overlay import TRIGGER_BOX, TRIGGER_CLICK, TRIGGER_SCROLL, slice_view_ui  # noqa: PLC0415
     from .controller import WebController  # noqa: PLC0415
     from .routes import add_routes  # noqa: PLC0415
     from .scene_views import SceneViews  # noqa: PLC0415
@@ -35,11 +35,13 @@ def build(options: WebOptions, server: Any = None) -> tuple[Any, Any]:
 
     ctrl.trigger(TRIGGER_BOX)(controller.box_drawn)
     ctrl.trigger(TRIGGER_SCROLL)(controller.scroll)
+    ctrl.trigger(TRIGGER_CLICK)(controller.view_click)
     ctrl.trigger("msam_key")(controller.key)
     ctrl.trigger("msam_cursor")(controller.cursor)
     state.change("msam_heat_visible", "msam_heat_kind", "msam_heat_opacity", "msam_heat_threshold")(controller.heatmap_changed)
     state.change("msam_tool", "msam_label")(controller.tool_changed)
     state.change("msam_brush")(controller.brush_changed)
+    state.change("msam_suggest")(controller.suggest_changed)
     state.change("msam_seg_opacity")(controller.segment_opacity_changed)
     state.change("msam_window")(controller.window_changed)
 

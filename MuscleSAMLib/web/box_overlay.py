@@ -1,6 +1,8 @@
 """The drag-a-box layer over the axial view: a visible rectangle while dragging, one trigger per drag.
 
-The layer takes the mouse only while the Box tool is chosen (otherwise pointer events pass through
+With the Click tool the same layer sends each press instead (``msam_click``: view fractions, the mouse
+button and Shift; left = "muscle", right or Shift = "not muscle"; the browser's menu is kept off it).
+The layer takes the mouse only while the Box or Click tool is chosen (otherwise pointer events pass through
 to the Slicer view, so paint, erase, zoom and window/level work there). Drag coordinates stay in
 the browser (client-only state) until the button is released; then ``msam_box_drawn`` is
 triggered once, with the drag as fractions of the view. The mouse wheel over the layer steps slices
@@ -19,6 +21,7 @@ DRAG = "msam_drag"
 IDLE = "{on: false, x0: 0, y0: 0, x1: 0, y1: 0}"
 TRIGGER_BOX = "msam_box_drawn"
 TRIGGER_SCROLL = "msam_scroll"
+TRIGGER_CLICK = "msam_click"
 CSS = """
 .msam-box-layer { position: absolute; inset: 0; z-index: 1; cursor: crosshair; touch-action: none; }
 .msam-drag-rect { position: absolute; border: 2px dashed; pointer-events: none; background: rgba(255,255,255,0.08); }
@@ -42,13 +45,17 @@ def _fraction(axis: str) -> str:
 
 def _handlers() -> list[str]:
     fx, fy = _fraction("x"), _fraction("y")
-    down = (f"$event.button === 0 && ($event.currentTarget.setPointerCapture($event.pointerId), "
-            f"{DRAG} = {{on: true, x0: {fx}, y0: {fy}, x1: {fx}, y1: {fy}}});")
-    move = f"{DRAG}.on && ({DRAG} = {{...{DRAG}, x1: {fx}, y1: {fy}}});"
     size = "$event.currentTarget.getBoundingClientRect().width, $event.currentTarget.getBoundingClientRect().height"
+    box = (f"$event.button === 0 && ($event.currentTarget.setPointerCapture($event.pointerId), "
+           f"{DRAG} = {{on: true, x0: {fx}, y0: {fy}, x1: {fx}, y1: {fy}}})")
+    click = (f"($event.button === 0 || $event.button === 2) && "
+             f"trigger('{TRIGGER_CLICK}', [{fx}, {fy}, $event.button, $event.shiftKey, {size}])")
+    down = f"msam_tool === 'click' ? ({click}) : ({box});"
+    move = f"{DRAG}.on && ({DRAG} = {{...{DRAG}, x1: {fx}, y1: {fy}}});"
     up = (f"{DRAG}.on && trigger('{TRIGGER_BOX}', [{DRAG}.x0, {DRAG}.y0, {fx}, {fy}, {size}]); {DRAG} = {IDLE};")
     return [f'@pointerdown.prevent="{down}"', f'@pointermove="{move}"', f'@pointerup="{up}"',
-            f'@pointercancel="{DRAG} = {IDLE};"', f'@wheel.prevent="trigger(\'{TRIGGER_SCROLL}\', [-Math.sign($event.deltaY)]);"']
+            f'@pointercancel="{DRAG} = {IDLE};"', '@contextmenu.prevent',
+            f'@wheel.prevent="trigger(\'{TRIGGER_SCROLL}\', [-Math.sign($event.deltaY)]);"']
 
 
 def rect_style() -> str:
@@ -64,7 +71,7 @@ def add_box_layer(server: Any) -> None:
 
     server.state.setdefault(DRAG, {"on": False, "x0": 0, "y0": 0, "x1": 0, "y1": 0})
     server.state.client_only(DRAG)
-    active = "msam_tool === 'box' && msam_ready"
+    active = "(msam_tool === 'box' || msam_tool === 'click') && msam_ready"
     with html.Div(classes="msam-box-layer", style=(f"{{pointerEvents: ({active}) ? 'auto' : 'none'}}",),
                   raw_attrs=[*_handlers(), 'data-testid="box-layer"']):
         html.Div(v_if=(f"{DRAG}.on",), classes="msam-drag-rect", style=(rect_style(),), raw_attrs=['data-testid="drag-rect"'])

@@ -1,7 +1,7 @@
 """Every action of the page, each one call into the scene bridge (``MuscleSAMLogic``).
 
 Runs on the server's event loop, the thread that owns the MRML scene; Segment, Propagate and Cancel
-are in ``runs.py``. Every failure becomes a message on the page (``messages.reported``); the server
+are in ``runs.py``, the Click tool in ``click_tool.py``. Every failure becomes a message on the page (``messages.reported``); the server
 keeps running. State keys are described in ``page_state.py``.
 """
 
@@ -20,6 +20,7 @@ from ..volumes import label_map_reason
 from ..sample_data import SAMPLE_DIR, muscle_names
 from . import loading, page_state
 from .box_rois import box_roi, remove_rois
+from .click_tool import ClickActions
 from .bundle_zip import zip_bundle
 from .drag_box import Drag, drag_to_ras
 from .editing import Editing
@@ -31,7 +32,7 @@ from .runs import RunActions
 from .scene_views import AXIAL, SceneViews
 
 
-class WebController(RunActions, LearningActions):
+class WebController(RunActions, ClickActions, LearningActions):
     """The web app's behaviour: state in, bridge calls, state and scene out."""
 
     def __init__(self, server: Any, views: SceneViews, options: WebOptions) -> None:
@@ -211,7 +212,8 @@ class WebController(RunActions, LearningActions):
         self._exported_digest = None
         self.state.update({"msam_image": name, "msam_boxes": [], "msam_has_result": False, "msam_queue": [],
                            "msam_remaining": 0, "msam_export": None, "msam_segments": [], "msam_can_undo_run": False,
-                           "msam_window": "auto"})
+                           "msam_window": "auto", "msam_clicks": 0, "msam_suggested": False})
+        self._click_view = None
         self._publish_slices()
 
     # ------------------------------------------------------------------ boxes
@@ -304,6 +306,7 @@ class WebController(RunActions, LearningActions):
         seg = self._segmentation()
         self.state.msam_locked = bool(seg is not None and label in self._locked(seg))
         self._apply_tool()
+        self._refresh_clicks()
 
     def _locked(self, seg: Any) -> frozenset[int]:
         return self.logic.locked_labels(seg)
@@ -352,6 +355,7 @@ class WebController(RunActions, LearningActions):
         else:
             self.state.msam_queue, self.state.msam_remaining = [], 0
         self._publish_segments()
+        self._refresh_clicks(force=True)
         self.say(f"Run undone on slice{'s' if len(slices) > 1 else ''} {', '.join(map(str, slices))}.", "info")
 
     def _axial_slice(self) -> int:
@@ -422,6 +426,7 @@ class WebController(RunActions, LearningActions):
         titles["Red"] = f"Axial slice {k} (0-{n - 1})"
         if titles != self.state.msam_view_titles:
             self.state.msam_view_titles = titles
+            self._refresh_clicks()
             self.state.flush()
 
     @reported
@@ -501,7 +506,7 @@ class WebController(RunActions, LearningActions):
     def key(self, key: Any) -> None:
         """Keyboard shortcuts (as in the desktop module and Slicer): see ``KEYS`` in ui.py."""
         k = str(key).lower()
-        tools = {"b": "box", "d": "paint", "e": "erase", "v": "navigate"}
+        tools = {"b": "box", "c": "click", "d": "paint", "e": "erase", "v": "navigate"}
         slices = {"arrowup": 1, "arrowright": 1, "arrowdown": -1, "arrowleft": -1, "pageup": 5, "pagedown": -5}
         if k in tools:
             self.state.msam_tool = tools[k]

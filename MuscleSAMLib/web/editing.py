@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-TOOLS = ("box", "paint", "erase", "navigate")
+TOOLS = ("box", "click", "paint", "erase", "navigate")
 
 
 class Editing:

@@ -66,3 +66,20 @@ def run_summary(outcome: Any) -> str:
     if outcome.stops:
         parts.append("Propagation stopped: " + "; ".join(f"{'down' if d < 0 else 'up'}: {why}" for d, why in sorted(outcome.stops.items())) + ".")
     return " ".join(parts)
+
+
+def click_summary(outcome: Any) -> str:
+    """One line for the page: what a click (or Undo click) changed."""
+    name = muscle_name(outcome.label)
+    sign = "muscle" if outcome.positive else "not muscle"
+    what = (f"Click {outcome.clicks} ({sign}) on {name}" if outcome.added else
+            f"Click ({sign}) on {name} taken back, {outcome.clicks} left")
+    changed = (f"mask changed by {outcome.changed_voxels} voxels" if outcome.changed_voxels else "the mask did not change")
+    parts = [f"{what}, slice {outcome.slice}: {changed} ({outcome.run.seconds:.2f} s)."]
+    if outcome.kept_edits:
+        parts.append(f"{outcome.kept_edits} voxels you painted or erased stay as you left them.")
+    if outcome.run.flagged_labels:
+        parts.append("Still uncertain: " + ", ".join(muscle_name(v) for v in outcome.run.flagged_labels) + ".")
+    if outcome.added:
+        parts.append("Undo click takes it back.")
+    return " ".join(parts)

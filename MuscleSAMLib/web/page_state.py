@@ -65,6 +65,9 @@ def defaults() -> dict[str, Any]:
         "msam_seg_opacity": 0.5,
         "msam_window": "auto",
         "msam_can_undo_run": False,
+        "msam_clicks": 0,  # clicks in effect for the chosen muscle on the axial view's slice (Undo click)
+        "msam_suggest": False,  # show the suggested next click (a yellow star)
+        "msam_suggested": False,  # a suggestion is shown now
     }
 
 

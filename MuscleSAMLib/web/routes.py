@@ -23,7 +23,7 @@ from .scene_views import AXIAL
 
 EXPORT_PREFIX = "/musclesam/export/"
 TEST_PREFIX = "/musclesam/test/"
-TEST_ACTIONS = ("open_image", "box_drawn", "segment", "export", "clear_boxes")  # page actions the tests may call
+TEST_ACTIONS = ("open_image", "box_drawn", "segment", "export", "clear_boxes", "view_click", "undo_click")  # page actions the tests may call
 
 
 def add_routes(app: Any, controller: Any, test_api: bool) -> None:
@@ -139,6 +139,7 @@ def scene_report(controller: Any) -> dict:
 
         centre = (np.array([[slice_node.GetSliceToRAS().GetElement(r, 3) for r in range(3)]]))
         out["axial"]["canonical_slice"] = int(round(float(ras_to_canonical(controller.logic.session(volume).volume, centre)[0, 2])))
+    out["clicks"] = _clicks_report(controller)
     seg = controller.logic.segmentation_for(volume)
     if seg is not None:
         labels = segments.read_labels(seg, volume)
@@ -158,3 +159,14 @@ def scene_report(controller: Any) -> dict:
     editor = controller.editing.editor
     out["editor"] = {"effect": editor.active_effect_name, "segment": editor.active_segment_id}
     return out
+
+
+def _clicks_report(controller: Any) -> dict:
+    """The clicks in effect on the axial view's slice, the page's click count and the suggestion marker."""
+    volume = controller.volume_node
+    if controller.logic.loaded is None:
+        return {"on_slice": [], "count": 0, "markers": {}}
+    k = controller._axial_slice()
+    return {"on_slice": [{"label": c["label"], "positive": c["positive"]} for c in controller.logic.clicks_on_slice(volume, k)],
+            "count": int(controller.state.msam_clicks),
+            "markers": {key: [list(p) for p in points] for key, points in controller.logic.click_marker_points(volume).items()}}

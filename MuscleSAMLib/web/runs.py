@@ -80,6 +80,7 @@ class RunActions:
         self._apply_tool()
         self._apply_heatmap()
         self._publish_review(outcome.table_node)
+        self._refresh_clicks(force=True)
         self.say(run_summary(outcome), "warning" if outcome.flagged_labels or outcome.rejected else "success")
 
     @reported

@@ -27,7 +27,7 @@ CSS = BOX_CSS + """
 # Keyboard shortcuts, caught before any widget (capture phase) so a focused muscle picker never eats
 # them; only typing into a text field keeps its keys. Ctrl+Z undoes; arrows and Page keys step slices
 # (not while a slider has the focus).
-KEYS = ("b", "d", "e", "v", "s", "p", "n", "escape", "arrowup", "arrowdown", "arrowleft", "arrowright",
+KEYS = ("b", "c", "d", "e", "v", "s", "p", "n", "escape", "arrowup", "arrowdown", "arrowleft", "arrowright",
         "pageup", "pagedown", "[", "]")
 KEYS_JS = ("window.addEventListener('keydown', (e) => { const t = e.target; if (e.altKey || !t) return; "
            "const typing = t.tagName === 'TEXTAREA' || t.isContentEditable || (t.tagName === 'INPUT' && !t.readOnly && "
@@ -137,14 +137,17 @@ def _prompt_panel(v: Any, html: Any, ctrl: Any) -> None:
             with v.VBtnToggle(v_model=("msam_tool",), mandatory=True, density="compact", divided=True,
                               variant="outlined", classes="mt-2 d-flex"):
                 v.VBtn("Box", value="box", prepend_icon="mdi-selection-drag", size="small", raw_attrs=_tid("tool-box"))
+                v.VBtn("Click", value="click", prepend_icon="mdi-plus-circle-outline", size="small", raw_attrs=_tid("tool-click"))
                 v.VBtn("Paint", value="paint", prepend_icon="mdi-brush", size="small", raw_attrs=_tid("tool-paint"))
                 v.VBtn("Erase", value="erase", prepend_icon="mdi-eraser", size="small", raw_attrs=_tid("tool-erase"))
                 v.VBtn("View", value="navigate", prepend_icon="mdi-cursor-default", size="small", raw_attrs=_tid("tool-view"))
             html.Div("{{ {box: 'Box: drag from corner to corner of the muscle on the axial view.', "
+                     "click: 'Click: on the axial view, left click = this is the muscle (green +), Shift+click or right "
+                     "click = this is not (red -); each click corrects the chosen muscle on that slice at once.', "
                      "paint: 'Paint: drag over any view to add voxels to the chosen muscle (locked muscles are spared).', "
                      "erase: 'Erase: drag over any view to remove voxels of the chosen muscle.', "
                      "navigate: 'View: drag to change window/level, right-drag to zoom, middle-drag to pan.'}[msam_tool] }} "
-                     "Wheel or arrow keys: next slice, Page Up/Down: 5 slices. Keys: B box, D paint, E erase, V view, "
+                     "Wheel or arrow keys: next slice, Page Up/Down: 5 slices. Keys: B box, C click, D paint, E erase, V view, "
                      "S segment, P propagate, N next uncertain, Esc cancel, [ ] brush size, Ctrl+Z undo.",
                      classes="text-caption mt-1", raw_attrs=_tid("tool-hint"))
             with html.Div(classes="mt-1", raw_attrs=_tid("boxes")):
@@ -161,6 +164,23 @@ def _prompt_panel(v: Any, html: Any, ctrl: Any) -> None:
                     v.VBtn("Cancel [Esc]", color="error", variant="tonal", block=True, size="small", click=ctrl.cancel,
                            disabled=("!msam_busy",), raw_attrs=_tid("cancel"))
             v.VBtn("Clear boxes", variant="text", size="x-small", click=ctrl.clear_boxes, disabled=("!msam_boxes.length",))
+            _click_row(v, html, ctrl)
+
+
+def _click_row(v: Any, html: Any, ctrl: Any) -> None:
+    """Undo click and the suggested next click, under the box prompt (the Click tool's own controls)."""
+    with v.VRow(dense=True, classes="mt-1 align-center"):
+        with v.VCol(cols=5):
+            v.VBtn("Undo click ({{ msam_clicks }})", block=True, size="small", variant="tonal", click=ctrl.undo_click,
+                   disabled=("!msam_clicks || msam_busy",), prepend_icon="mdi-undo", raw_attrs=_tid("undo-click"))
+        with v.VCol(cols=7):
+            v.VSwitch(v_model=("msam_suggest",), label="Suggest next click", density="compact", hide_details=True,
+                      color="warning", disabled=("!msam_has_result",), raw_attrs=_tid("suggest"))
+    html.Div("Yellow star: the most uncertain place of {{ msam_muscles.find(m => m.value === msam_label)?.abbrev }} on "
+             "this slice: click there next.", v_if=("msam_suggest && msam_suggested",), classes="text-caption",
+             raw_attrs=_tid("suggest-hint"))
+    html.Div("No suggestion on this slice: the chosen muscle was not segmented here, or nothing is uncertain.",
+             v_if=("msam_suggest && !msam_suggested && msam_has_result",), classes="text-caption")
 
 
 def _uncertainty_panel(v: Any, html: Any) -> None:
