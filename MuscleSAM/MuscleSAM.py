@@ -41,7 +41,7 @@ from MuscleSAMLib.scene_bridge import dependencies  # noqa: E402 (after the clon
 # b f g r t v V, arrows, brackets/braces (vtkMRMLSliceIntersectionWidget.cxx); the embedded Segment Editor
 # 0-9, Shift+0-9, Esc, Space, z y q w i / * , . < > (qMRMLSegmentEditorWidget::installKeyboardShortcuts).
 # MuscleSAM's keys avoid them all (test_desktop_ui_bindings.py checks it).
-SHORTCUTS = {"placeBoxButton": "A", "segmentButton": "S", "propagateButton": "P", "nextUncertainButton": "N",
+SHORTCUTS = {"placeBoxButton": "A", "clickToolButton": "C", "segmentButton": "S", "propagateButton": "P", "nextUncertainButton": "N",
              "cancelButton": "Shift+Esc"}
 
 
@@ -56,7 +56,8 @@ class MuscleSAM(ScriptedLoadableModule):
         parent.helpText = (
             "Uncertainty-aware segmentation of thigh muscles in MRI with a Segment Anything (SAM) deep ensemble. "
             "Pick a muscle, place a box (A) around it on an axial slice, press Segment (S) or Propagate (P); review "
-            "the uncertainty heatmap and the most uncertain places (N), correct with the Segment Editor, lock "
+            "the uncertainty heatmap and the most uncertain places (N), correct with clicks (C: muscle, Shift: not muscle) "
+            "or the Segment Editor, lock "
             "finished muscles, export.<br><b>Research and demonstration use only; not for clinical use.</b><br>"
             "Licence: the module is Apache-2.0 (LICENSE); each ensemble's weights carry their own licence, shown in "
             "the ensemble selector's tooltip and written into every export (weights/MODEL_CARD.md).")
@@ -116,6 +117,7 @@ class MuscleSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._running, self._stage, self._started = False, "", 0.0
         self._bundles, self._learning = [], None  # exported bundles (folder, image file); the learning job
         self.lastOutcome = None  # the last run's RunOutcome (the self-test reads it)
+        self.clickTool = None  # Click, Undo click, Suggest next click (MuscleSAMClicks.py)
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -145,6 +147,9 @@ class MuscleSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.dataDirectoryButton.connect("directoryChanged(QString)", self.onDataFolderChanged)
         self.ui.learnButton.connect("clicked(bool)", self.onLearn)
         self.ui.learnCancelButton.connect("clicked(bool)", lambda: self._learning and self._learning.cancel())
+        import MuscleSAMClicks  # beside this file (the extension build installs it too)
+
+        self.clickTool = MuscleSAMClicks.ClickTool(self)
         for name, key in SHORTCUTS.items():
             getattr(self.ui, name).setShortcut(qt.QKeySequence(key))
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
@@ -159,6 +164,8 @@ class MuscleSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def exit(self):
         self.ui.segmentEditorWidget.setActiveEffect(None)  # no paint brush left active in other modules
+        if self.clickTool is not None:
+            self.clickTool.stop()  # nor the click place mode
         self.ui.segmentEditorWidget.uninstallKeyboardShortcuts()
         if self._parameterNode:  # as Slicer's module template: the node stays, the GUI is disconnected
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
@@ -182,6 +189,8 @@ class MuscleSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.setParameterNode(None)
         self.ui.segmentEditorWidget.setSegmentationNode(None)
         self._boxes, self._lastBoxes = [], {}
+        if self.clickTool is not None:
+            self.clickTool.stop()
 
     def onSceneEndClose(self, caller, event):
         if self.parent.isEntered:
@@ -420,6 +429,8 @@ class MuscleSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         notes += [f"stopped: {stop}" for stop in outcome.stops.values()]
         self.ui.statusLabel.text = "; ".join(notes)
         self._updateNextButton()
+        if self.clickTool is not None:
+            self.clickTool.refresh()
 
     def onLock(self, locked):
         if self._parameterNode.segmentation is not None:

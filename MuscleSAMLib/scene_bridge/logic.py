@@ -193,6 +193,32 @@ class MuscleSAMLogic:
             interaction.SetCurrentInteractionMode(interaction.Place)
         return roi
 
+    @staticmethod
+    def start_click_placement(scene: Any) -> Any:
+        """A fiducial node that takes clicks (desktop Click tool): the interaction node stays in place mode
+        (persistent) with it as the active place node; each placed point is one click for :meth:`add_click`."""
+        node = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", scene.GenerateUniqueName("MuscleSAM click"))
+        node.SetAttribute("MuscleSAM.Role", "click input")
+        node.SetHideFromEditors(True)
+        selection = scene.GetNodeByID("vtkMRMLSelectionNodeSingleton")
+        interaction = scene.GetNodeByID("vtkMRMLInteractionNodeSingleton")
+        if selection is not None and interaction is not None:
+            selection.SetReferenceActivePlaceNodeClassName("vtkMRMLMarkupsFiducialNode")
+            selection.SetActivePlaceNodeID(node.GetID())
+            interaction.SetPlaceModePersistence(1)
+            interaction.SetCurrentInteractionMode(interaction.Place)
+        return node
+
+    @staticmethod
+    def stop_click_placement(scene: Any, node: Any | None) -> None:
+        """End the Click tool: back to view/transform mode and the click-taking node removed."""
+        interaction = scene.GetNodeByID("vtkMRMLInteractionNodeSingleton")
+        if interaction is not None:
+            interaction.SetPlaceModePersistence(0)
+            interaction.SwitchToViewTransformMode()
+        if node is not None and node.GetScene() is scene:
+            scene.RemoveNode(node)
+
     def boxes_from_labelmap(self, volume_node: Any, labelmap_node: Any, values: Iterable[int] | None = None,
                             slices: Iterable[int] | None = None) -> list[BoxPrompt]:
         """One tight box per muscle component per axial slice of a label map on the volume's grid

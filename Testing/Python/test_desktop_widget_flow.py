@@ -177,3 +177,50 @@ def test_first_segment_loads_the_ensemble_and_leaving_the_module_deactivates_the
     widget.exit()
     widget.ui.segmentEditorWidget.setActiveEffect.assert_called_with(None)
     widget.ui.segmentEditorWidget.uninstallKeyboardShortcuts.assert_called_once()
+
+
+def test_click_tool_places_points_as_clicks_undoes_them_and_shows_the_suggestion(desktop, monkeypatch):
+    """MuscleSAMClicks.py on the real widget: place mode on a fiducial, a placed point = one click (Shift or
+    'Not muscle' = negative), Undo click, the suggestion marker; scene close leaves place mode."""
+    module, widget, scene, messages = desktop
+    qt_stub = sys.modules["qt"]
+    monkeypatch.setattr(qt_stub, "QApplication", types.SimpleNamespace(keyboardModifiers=lambda: 0), raising=False)
+    qt_stub.Qt.ShiftModifier = 0x02000000
+    spec = importlib.util.spec_from_file_location("MuscleSAMClicks_under_test", ROOT / "MuscleSAM" / "MuscleSAMClicks.py")
+    clicks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(clicks)
+    _place(widget, scene, 2)
+    widget.ui.muscleComboBox.currentData = 2
+    widget.ui.negativeClickCheckBox.checked = False
+    widget.ui.suggestClickCheckBox.checked = True
+    vol = G.volume_from_node(widget._parameterNode.inputVolume)
+    monkeypatch.setattr(widget, "_redSliceCenter", lambda: list(G.canonical_to_ras(vol, 50, 50, 1)))
+    widget.clickTool = tool = clicks.ClickTool(widget)
+    widget.onSegment()
+    assert messages == [] and widget.ui.undoClickButton.enabled is False
+
+    tool.onToggled(True)
+    interaction = scene.scene.GetNodeByID("vtkMRMLInteractionNodeSingleton")
+    assert interaction.GetCurrentInteractionMode() == interaction.Place and interaction.GetPlaceModePersistence() == 1
+    rows, cols = np.nonzero(widget.logic.bridge.session(widget._parameterNode.inputVolume).prediction[1] == 2)
+    ras = G.canonical_to_ras(vol, cols[len(cols) // 2], rows[len(rows) // 2], 1)
+    tool.node.AddControlPoint(*ras)  # what a left click in place mode makes (the observer defers to the main loop)
+    tool.addPlacedClicks()
+    assert messages == [] and tool.node.GetNumberOfControlPoints() == 0
+    bridge = widget.logic.bridge
+    assert bridge.clicks_on_slice(widget._parameterNode.inputVolume, bridge.slice_number(widget._parameterNode.inputVolume, 1)) \
+        == [{"label": 2, "ras": pytest.approx(ras), "positive": True}]
+    assert "click 1 (muscle)" in widget.ui.statusLabel.text and widget.ui.undoClickButton.enabled is True
+    assert len(bridge.click_marker_points(widget._parameterNode.inputVolume)["suggested"]) == 1
+    widget.ui.negativeClickCheckBox.checked = True
+    tool.node.AddControlPoint(*ras)
+    tool.addPlacedClicks()
+    assert "click 2 (not muscle)" in widget.ui.statusLabel.text
+    tool.onUndo()
+    assert "taken back, 1 left" in widget.ui.statusLabel.text and messages == []
+    widget.ui.muscleComboBox.currentData = 8  # no box for this muscle: a clear message, nothing changes
+    tool.node.AddControlPoint(*ras)
+    tool.addPlacedClicks()
+    assert "draw a box for" in messages[-1][1]
+    widget.onSceneStartClose(None, None)
+    assert tool.node is None and interaction.GetCurrentInteractionMode() == interaction.ViewTransform

@@ -585,7 +585,7 @@ def test_bridge_imports_without_slicer_or_torch():
 ALLOWED_IMPORTS = {"__future__", "os", "sys", "typing", "logging", "time", "json", "tempfile", "qt", "ctk", "vtk", "slicer",
                    "slicer.ScriptedLoadableModule", "slicer.util", "slicer.parameterNodeWrapper", "MuscleSAMLib.scene_bridge",
                    "MuscleSAMLib.scene_bridge.dependencies", "MuscleSAMLib.sample_data", "PyTorchUtils",
-                   "SampleData", "MuscleSAMSelfTest"}
+                   "SampleData", "MuscleSAMSelfTest", "MuscleSAMClicks"}
 
 
 def _module_tree() -> ast.Module:
