@@ -8,8 +8,8 @@ only the decoders, precomputes the current slice and its neighbours on ONE persi
 A box with clicks (``BoxPrompt.points``) is answered as the interactive tool answered it: the box
 alone, then one re-decode per click with every click so far and the previous answer as SAM's mask
 prompt. So a box and its clicks always give the same mask, whether clicked live or read from a boxes
-file. The answers along the way are kept (:data:`ANSWER_CACHE`, least recently used), so the next
-click or an undo costs at most one decoder call and never an encoder pass.
+file. Answers (a box's own, and each click's) are kept (:data:`ANSWER_CACHE`, least recently used),
+so a click on a box just answered costs one decoder call, an undo none, and never an encoder pass.
 """
 
 from __future__ import annotations
@@ -175,11 +175,12 @@ class Segmenter:
                               for b, c in zip(plain, crops)], float)
             with self._lock:
                 t1 = time.perf_counter()
-                probs, iou, _ = self.ensemble.decode_crops(emb, [g for _, g in cached], local)
+                probs, iou, lowres = self.ensemble.decode_crops(emb, [g for _, g in cached], local)
                 self.stats.decode_seconds += time.perf_counter() - t1
                 self.stats.decoder_calls += 1
             for n, (b, crop) in enumerate(zip(plain, crops)):
                 result.boxes.append(BoxPrediction(b, crop, probs[n], iou[:, n]))
+                self._remember(k, b, lowres[:, n:n + 1], iou[:, n:n + 1])
         elif plain:
             _check_cancel(cancel)
             emb, geo = self.embedding(k)
@@ -190,6 +191,7 @@ class Segmenter:
                 win = self._store_window(b)
                 result.boxes.append(BoxPrediction(b, win, out.probs_window(n, win.r0, win.r1, win.c0, win.c1),
                                                   out.iou_pred[:, n]))
+                self._remember(k, b, out.logits_lowres[:, n:n + 1], out.iou_pred[:, n:n + 1])
         for b in clicked:
             _check_cancel(cancel)
             result.boxes.append(self._clicked_prediction(k, b))
@@ -211,6 +213,15 @@ class Segmenter:
             return BoxPrediction(box, crop, res.probs[:, 0], iou[:, 0])
         win = self._store_window(box)
         return BoxPrediction(box, win, res.probs_window(0, win.r0, win.r1, win.c0, win.c1), iou[:, 0])
+
+    def _remember(self, k: int, box: BoxPrompt, logits: np.ndarray, iou: np.ndarray) -> None:
+        """Keep a box's answer (its own copy) so its first click, or undoing its last, decodes at most once."""
+        key = (self.volume_id, int(k), self.ensemble.group_key, box.xyxy, box.points)
+        with self._lock:
+            self._answers[key] = (logits.copy(), iou.copy())
+            self._answers.move_to_end(key)
+            while len(self._answers) > ANSWER_CACHE:
+                self._answers.popitem(last=False)
 
     def _answer(self, k: int, box: BoxPrompt, emb, geo, crop: Window | None, n_clicks: int
                 ) -> tuple[np.ndarray, np.ndarray]:
@@ -238,9 +249,7 @@ class Segmenter:
                 answer = (lowres, iou)
             self.stats.decode_seconds += time.perf_counter() - t0
             self.stats.decoder_calls += 1
-            self._answers[key] = answer
-            while len(self._answers) > ANSWER_CACHE:
-                self._answers.popitem(last=False)
+        self._remember(k, box.__class__(box.label, box.slice, box.xyxy, points=clicks), *answer)
         return answer
 
     def _decode(self, emb, geo, xyxy: np.ndarray):

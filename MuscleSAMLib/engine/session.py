@@ -158,6 +158,16 @@ class Session:
         self.total[k] = np.where(covered, unc.total, 0.0)
         self.epistemic[k] = np.where(covered, unc.epistemic, 0.0)
 
+    def current_prompts(self) -> list[BoxPrompt]:
+        """The prompts as they stand: ``boxes`` is the history (a box, then the box with one click more,
+        ...); per (label, slice, box) only its latest version counts, in the order they were last used."""
+        latest: dict[tuple, BoxPrompt] = {}
+        for b in self.boxes:
+            key = (b.label, b.slice, b.xyxy)
+            latest.pop(key, None)
+            latest[key] = b
+        return list(latest.values())
+
     def undo_last_run(self) -> tuple[int, list[int]] | None:
         """Put the prediction layer, maps, scores and prompts back as they were before the last run.
 

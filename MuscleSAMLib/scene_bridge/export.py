@@ -47,7 +47,7 @@ def export_bundle(folder: str | Path, volume: Volume, corrected: np.ndarray, ses
         probability=session.probability if ran else None,
         uncertainty_total=session.total if ran else None,
         uncertainty_epistemic=session.epistemic if ran else None,
-        prompts=list(session.boxes) if session is not None else [],
+        prompts=session.current_prompts() if session is not None else [],
         interaction_log=list(session.log) if session is not None else [],
         provenance=provenance(loaded, volume_name, statuses),
         fat=fat,

@@ -18,8 +18,11 @@ Clicks (``max_clicks`` > 0, both stages): with probability ``click_prob`` a step
 interaction as SAM's training does: from the box-only answer, 1..``max_clicks`` corrective clicks
 are drawn one after another (:func:`~MuscleSAMLib.engine.clicks.corrective_click`, randomised, on the
 current answer's errors), each re-decode gets every click so far plus the previous logits as the
-dense mask prompt; the last answer's loss is added to the box-only loss. So the shipped decoder uses
-points and a previous answer the way the engine feeds them (:mod:`~MuscleSAMLib.models.point_prompt`).
+dense mask prompt; the last answer's loss is added to the box-only loss, plus ``click_focus`` x the
+mean BCE over the pixels the previous answer got wrong (a click fixes a small region, which whole-mask
+Dice + BCE barely weighs: without it a decoder learns to copy the previous answer). So the shipped
+decoder uses points and a previous answer the way the engine feeds them
+(:mod:`~MuscleSAMLib.models.point_prompt`).
 
 Both stages checkpoint to ``out`` every ``save_every`` steps and resume from there.
 """
@@ -36,6 +39,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..atomic import write_json_atomic
 from ..engine.boxes import boxes_from_labels
@@ -82,6 +86,7 @@ class DecoderRecipe:
     bootstrap: bool = True
     click_prob: float = 0.0
     max_clicks: int = 3
+    click_focus: float = 0.0  # > 0: extra BCE on the pixels the previous answer got wrong (the clicks' job)
 
 
 @dataclass
@@ -144,10 +149,11 @@ def _decode(sam: torch.nn.Module, emb: torch.Tensor, boxes_model: torch.Tensor,
 
 def simulated_clicks(sam: torch.nn.Module, emb: torch.Tensor, boxes: torch.Tensor, targets: torch.Tensor,
                      logits: torch.Tensor, n_clicks: int, rng: np.random.Generator | None, size: int
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``n_clicks`` corrective clicks per box, one after another, from the box-only ``logits`` (N, L, L);
-    returns the last answer (logits, IoU) with gradients (earlier ones without). Clicks are placed on the
-    L x L grid and given to SAM in model pixels; each re-decode also gets the previous logits."""
+    returns the last answer (logits, IoU) with gradients (earlier ones without) and the previous answer's
+    logits it refined. Clicks are placed on the L x L grid and given to SAM in model pixels; each
+    re-decode also gets the previous logits."""
     n, grid = targets.shape[0], targets.shape[-1]
     to_model = size / grid
     clicks: list[list[tuple[float, float, int]]] = [[] for _ in range(n)]
@@ -164,7 +170,7 @@ def simulated_clicks(sam: torch.nn.Module, emb: torch.Tensor, boxes: torch.Tenso
             with torch.no_grad():
                 prev, _ = _decode(sam, emb, boxes, pts, prev[:, None])
         else:
-            return _decode(sam, emb, boxes, pts, prev[:, None])
+            return (*_decode(sam, emb, boxes, pts, prev[:, None]), prev)
     raise ValueError("n_clicks must be >= 1")
 
 
@@ -192,8 +198,11 @@ def _train_step(sam: torch.nn.Module, opt: torch.optim.Optimizer, params: list, 
     loss = dice_bce(logits, targets) + recipe.iou_loss_weight * iou_head_loss(iou, logits, targets)
     if recipe.max_clicks > 0 and rng.random() < recipe.click_prob:
         n_clicks = int(rng.integers(1, recipe.max_clicks + 1))
-        logits2, iou2 = simulated_clicks(sam, emb, boxes, targets, logits, n_clicks, rng, size)
+        logits2, iou2, prev = simulated_clicks(sam, emb, boxes, targets, logits, n_clicks, rng, size)
         loss = loss + dice_bce(logits2, targets) + recipe.iou_loss_weight * iou_head_loss(iou2, logits2, targets)
+        wrong = (prev > 0) != (targets > 0.5)
+        if recipe.click_focus > 0 and bool(wrong.any()):
+            loss = loss + recipe.click_focus * F.binary_cross_entropy_with_logits(logits2[wrong], targets[wrong])
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(params, recipe.grad_clip)

@@ -10,8 +10,8 @@ These machines are shared (METHODS.md "Benchmarks on a shared machine"): the two
 (naive, engine, naive, engine, ...), each ratio is the median of the per-pair ratios with its spread,
 and the load average is recorded at start and end (a warning when it exceeded the core count).
 Absolute figures: the cached-box latency (box -> member masks + uncertainty maps of its window), the
-click latencies (one more corrective click on a box of a cached slice -> masks + uncertainty maps; the
-first click also decodes the box alone) and the whole embedded sample (every box of every labelled
+click latencies (one more corrective click on a box of a cached slice -> masks + uncertainty maps; and
+the worst case, a click on a box whose own answer is no longer kept, which decodes the box alone too) and the whole embedded sample (every box of every labelled
 slice) from a cold cache. Clicks are compared with the naive way too: each predictor gets the point,
 the box and its own previous low-res logits as ``mask_input``, as SAM's predictor demo does.
 """
@@ -136,7 +136,7 @@ def run_bench(ensemble: str | None = None, repeats: int = 5, threads: int | None
         maps = uncertainty_maps(pred.member_probs)
         _ = (pred.mean_prob >= 0.5, maps.total, maps.epistemic)
 
-    def engine_first_click_on_screen() -> None:  # a fresh box's first click: the box alone is decoded too
+    def engine_first_click_on_screen() -> None:  # worst case: the box's answer is not kept, decoded again too
         x, y = next(next_spot)
         box = BoxPrompt(first.label, slice_index, first.xyxy, points=((x, y, 1),))
         seg_cached._answers.clear()
@@ -206,8 +206,8 @@ def print_table(r: dict) -> None:
         engine_s = r["click_latency_s"] if key == "click" else r[f"engine_{key}_s"]
         print(f"{name:30s} {r[f'naive_{key}_s']:10.4f} {engine_s:11.4f} "
               f"{r[f'{key}_speedup']:8.1f}x ({lo:.1f}-{hi:.1f})")
-    print(f"click -> mask + uncertainty on screen: {r['click_latency_s'] * 1000:.0f} ms (first click on a box, "
-          f"which also decodes the box alone: {r['first_click_latency_s'] * 1000:.0f} ms)")
+    print(f"click -> mask + uncertainty on screen: {r['click_latency_s'] * 1000:.0f} ms (worst case, the box's "
+          f"answer no longer kept so it is decoded too: {r['first_click_latency_s'] * 1000:.0f} ms)")
     print(f"cached box -> mask + uncertainty: {r['cached_box_latency_s'] * 1000:.0f} ms; "
           f"all {r['boxes_on_slice']} boxes of the slice: {r['engine_all_boxes_cached_slice_s']:.2f} s; "
           f"encoder {r['encoder_s']:.2f} s/slice")

@@ -4,6 +4,8 @@ clicks refused with a message naming the point."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -110,11 +112,16 @@ def test_clicks_replay_live_one_decode_per_click_and_free_undo(kind, geometry):
         enc, dec = live.stats.encoder_calls, live.stats.decoder_calls
         answers.append(live.predict_slice(1, [BoxPrompt(1, 1, box.xyxy, points=clicks[:n])]).boxes[0])
         assert live.stats.encoder_calls == enc  # a cached slice: no encoder pass
-        assert live.stats.decoder_calls - dec == (2 if n == 1 else 1)  # the first click also decodes the box alone
+        assert live.stats.decoder_calls - dec == 1  # the box's own answer (and each click's) is kept
     dec = live.stats.decoder_calls
     undo = live.predict_slice(1, [BoxPrompt(1, 1, box.xyxy, points=clicks[:2])]).boxes[0]
-    assert live.stats.decoder_calls == dec
+    box_again = live.predict_slice(1, [box]).boxes[0]
+    assert live.stats.decoder_calls == dec + 1  # undoing a click is free; the box alone is a plain batched call
     np.testing.assert_array_equal(undo.member_probs, answers[1].member_probs)
+    first = live.predict_slice(1, [BoxPrompt(1, 1, box.xyxy, points=clicks[:1])]).boxes[0]
+    assert live.stats.decoder_calls == dec + 1  # ... and it kept that answer too
+    np.testing.assert_array_equal(first.member_probs, answers[0].member_probs)
+    assert box_again.member_probs.shape[0] == 3
     replay = Segmenter(ens, img).predict_slice(1, [box, BoxPrompt(1, 1, box.xyxy, points=clicks)])
     np.testing.assert_allclose(replay.boxes[1].member_probs, answers[-1].member_probs, atol=1e-5)
     assert not np.allclose(answers[0].member_probs, answers[-1].member_probs[:, :answers[0].member_probs.shape[1],
@@ -199,3 +206,14 @@ def test_prompts_file_keeps_the_clicks_and_reads_them_back(tmp_path):
     assert back[0] == box and back[1].points == ()
     (again,), _ = parse_boxes({"coordinates": "ras", "boxes": doc["ras"]["boxes"][:1]}, vol)
     assert again.points == box.points  # the RAS copy means the same voxels
+
+
+def test_exported_prompts_hold_each_box_once_with_its_clicks_as_they_stand():
+    from MuscleSAMLib.engine.session import Session
+
+    arr = np.zeros((2, 20, 20), np.float32)
+    s = Session(("case",), volume_from_array(arr, (1.0, 1.0, 1.0)), Segmenter(Ensemble.random("demo_xs", members=2), arr))
+    vl, rf = BoxPrompt(3, 0, (2, 2, 10, 10)), BoxPrompt(2, 0, (5, 5, 15, 15))
+    s.boxes += [vl, rf, replace(vl, points=((4, 4, 1),)), replace(vl, points=((4, 4, 1), (8, 8, 0))),
+                replace(vl, points=((4, 4, 1),))]  # box, another box, two clicks, one undone
+    assert s.current_prompts() == [rf, replace(vl, points=((4, 4, 1),))]
