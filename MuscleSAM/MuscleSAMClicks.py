@@ -85,7 +85,9 @@ class ClickTool:
         sign = "muscle" if outcome.positive else "not muscle"
         done = f"click {outcome.clicks} ({sign})" if outcome.added else f"click ({sign}) taken back, {outcome.clicks} left"
         kept = f"; {outcome.kept_edits} edited voxels kept" if outcome.kept_edits else ""
-        self.widget.ui.statusLabel.text = f"{done} on slice {outcome.slice}: {outcome.changed_voxels} voxels changed{kept}"
+        caveat = f" {outcome.caveat}" if getattr(outcome, "caveat", "") else ""
+        self.widget.ui.statusLabel.text = (f"{done} on slice {outcome.slice}: {outcome.changed_voxels} voxels "
+                                           f"changed{kept}.{caveat}")
 
     def viewSlice(self):
         """The red (axial) view's slice, as the volume's own K index."""

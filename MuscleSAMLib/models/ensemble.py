@@ -401,6 +401,13 @@ class Ensemble:
         t = (self.spec.training or {}).get("temperature", 1.0)
         return float(t) if t else 1.0
 
+    @property
+    def trained_for_clicks(self) -> bool:
+        """True when the manifest's training record says the decoder was trained with simulated clicks
+        (``recipe.click_prob`` > 0); an ensemble trained on boxes alone may not use clicks well."""
+        recipe = (self.spec.training or {}).get("recipe") or {}
+        return float(recipe.get("click_prob", 0) or 0) > 0
+
     def answer_prompt(self, previous: DecodeResult | np.ndarray, box: int | None = None) -> torch.Tensor:
         """A previous answer as the dense mask prompt of a refinement (:func:`previous_answer_prompt`):
         (N, L, L), or (1, L, L) for box ``box`` of it."""

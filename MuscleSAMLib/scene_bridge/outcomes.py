@@ -51,6 +51,12 @@ class RunOutcome:
     warnings: list[str] = field(default_factory=list)  # one line each, for the panel (e.g. a Dixon pair that looks swapped)
 
 
+#: What a click says when the ensemble's training record shows no click training (MODEL_CARD: such a
+#: decoder fixes the clicked pixel in only about a third to a half of clicks and often worsens the rest).
+NOT_CLICK_TRAINED = ("This ensemble was trained on boxes only and often does not follow clicks (see the model "
+                     "card); if the mask gets worse, Undo click and paint the fix.")
+
+
 @dataclass
 class ClickOutcome:
     """What adding (or taking back) one click changed: the run it made, and the click itself."""
@@ -64,3 +70,4 @@ class ClickOutcome:
     clicks: int  # clicks on that box now
     changed_voxels: int  # segmentation voxels the run changed
     kept_edits: int  # voxels the user painted or erased that the new answer left as the user made them
+    caveat: str = ""  # a warning the front ends show with the click (e.g. the ensemble was not trained for clicks)

@@ -82,4 +82,6 @@ def click_summary(outcome: Any) -> str:
         parts.append("Still uncertain: " + ", ".join(muscle_name(v) for v in outcome.run.flagged_labels) + ".")
     if outcome.added:
         parts.append("Undo click takes it back.")
+    if getattr(outcome, "caveat", ""):
+        parts.append(outcome.caveat)
     return " ".join(parts)

@@ -91,6 +91,7 @@ def test_a_click_reruns_only_its_muscle_and_undo_brings_it_back_exactly(case, lo
     assert out.added and not out.positive and out.clicks == 1 and out.label == VL and out.slice == case.slice
     assert out.run.slices == [case.slice] and set(out.run.changed_labels) <= {VL}
     assert out.changed_voxels == int((after != before).sum()) > 0  # the random ensemble answers the click
+    assert "trained on boxes only" in out.caveat  # a random ensemble has no click training: the user is told
     changed = after != before
     assert set(np.unique(before[changed])) | set(np.unique(after[changed])) <= {0, VL}  # only VL's voxels
     for other in (VM, SM):

@@ -217,3 +217,10 @@ def test_exported_prompts_hold_each_box_once_with_its_clicks_as_they_stand():
     s.boxes += [vl, rf, replace(vl, points=((4, 4, 1),)), replace(vl, points=((4, 4, 1), (8, 8, 0))),
                 replace(vl, points=((4, 4, 1),))]  # box, another box, two clicks, one undone
     assert s.current_prompts() == [rf, replace(vl, points=((4, 4, 1),))]
+
+
+def test_an_ensemble_says_whether_it_was_trained_with_clicks():
+    assert not Ensemble.random("demo_xs", members=2).trained_for_clicks
+    trained = synthetic_spec("demo_xs", "decoder", training={"recipe": {"click_prob": 0.75}})
+    base = build_sam("demo_xs").state_dict()
+    assert Ensemble.from_states(trained, base, [{}]).trained_for_clicks
