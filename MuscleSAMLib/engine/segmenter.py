@@ -6,8 +6,11 @@ only the decoders, precomputes the current slice and its neighbours on ONE persi
 (cancellable), and batches all boxes of a slice (all members) into one decoder call.
 
 A box with clicks (``BoxPrompt.points``) is answered as the interactive tool answered it: the box
-alone, then one re-decode per click with every click so far and the previous answer as SAM's mask
-prompt. So a box and its clicks always give the same mask, whether clicked live or read from a boxes
+alone, then one re-decode per click with every click so far and, for an ensemble trained with clicks
+(:attr:`~MuscleSAMLib.models.ensemble.Ensemble.trained_for_clicks`), the previous answer as SAM's mask
+prompt. A decoder never trained with mask prompts loses its answer when fed it back (MODEL_CARD.md,
+"Clicks": the shipped box-only decoder drops from DSC 0.79 to 0.62 with its own answer and no click),
+so such an ensemble gets the box and the clicks only. So a box and its clicks always give the same mask, whether clicked live or read from a boxes
 file. Answers (a box's own, and each click's) are kept (:data:`ANSWER_CACHE`, least recently used),
 so a click on a box just answered costs one decoder call, an undo none, and never an encoder pass.
 """
@@ -234,7 +237,7 @@ class Segmenter:
                 self._answers.move_to_end(key)
                 return hit
         prompt = None
-        if n_clicks:
+        if n_clicks and self.ensemble.trained_for_clicks:
             prompt = self.ensemble.answer_prompt(self._answer(k, box, emb, geo, crop, n_clicks - 1)[0])
         dx, dy = (crop.c0, crop.r0) if crop is not None else (0, 0)
         xyxy = np.array([[box.xyxy[0] - dx, box.xyxy[1] - dy, box.xyxy[2] - dx, box.xyxy[3] - dy]], np.float64)

@@ -224,3 +224,26 @@ def test_an_ensemble_says_whether_it_was_trained_with_clicks():
     trained = synthetic_spec("demo_xs", "decoder", training={"recipe": {"click_prob": 0.75}})
     base = build_sam("demo_xs").state_dict()
     assert Ensemble.from_states(trained, base, [{}]).trained_for_clicks
+
+
+def test_a_click_trained_ensemble_gets_its_previous_answer_as_the_mask_prompt_and_others_do_not():
+    base = build_sam("demo_xs").state_dict()
+    img = np.random.default_rng(2).uniform(0, 100, (1, 40, 50)).astype(np.float32)
+    clicks = ((15, 15, 1), (28, 12, 0))
+    answers = {}
+    for trained in (False, True):
+        spec = synthetic_spec("demo_xs", "decoder", training={"recipe": {"click_prob": 1.0 if trained else 0.0}})
+        ens = Ensemble.from_states(spec, base, [{}, {}])
+        assert ens.trained_for_clicks is trained
+        live = Segmenter(ens, img)
+        for n in range(len(clicks) + 1):
+            last = live.predict_slice(0, [BoxPrompt(1, 0, (10, 10, 30, 30), points=clicks[:n])]).boxes[0]
+        replay = Segmenter(ens, img).predict_slice(0, [BoxPrompt(1, 0, (10, 10, 30, 30), points=clicks)]).boxes[0]
+        np.testing.assert_allclose(replay.member_probs, last.member_probs, atol=1e-5)
+        answers[trained] = last.member_probs
+        if not trained:  # box + clicks only: the same as one decode of the box with both clicks
+            emb, geo = live.embedding(0)
+            plain = ens.decode(emb, geo, np.array([[10, 10, 30, 30]], float), None, [np.array(clicks, float)])
+            w = last.window
+            np.testing.assert_allclose(plain.probs_window(0, w.r0, w.r1, w.c0, w.c1), last.member_probs, atol=1e-5)
+    assert np.abs(answers[True] - answers[False]).max() > 1e-3  # the previous answer changed the trained one's
