@@ -183,7 +183,7 @@ class Segmenter:
                 self.stats.decoder_calls += 1
             for n, (b, crop) in enumerate(zip(plain, crops)):
                 result.boxes.append(BoxPrediction(b, crop, probs[n], iou[:, n]))
-                self._remember(k, b, lowres[:, n:n + 1], iou[:, n:n + 1])
+                self._remember(self._answer_key(k, b, 0), lowres[:, n:n + 1], iou[:, n:n + 1])
         elif plain:
             _check_cancel(cancel)
             emb, geo = self.embedding(k)
@@ -194,7 +194,7 @@ class Segmenter:
                 win = self._store_window(b)
                 result.boxes.append(BoxPrediction(b, win, out.probs_window(n, win.r0, win.r1, win.c0, win.c1),
                                                   out.iou_pred[:, n]))
-                self._remember(k, b, out.logits_lowres[:, n:n + 1], out.iou_pred[:, n:n + 1])
+                self._remember(self._answer_key(k, b, 0), out.logits_lowres[:, n:n + 1], out.iou_pred[:, n:n + 1])
         for b in clicked:
             _check_cancel(cancel)
             result.boxes.append(self._clicked_prediction(k, b))
@@ -217,9 +217,12 @@ class Segmenter:
         win = self._store_window(box)
         return BoxPrediction(box, win, res.probs_window(0, win.r0, win.r1, win.c0, win.c1), iou[:, 0])
 
-    def _remember(self, k: int, box: BoxPrompt, logits: np.ndarray, iou: np.ndarray) -> None:
-        """Keep a box's answer (its own copy) so its first click, or undoing its last, decodes at most once."""
-        key = (self.volume_id, int(k), self.ensemble.group_key, box.xyxy, box.points)
+    def _answer_key(self, k: int, box: BoxPrompt, n_clicks: int) -> tuple:
+        """Cache key of the answer to ``box`` and its first ``n_clicks`` clicks on slice ``k``."""
+        return (self.volume_id, int(k), self.ensemble.group_key, box.xyxy, box.points[:n_clicks])
+
+    def _remember(self, key: tuple, logits: np.ndarray, iou: np.ndarray) -> None:
+        """Keep an answer (its own copy) so the next click, or undoing the last, decodes at most once."""
         with self._lock:
             self._answers[key] = (logits.copy(), iou.copy())
             self._answers.move_to_end(key)
@@ -230,7 +233,7 @@ class Segmenter:
                 ) -> tuple[np.ndarray, np.ndarray]:
         """Member logits (M, 1, L, L) and IoU (M, 1) after the box and its first ``n_clicks`` clicks."""
         clicks = box.points[:n_clicks]
-        key = (self.volume_id, int(k), self.ensemble.group_key, box.xyxy, clicks)
+        key = self._answer_key(k, box, n_clicks)
         with self._lock:
             hit = self._answers.get(key)
             if hit is not None:
@@ -252,7 +255,7 @@ class Segmenter:
                 answer = (lowres, iou)
             self.stats.decode_seconds += time.perf_counter() - t0
             self.stats.decoder_calls += 1
-        self._remember(k, box.__class__(box.label, box.slice, box.xyxy, points=clicks), *answer)
+        self._remember(key, *answer)
         return answer
 
     def _decode(self, emb, geo, xyxy: np.ndarray):

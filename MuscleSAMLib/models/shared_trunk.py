@@ -34,9 +34,9 @@ class SharedTrunkHeads:
 
     Called like :class:`~.ensemble.MemberStack`: ``heads((emb, boxes, masks, coords, labels), per_member,
     mode)`` -> (logits (M, N, 1, L, L), iou (M, N, 1)); ``coords`` (N, P, 2) / ``labels`` (N, P) are
-    SAM's point prompt or None. ``chunk`` boxes go through the trunk at a time (on a CPU one box at a
-    time is fastest: the upscaled features of many boxes do not fit in cache); a chunk's point lists
-    are trimmed of padding columns it does not need, so a box is decoded the same alone or in a batch.
+    SAM's point prompt or None (:meth:`~.ensemble.Ensemble.decode` passes boxes with equal click counts,
+    so no padding token changes an answer). ``chunk`` boxes go through the trunk at a time (on a CPU one
+    box at a time is fastest: the upscaled features of many boxes do not fit in cache).
     """
 
     def __init__(self, prompt_encoder: nn.Module, mask_decoder: nn.Module, member_decoders: Sequence[nn.Module],
@@ -112,9 +112,5 @@ class SharedTrunkHeads:
 
 def _points(coords: torch.Tensor | None, labels: torch.Tensor | None,
             sl: slice) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Rows ``sl`` of a padded point prompt, without padding columns none of them uses (None if empty)."""
-    if coords is None or labels is None:
-        return None
-    lab = labels[sl]
-    used = int((lab >= 0).sum(1).max()) if lab.numel() else 0
-    return None if used == 0 else (coords[sl, :used], lab[:, :used])
+    """Rows ``sl`` of the point prompt (None without one)."""
+    return None if coords is None or labels is None else (coords[sl], labels[sl])

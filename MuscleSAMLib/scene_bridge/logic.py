@@ -184,13 +184,7 @@ class MuscleSAMLogic:
     def start_box_placement(scene: Any, label: Any) -> Any:
         """A new ROI for ``label`` and the scene's interaction node switched to placing it."""
         roi = prompts.new_box_roi(scene, label)
-        selection = scene.GetNodeByID("vtkMRMLSelectionNodeSingleton")
-        interaction = scene.GetNodeByID("vtkMRMLInteractionNodeSingleton")
-        if selection is not None and interaction is not None:
-            selection.SetReferenceActivePlaceNodeClassName("vtkMRMLMarkupsROINode")
-            selection.SetActivePlaceNodeID(roi.GetID())
-            interaction.SetPlaceModePersistence(0)
-            interaction.SetCurrentInteractionMode(interaction.Place)
+        _place_mode(scene, roi, "vtkMRMLMarkupsROINode", persistent=False)
         return roi
 
     @staticmethod
@@ -200,13 +194,7 @@ class MuscleSAMLogic:
         node = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", scene.GenerateUniqueName("MuscleSAM click"))
         node.SetAttribute("MuscleSAM.Role", "click input")
         node.SetHideFromEditors(True)
-        selection = scene.GetNodeByID("vtkMRMLSelectionNodeSingleton")
-        interaction = scene.GetNodeByID("vtkMRMLInteractionNodeSingleton")
-        if selection is not None and interaction is not None:
-            selection.SetReferenceActivePlaceNodeClassName("vtkMRMLMarkupsFiducialNode")
-            selection.SetActivePlaceNodeID(node.GetID())
-            interaction.SetPlaceModePersistence(1)
-            interaction.SetCurrentInteractionMode(interaction.Place)
+        _place_mode(scene, node, "vtkMRMLMarkupsFiducialNode", persistent=True)
         return node
 
     @staticmethod
@@ -847,3 +835,14 @@ class MuscleSAMLogic:
             scene.RemoveObserver(tag)
         self._watched.clear()
         self.worker.shutdown(wait=False)
+
+
+def _place_mode(scene: Any, node: Any, class_name: str, persistent: bool) -> None:
+    """The scene's interaction node in place mode with ``node`` (of ``class_name``) as the active place node."""
+    selection = scene.GetNodeByID("vtkMRMLSelectionNodeSingleton")
+    interaction = scene.GetNodeByID("vtkMRMLInteractionNodeSingleton")
+    if selection is not None and interaction is not None:
+        selection.SetReferenceActivePlaceNodeClassName(class_name)
+        selection.SetActivePlaceNodeID(node.GetID())
+        interaction.SetPlaceModePersistence(1 if persistent else 0)
+        interaction.SetCurrentInteractionMode(interaction.Place)

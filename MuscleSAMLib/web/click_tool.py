@@ -16,7 +16,6 @@ from typing import Any
 
 from ..errors import InputError
 from .drag_box import fraction_to_ras, server_fraction
-from .job_watch import wait_for_job
 from .messages import click_summary, muscle_name, reported
 from .scene_views import AXIAL
 
@@ -64,23 +63,17 @@ class ClickActions:
 
     @reported
     async def _finish_click(self, job: Any, text: str) -> None:
-        def tick(elapsed: float) -> None:
-            with self.state:
-                self.state.msam_busy_text = f"{text} ({elapsed:.0f} s)"
+        await self._finish_then(job, text, self._show_click)  # RunActions: wait, finish, then show
 
-        await wait_for_job(job, tick)
-        with self.state:
-            try:
-                outcome = job.finish()
-            finally:
-                self.state.msam_busy, self.state.msam_busy_text = False, ""
-            self.editing.clear_history()
-            self.state.msam_can_undo_run = True
-            self._publish_segments()
-            self._apply_heatmap()
-            self._publish_review(outcome.run.table_node)
-            self._refresh_clicks(force=True)
-            self.say(click_summary(outcome), "success" if outcome.changed_voxels else "info")
+    def _show_click(self, outcome: Any) -> None:
+        """A finished click run on the page: segments, heatmap, review, click markers, status."""
+        self.editing.clear_history()
+        self.state.msam_can_undo_run = True
+        self._publish_segments()
+        self._apply_heatmap()
+        self._publish_review(outcome.run.table_node)
+        self._refresh_clicks(force=True)
+        self.say(click_summary(outcome), "success" if outcome.changed_voxels else "info")
 
     @reported
     def suggest_changed(self, **_: Any) -> None:

@@ -8,7 +8,7 @@ A failed or cancelled run changes nothing and keeps its boxes for another try.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Callable
 
 from ..engine.types import BoxPrompt
 from ..errors import InputError
@@ -51,8 +51,9 @@ class RunActions:
         self.say(f"{text[0].upper()}{text[1:]} ... (the page stays usable; Cancel stops it)", "info")
         self._task = asyncio.ensure_future(self._finish_job(job, text, used, remember))
 
-    @reported
-    async def _finish_job(self, job: Any, text: str, used: list[tuple[BoxPrompt, Any]], remember: list[BoxPrompt]) -> None:
+    async def _finish_then(self, job: Any, text: str, then: Callable[[Any], None]) -> None:
+        """Wait for ``job`` (busy text with the elapsed time), finish it on this thread, clear the busy flags
+        whatever ``finish`` raises, and hand its outcome to ``then``, all in one state update."""
         def tick(elapsed: float) -> None:
             with self.state:
                 self.state.msam_busy_text = f"{text} ({elapsed:.0f} s)"
@@ -63,7 +64,11 @@ class RunActions:
                 outcome = job.finish()
             finally:
                 self.state.msam_busy, self.state.msam_busy_text = False, ""
-            self._after_run(outcome, used, remember)
+            then(outcome)
+
+    @reported
+    async def _finish_job(self, job: Any, text: str, used: list[tuple[BoxPrompt, Any]], remember: list[BoxPrompt]) -> None:
+        await self._finish_then(job, text, lambda outcome: self._after_run(outcome, used, remember))
 
     def _after_run(self, outcome: Any, used: list[tuple[BoxPrompt, Any]], remember: list[BoxPrompt]) -> None:
         used_ids = {id(b) for b, _ in used}
