@@ -23,6 +23,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clicks", type=int, default=0, metavar="N",
                    help="also simulate N corrective clicks per object after its box and report the mean DSC after "
                         "each click and NoC@90, for clicks at the largest error and at the tool's suggestion")
+    p.add_argument("--click-update", choices=("local", "global"), default="local",
+                   help="how a click's answer replaces the previous one: 'local' (the tools' way: only in the "
+                        "changed region that holds the click) or 'global' (the whole re-decoded answer), for comparison")
     add_series_arguments(p, fat=False)
     add_ensemble_arguments(p)
     p.set_defaults(func=run)
@@ -44,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     muscle_label_array(labels, "label map")  # an MRI given as LABELS is refused here, not after hours of boxes
     loaded = load_ensemble(args.ensemble, args.manifest, args.device)
     report = evaluate_case(image, labels, loaded, args.out, show_progress=not args.quiet, use_growcut=not args.no_growcut,
-                           threshold=args.threshold, clicks=args.clicks)
+                           threshold=args.threshold, clicks=args.clicks,
+                           click_update=args.click_update)
     print_metrics(report)
     print(f"wrote {args.out}")
     return 0

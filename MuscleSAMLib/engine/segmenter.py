@@ -10,8 +10,12 @@ alone, then one re-decode per click with every click so far and, for an ensemble
 (:attr:`~MuscleSAMLib.models.ensemble.Ensemble.trained_for_clicks`), the previous answer as SAM's mask
 prompt. A decoder never trained with mask prompts loses its answer when fed it back (MODEL_CARD.md,
 "Clicks": the shipped box-only decoder drops from DSC 0.79 to 0.62 with its own answer and no click),
-so such an ensemble gets the box and the clicks only. So a box and its clicks always give the same mask, whether clicked live or read from a boxes
-file. Answers (a box's own, and each click's) are kept (:data:`ANSWER_CACHE`, least recently used),
+so such an ensemble gets the box and the clicks only. Each click's re-decode then replaces the previous
+answer only in the changed region that holds the click (:attr:`Segmenter.click_update` "local",
+:func:`~.clicks.merge_click_answer`; "global" takes the whole re-decode, for comparison), and the
+engine records whether the model moved the clicked pixel to the clicked side
+(:meth:`Segmenter.followed_last_click`). So a box and its clicks always give the same mask, whether
+clicked live or read from a boxes file. Answers (a box's own, and each click's) are kept (:data:`ANSWER_CACHE`, least recently used),
 so a click on a box just answered costs one decoder call, an undo none, and never an encoder pass.
 """
 
@@ -32,6 +36,7 @@ from ..models.decode_result import DecodeResult
 from ..models.ensemble import Ensemble
 from ..slice_geometry import box_window
 from .boxes import validate_box
+from .clicks import merge_click_answer
 from .embedding_cache import EmbeddingCache
 from .types import BoxPrediction, BoxPrompt, SlicePrediction, Window
 from .worker import CancelledByUser, PersistentWorker
@@ -74,6 +79,11 @@ class Segmenter:
         self._lock = threading.RLock()  # one model call at a time (the worker and the caller share it)
         self.stats = EngineStats()
         self._answers: OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        #: "local": a click changes the answer only in the changed region that holds it
+        #: (:func:`~.clicks.merge_click_answer`); "global": the re-decode replaces the whole answer.
+        self.click_update = "local"
+        #: Answer keys whose last click the model did not follow (its pixel stayed on the other side).
+        self.unfollowed: set[tuple] = set()
 
     # ------------------------------------------------------------------ geometry
     @property
@@ -239,9 +249,10 @@ class Segmenter:
             if hit is not None:
                 self._answers.move_to_end(key)
                 return hit
+        previous = self._answer(k, box, emb, geo, crop, n_clicks - 1) if n_clicks else None
         prompt = None
-        if n_clicks and self.ensemble.trained_for_clicks:
-            prompt = self.ensemble.answer_prompt(self._answer(k, box, emb, geo, crop, n_clicks - 1)[0])
+        if previous is not None and self.ensemble.trained_for_clicks:
+            prompt = self.ensemble.answer_prompt(previous[0])
         dx, dy = (crop.c0, crop.r0) if crop is not None else (0, 0)
         xyxy = np.array([[box.xyxy[0] - dx, box.xyxy[1] - dy, box.xyxy[2] - dx, box.xyxy[3] - dy]], np.float64)
         pts = [np.array([(x - dx, y - dy, s) for x, y, s in clicks], np.float64).reshape(-1, 3)] if clicks else None
@@ -255,8 +266,32 @@ class Segmenter:
                 answer = (lowres, iou)
             self.stats.decode_seconds += time.perf_counter() - t0
             self.stats.decoder_calls += 1
+        if previous is not None:
+            x, y, _ = clicks[-1]
+            merged, followed = merge_click_answer(previous[0], answer[0], self._lowres_rc(geo, x - dx, y - dy))
+            if self.click_update == "local":
+                answer = (merged, answer[1])
+            with self._lock:
+                (self.unfollowed.discard if followed else self.unfollowed.add)(key)
         self._remember(key, *answer)
         return answer
+
+    def followed_last_click(self, box: BoxPrompt) -> bool | None:
+        """Whether the model followed ``box``'s last click (None: no clicks, or not answered here yet)."""
+        if not box.points:
+            return None
+        key = self._answer_key(box.slice, box, len(box.points))
+        with self._lock:
+            if key not in self._answers:
+                return None
+            return key not in self.unfollowed
+
+    def _lowres_rc(self, geo, x: float, y: float) -> tuple[int, int]:
+        """A slice (or crop) pixel -> (row, col) on the ensemble's low-resolution logit grid."""
+        L, size = self.ensemble.lowres_size, self.ensemble.input_size
+        mx, my = geo.point_to_model(np.array([x, y], np.float64))
+        to_low = lambda m: int(min(max(np.floor((m + 0.5) * L / size), 0), L - 1))  # noqa: E731
+        return to_low(my), to_low(mx)
 
     def _decode(self, emb, geo, xyxy: np.ndarray):
         with self._lock:

@@ -82,9 +82,11 @@ def click_report(seg: Segmenter, boxes: Sequence[BoxPrompt], truth: np.ndarray, 
     """``report.json``'s "clicks": both simulated users (module docstring) side by side."""
     err = click_curve(seg, boxes, truth, n_clicks, "error", threshold)
     sug = click_curve(seg, boxes, truth, n_clicks, "suggested", threshold)
-    return {"n": n_clicks, "dsc_after": err["dsc_after"], "noc90": err["noc90"],
+    return {"n": n_clicks, "update": seg.click_update, "dsc_after": err["dsc_after"], "noc90": err["noc90"],
             "dsc_after_suggested": sug["dsc_after"], "noc90_suggested": sug["noc90"], "objects": err["objects"],
             "conventions": {
+                "update": "local: a click changes the answer only in the changed region that holds it (the tools' "
+                          "way); global: the re-decoded answer replaces the whole previous one",
                 "dsc_after": "mean over muscles of the 3D DSC of the assembled label map after j corrective clicks "
                              "per object (j = 0: box only); click at the point farthest inside the largest error "
                              "region, positive in a miss, negative in a leak",

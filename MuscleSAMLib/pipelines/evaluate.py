@@ -213,9 +213,10 @@ def uncertainty_quality(result: VolumeResult, truth: np.ndarray, region: np.ndar
 
 def evaluate_case(image: Volume, labels: Volume, loaded: LoadedEnsemble, out_dir: str | Path, *,
                   show_progress: bool = True, use_growcut: bool = True, threshold: float = 0.5,
-                  clicks: int = 0) -> dict:
+                  clicks: int = 0, click_update: str = "local") -> dict:
     """Run the ensemble with label-derived boxes, compare with the labels, write report + pictures.
-    ``clicks`` > 0 adds the clicks-to-quality protocol (:mod:`.click_eval`) as ``report["clicks"]``."""
+    ``clicks`` > 0 adds the clicks-to-quality protocol (:mod:`.click_eval`) as ``report["clicks"]``,
+    each click answered with ``click_update`` (:attr:`Segmenter.click_update`)."""
     check_same_grid(image, labels, "image", "label map")
     truth = muscle_label_array(labels, "label map").astype(np.int32)
     if not (truth > 0).any():
@@ -251,6 +252,7 @@ def evaluate_case(image: Volume, labels: Volume, loaded: LoadedEnsemble, out_dir
     if clicks > 0:
         from .click_eval import click_report
 
+        seg.click_update = click_update
         report["clicks"] = click_report(seg, boxes, truth, clicks, threshold)
     with publish_folder(out_dir, "evaluate") as out:  # all or nothing; never over a user's files
         _write_pictures(seg, result, boxes, pooled, image, loaded, out)

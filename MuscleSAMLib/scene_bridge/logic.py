@@ -37,7 +37,7 @@ from . import click_markers, clicks, geometry, overlays, prompts, review_table, 
 from .dicom_source import dicom_files_of
 from .jobs import Busy, Job
 from .mrml import find_owned_node, remove_owned_nodes
-from .outcomes import NOT_CLICK_TRAINED, ClickOutcome, DisplaySettings, EnsembleChoice, RunOutcome
+from .outcomes import NOT_CLICK_TRAINED, NOT_FOLLOWED, ClickOutcome, DisplaySettings, EnsembleChoice, RunOutcome
 from ..engine.session import Session
 
 Prompt = Any  # a BoxPrompt or a vtkMRMLMarkupsROINode
@@ -451,10 +451,12 @@ class MuscleSAMLogic:
         s.log[-1]["click"] = {"slice": slice_k, "label": plan.label, "xyxy": list(box.xyxy), "added": plan.added,
                               "point": [x, y, sign]}
         changes = s.undo_runs[-1].segmentation_changes
-        caveat = "" if s.segmenter.ensemble.trained_for_clicks else NOT_CLICK_TRAINED
+        followed = s.segmenter.followed_last_click(box) if plan.added else None
+        caveat = NOT_FOLLOWED if followed is False else ("" if s.segmenter.ensemble.trained_for_clicks
+                                                         else NOT_CLICK_TRAINED)
         return ClickOutcome(outcome, plan.label, slice_k, geometry.canonical_to_ras(s.volume, x, y, k), bool(sign),
                             plan.added, len(box.points), int(changes[0].size) if changes is not None else 0, kept,
-                            caveat)
+                            caveat, followed)
 
     def suggested_click(self, volume_node: Any, label: Any, slice_index: int) -> tuple[float, float, float] | None:
         """World RAS of the suggested next click for muscle ``label`` on slice ``slice_index`` (the node's K): the

@@ -56,6 +56,11 @@ class RunOutcome:
 NOT_CLICK_TRAINED = ("This ensemble was trained on boxes only and often does not follow clicks (see the model "
                      "card); if the mask gets worse, Undo click and paint the fix.")
 
+#: What a click says when the ensemble left the clicked spot on the other side: with the engine's local
+#: update (engine/clicks.py, merge_click_answer) such a click changes nothing.
+NOT_FOLLOWED = ("The ensemble did not move the clicked spot to the side you clicked; click deeper inside the "
+                "wrong region, or Undo click and paint the fix.")
+
 
 @dataclass
 class ClickOutcome:
@@ -71,3 +76,4 @@ class ClickOutcome:
     changed_voxels: int  # segmentation voxels the run changed
     kept_edits: int  # voxels the user painted or erased that the new answer left as the user made them
     caveat: str = ""  # a warning the front ends show with the click (e.g. the ensemble was not trained for clicks)
+    followed: bool | None = None  # did the model change the clicked spot (None: an undo)

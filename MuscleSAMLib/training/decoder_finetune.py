@@ -56,6 +56,11 @@ from .losses import dice_bce, iou_head_loss
 from .schedule import lr_factor, set_lr
 
 DECODER_PREFIXES = ("prompt_encoder.", "mask_decoder.")
+#: Prompt-encoder parts a recipe may train with the decoder (``train_prompt``): the dense mask-prompt
+#: path, and the positive/negative point embeddings (not the box-corner ones, 2 and 3).
+PROMPT_PARTS = {"mask": ("prompt_encoder.mask_downscaling.",),
+                "points": ("prompt_encoder.point_embeddings.0.", "prompt_encoder.point_embeddings.1.",
+                           "prompt_encoder.not_a_point_embed.")}
 ProgressFn = Callable[[str], None]
 
 
@@ -87,6 +92,9 @@ class DecoderRecipe:
     click_prob: float = 0.0
     max_clicks: int = 3
     click_focus: float = 0.0  # > 0: extra BCE on the pixels the previous answer got wrong (the clicks' job)
+    no_click_prob: float = 0.0  # click steps that also feed the answer back once with no new click (must keep it)
+    train_prompt: tuple[str, ...] = ()  # prompt-encoder parts trained with the decoder: "mask", "points"
+    val_clicks: int = 0  # > 0: validation scores the click curve (mean object DSC after 0..val_clicks clicks)
 
 
 @dataclass
@@ -148,30 +156,44 @@ def _decode(sam: torch.nn.Module, emb: torch.Tensor, boxes_model: torch.Tensor,
 
 
 def simulated_clicks(sam: torch.nn.Module, emb: torch.Tensor, boxes: torch.Tensor, targets: torch.Tensor,
-                     logits: torch.Tensor, n_clicks: int, rng: np.random.Generator | None, size: int
+                     logits: torch.Tensor, rounds: Sequence[bool], rng: np.random.Generator | None, size: int
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``n_clicks`` corrective clicks per box, one after another, from the box-only ``logits`` (N, L, L);
-    returns the last answer (logits, IoU) with gradients (earlier ones without) and the previous answer's
-    logits it refined. Clicks are placed on the L x L grid and given to SAM in model pixels; each
-    re-decode also gets the previous logits."""
+    """Refinement rounds from the box-only ``logits`` (N, L, L): in a round marked True each box gets
+    a new corrective click, in one marked False none (SAM's training also has rounds where only the
+    previous answer comes back, so a decoder learns to keep a good answer). Every re-decode gets every
+    click so far plus the previous logits as the dense mask prompt. Returns the last answer (logits,
+    IoU) with gradients (earlier ones without) and the previous answer's logits it refined. Clicks are
+    placed on the L x L grid and given to SAM in model pixels."""
+    if not rounds:
+        raise ValueError("at least one refinement round is needed")
     n, grid = targets.shape[0], targets.shape[-1]
     to_model = size / grid
     clicks: list[list[tuple[float, float, int]]] = [[] for _ in range(n)]
     prev = logits.detach()
     truth = (targets > 0.5).cpu().numpy()
-    for i in range(n_clicks):
-        pred = (prev > 0).cpu().numpy()
-        for b in range(n):
-            c = corrective_click(pred[b], truth[b], rng)
-            if c is not None:
-                clicks[b].append(((c[0] + 0.5) * to_model - 0.5, (c[1] + 0.5) * to_model - 0.5, c[2]))
+    for i, add in enumerate(rounds):
+        if add:
+            pred = (prev > 0).cpu().numpy()
+            for b in range(n):
+                c = corrective_click(pred[b], truth[b], rng)
+                if c is not None:
+                    clicks[b].append(((c[0] + 0.5) * to_model - 0.5, (c[1] + 0.5) * to_model - 0.5, c[2]))
         pts = point_prompt([np.asarray(c, np.float64).reshape(-1, 3) for c in clicks], emb.device)
-        if i < n_clicks - 1:
+        if i < len(rounds) - 1:
             with torch.no_grad():
                 prev, _ = _decode(sam, emb, boxes, pts, prev[:, None])
         else:
             return (*_decode(sam, emb, boxes, pts, prev[:, None]), prev)
-    raise ValueError("n_clicks must be >= 1")
+    raise AssertionError("unreachable")
+
+
+def click_rounds(recipe: DecoderRecipe, rng: np.random.Generator) -> list[bool]:
+    """One step's refinement rounds: 1..max_clicks click rounds, and with ``no_click_prob`` one round
+    without a new click inserted at a random place (at the end included)."""
+    rounds = [True] * int(rng.integers(1, recipe.max_clicks + 1))
+    if rng.random() < recipe.no_click_prob:
+        rounds.insert(int(rng.integers(len(rounds) + 1)), False)
+    return rounds
 
 
 def _batch(ts: TrainingSet, i: int, rng: np.random.Generator, recipe: DecoderRecipe, size: int
@@ -197,8 +219,7 @@ def _train_step(sam: torch.nn.Module, opt: torch.optim.Optimizer, params: list, 
     logits, iou = _decode(sam, emb, boxes)
     loss = dice_bce(logits, targets) + recipe.iou_loss_weight * iou_head_loss(iou, logits, targets)
     if recipe.max_clicks > 0 and rng.random() < recipe.click_prob:
-        n_clicks = int(rng.integers(1, recipe.max_clicks + 1))
-        logits2, iou2, prev = simulated_clicks(sam, emb, boxes, targets, logits, n_clicks, rng, size)
+        logits2, iou2, prev = simulated_clicks(sam, emb, boxes, targets, logits, click_rounds(recipe, rng), rng, size)
         loss = loss + dice_bce(logits2, targets) + recipe.iou_loss_weight * iou_head_loss(iou2, logits2, targets)
         wrong = (prev > 0) != (targets > 0.5)
         if recipe.click_focus > 0 and bool(wrong.any()):
@@ -249,6 +270,66 @@ def validation_dsc(ens: Ensemble, cases: Sequence[DixonCase], folder: str | os.P
     return float(np.mean(scores)) if scores else float("nan")
 
 
+def click_validation_curve(ens: Ensemble, cases: Sequence[DixonCase], folder: str | os.PathLike, n_clicks: int,
+                           mask_prompt: bool, variant: str = "water", slice_step: int = 2) -> list[float]:
+    """Mean object DSC after 0..``n_clicks`` corrective clicks (index 0: the box alone), through
+    :meth:`Ensemble.decode` chained as the engine chains it (every click so far, and the previous answer
+    as the mask prompt when ``mask_prompt``, i.e. for an ensemble trained with clicks).
+
+    Object = one tight box on one stored slice (every ``slice_step``-th labelled slice, to keep early
+    stopping affordable); its DSC is measured in the box against the muscle there; each click is
+    :func:`corrective_click` on the ensemble-mean mask in the box.
+    """
+    scores: list[list[float]] = [[] for _ in range(n_clicks + 1)]
+    for case in cases:
+        lab = case.labels_for(variant)
+        for idx, (k, emb, boxes, geo) in enumerate(stored_slices(case, folder, variant, ens.input_size)):
+            if idx % slice_step:
+                continue
+            for b in boxes:
+                x0, y0, x1, y1 = b.xyxy
+                truth = lab[k, y0:y1, x0:x1] == b.label
+                xyxy = np.array([b.xyxy], np.float64)
+                res = ens.decode(emb, geo, xyxy)
+                clicks: list[tuple[int, int, int]] = []
+                for level in range(n_clicks + 1):
+                    pred = res.probs_window(0, y0, y1, x0, x1).mean(0) >= 0.5
+                    scores[level].append(_dice2d(pred, truth))
+                    if level == n_clicks:
+                        break
+                    c = corrective_click(pred, truth)
+                    if c is not None:
+                        clicks.append((c[0] + x0, c[1] + y0, c[2]))
+                    if not clicks:
+                        scores[level + 1].extend([scores[level][-1]] * (n_clicks - level))
+                        break
+                    prompt = ens.answer_prompt(res) if mask_prompt else None
+                    res = ens.decode(emb, geo, xyxy, prompt, [np.asarray(clicks, np.float64)])
+    return [float(np.mean(s)) if s else float("nan") for s in scores]
+
+
+def _dice2d(pred: np.ndarray, truth: np.ndarray) -> float:
+    """2D DSC of one object (1.0 when both are empty)."""
+    s = int(pred.sum()) + int(truth.sum())
+    return 1.0 if s == 0 else 2.0 * float((pred & truth).sum()) / s
+
+
+def trainable_decoder_params(sam: torch.nn.Module, recipe: DecoderRecipe) -> list[torch.nn.Parameter]:
+    """Freeze the image encoder and the prompt encoder except ``recipe.train_prompt``'s parts (METHODS.md
+    step 5 freezes it all; clicks need the mask-prompt path trained); the mask decoder trains. Returns
+    the trainable parameters."""
+    unknown = sorted(set(recipe.train_prompt) - set(PROMPT_PARTS))
+    if unknown:
+        raise ValueError(f"train_prompt: unknown parts {unknown}; known: {sorted(PROMPT_PARTS)}")
+    prefixes = ("mask_decoder.",) + tuple(p for part in recipe.train_prompt for p in PROMPT_PARTS[part])
+    params = []
+    for n, p in sam.named_parameters():
+        p.requires_grad_(n.startswith(prefixes))
+        if p.requires_grad:
+            params.append(p)
+    return params
+
+
 def _ensemble(arch: str, base: Mapping[str, torch.Tensor], heads: Sequence[Mapping[str, torch.Tensor]]) -> Ensemble:
     """An in-memory decoder-kind ensemble from the base state and member states (the inference runtime)."""
     spec = synthetic_spec(arch, "decoder")
@@ -271,11 +352,7 @@ def train_decoder(base: Mapping[str, torch.Tensor], train: TrainingSet, val_case
         progress(f"resuming decoder training at step {st['step']}")
     if st.get("done") and best_file.is_file():
         return load_state_dict(best_file)
-    for p in sam.image_encoder.parameters():
-        p.requires_grad_(False)
-    params = [p for n, p in sam.named_parameters() if n.startswith("mask_decoder.")]
-    for p in sam.prompt_encoder.parameters():
-        p.requires_grad_(False)  # prompt encoder frozen (METHODS.md step 5)
+    params = trainable_decoder_params(sam, recipe)
     opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     rng = np.random.default_rng(recipe.seed * 7919 + st["step"])
     torch.manual_seed(recipe.seed + st["step"])
@@ -285,8 +362,15 @@ def train_decoder(base: Mapping[str, torch.Tensor], train: TrainingSet, val_case
 
     def validate() -> float:
         sam.eval()
-        dsc = validation_dsc(_ensemble(recipe.arch, {**base, **dec_state()}, [{}]), val_cases, emb_folder) \
-            if val_cases else float("nan")
+        ens = _ensemble(recipe.arch, {**base, **dec_state()}, [{}])
+        if not val_cases:
+            dsc = float("nan")
+        elif recipe.val_clicks > 0:
+            curve = click_validation_curve(ens, val_cases, emb_folder, recipe.val_clicks, recipe.click_prob > 0)
+            progress(f"  validation click curve {np.round(curve, 4).tolist()}")
+            dsc = float(np.mean(curve))
+        else:
+            dsc = validation_dsc(ens, val_cases, emb_folder)
         sam.train()
         return dsc
 
@@ -378,4 +462,5 @@ def recipe_dict(recipe: DecoderRecipe) -> dict:
     """JSON-ready recipe (lists for tuples)."""
     d = asdict(recipe)
     d["variants"] = list(recipe.variants)
+    d["train_prompt"] = list(recipe.train_prompt)
     return d

@@ -29,11 +29,12 @@ from ..errors import InputError
 from ..models.litemedsam import CHECKPOINT_SHA256, checkpoint_path
 from ..models.safe_load import load_state_dict, save_safetensors_atomic
 from ..volumes import check_same_grid, read_volume
-from .decoder_finetune import (DecoderRecipe, TrainingSet, _ensemble, recipe_dict, stored_slices, train_decoder,
+from .decoder_finetune import (PROMPT_PARTS, DecoderRecipe, TrainingSet, _ensemble, recipe_dict, stored_slices, train_decoder,
                                train_heads)
 from .embedding_store import DixonCase, precompute
 from .validate import bake_temperature
 
+_TUPLE_KEYS = ("variants", "train_prompt")  # JSON lists -> the recipe's tuples
 TEMPERATURES = (0.7, 0.85, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 7.0, 8.0, 10.0, 12.0, 15.0)
 
 
@@ -64,8 +65,7 @@ def load_recipe_config(path: str | os.PathLike) -> tuple[list[dict], DecoderReci
     unknown = sorted(set(raw) - known)
     if unknown:
         raise InputError(f"{p}: unknown recipe keys {unknown}; known: {sorted(known)}")
-    if "variants" in raw:
-        raw = dict(raw, variants=tuple(raw["variants"]))
+    raw = {k: (tuple(v) if k in _TUPLE_KEYS else v) for k, v in raw.items()}
     extra = {k: v for k, v in cfg.items() if k not in ("subjects", "recipe")}
     return subjects, DecoderRecipe(**raw), extra
 
@@ -191,14 +191,15 @@ def publish(run_dir: str | os.PathLike, manifest: str | os.PathLike, name: str, 
 
     run = Path(run_dir)
     record = json.loads((run / "record.json").read_text())
-    recipe = DecoderRecipe(**{**record["recipe"], "variants": tuple(record["recipe"]["variants"])})
+    recipe = DecoderRecipe(**{k: (tuple(v) if k in _TUPLE_KEYS else v) for k, v in record["recipe"].items()})
     src = run / (fold or "final")
     dest = Path(manifest).resolve().parent
     dest.mkdir(parents=True, exist_ok=True)
     t = temperature if temperature is not None else record["final"]["temperature"]
     dec = load_state_dict(src / "decoder_best.safetensors")
     shared = dest / f"{name}_shared.safetensors"
-    save_safetensors_atomic({k: v.half() for k, v in dec.items() if k.startswith("mask_decoder.")}, shared,
+    trained = ("mask_decoder.",) + tuple(p for part in recipe.train_prompt for p in PROMPT_PARTS[part])
+    save_safetensors_atomic({k: v.half() for k, v in dec.items() if k.startswith(trained)}, shared,
                             metadata={"base_sha256": CHECKPOINT_SHA256, "arch": recipe.arch})
     members = []
     for m in range(recipe.members):

@@ -25,6 +25,7 @@ from MuscleSAMLib.scene_bridge import geometry as G  # noqa: E402
 from MuscleSAMLib.scene_bridge import segments as S  # noqa: E402
 from MuscleSAMLib.scene_bridge.headless import headless_scene  # noqa: E402
 from MuscleSAMLib.scene_bridge.logic import MuscleSAMLogic  # noqa: E402
+from MuscleSAMLib.scene_bridge.outcomes import NOT_CLICK_TRAINED, NOT_FOLLOWED  # noqa: E402
 from MuscleSAMLib.volumes import Volume, read_volume  # noqa: E402
 
 VL, VM, SM = 3, 5, 9
@@ -91,7 +92,9 @@ def test_a_click_reruns_only_its_muscle_and_undo_brings_it_back_exactly(case, lo
     assert out.added and not out.positive and out.clicks == 1 and out.label == VL and out.slice == case.slice
     assert out.run.slices == [case.slice] and set(out.run.changed_labels) <= {VL}
     assert out.changed_voxels == int((after != before).sum()) > 0  # the random ensemble answers the click
-    assert "trained on boxes only" in out.caveat  # a random ensemble has no click training: the user is told
+    # the user is told when the model left the clicked spot as it was, else that it had no click training
+    assert out.followed in (True, False)
+    assert out.caveat == (NOT_FOLLOWED if out.followed is False else NOT_CLICK_TRAINED)
     changed = after != before
     assert set(np.unique(before[changed])) | set(np.unique(after[changed])) <= {0, VL}  # only VL's voxels
     for other in (VM, SM):
@@ -111,7 +114,7 @@ def test_a_click_reruns_only_its_muscle_and_undo_brings_it_back_exactly(case, lo
     assert case.s.segmenter.stats.decoder_calls == calls
     assert np.array_equal(case.labels(), after)
     back = logic.undo_click(case.node, "VL", case.slice)
-    assert not back.added and back.clicks == 0
+    assert not back.added and back.clicks == 0 and back.followed is None
     assert np.array_equal(case.labels(), before)
     for name, arr in case.maps().items():
         np.testing.assert_allclose(arr, maps[name], atol=1e-6, err_msg=name)

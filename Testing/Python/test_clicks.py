@@ -12,14 +12,14 @@ import torch
 
 from musclesam_test_helpers import DIRECTIONS, make_image
 from MuscleSAMLib.engine.boxes import boxes_to_json, parse_boxes, validate_box
-from MuscleSAMLib.engine.clicks import MAX_CLICKS, check_clicks, corrective_click, suggest_click
+from MuscleSAMLib.engine.clicks import MAX_CLICKS, check_clicks, corrective_click, merge_click_answer, suggest_click
 from MuscleSAMLib.engine.segmenter import Segmenter
 from MuscleSAMLib.engine.types import BoxPrompt
 from MuscleSAMLib.errors import InputError
 from MuscleSAMLib.models.architectures import build_sam
 from MuscleSAMLib.models.ensemble import Ensemble, synthetic_spec
 from MuscleSAMLib.models.shared_trunk import MEMBER_HEAD_PREFIXES, SharedTrunkHeads
-from MuscleSAMLib.slice_geometry import ResizePad
+from MuscleSAMLib.slice_geometry import ResizePad, model_to_slice
 from MuscleSAMLib.volumes import volume_from_array
 
 
@@ -98,12 +98,19 @@ def test_shared_trunk_with_clicks_and_previous_answer_equals_per_member_decoders
     np.testing.assert_allclose(alone.logits_lowres[:, 0], got.logits_lowres[:, 0], atol=1e-5)
 
 
+def _segmenter(ens, img, update: str) -> Segmenter:
+    seg = Segmenter(ens, img)
+    seg.click_update = update
+    return seg
+
+
+@pytest.mark.parametrize("update", ["global", "local"])
 @pytest.mark.parametrize("kind, geometry", [("decoder", "slice"), ("lora", "slice"), ("full", "slice"),
                                             ("decoder", "box_crop")])
-def test_clicks_replay_live_one_decode_per_click_and_free_undo(kind, geometry):
+def test_clicks_replay_live_one_decode_per_click_and_free_undo(kind, geometry, update):
     ens = Ensemble.random("demo_xs", kind=kind, members=3, prompt_geometry=geometry)
     img = np.random.default_rng(0).uniform(0, 100, (3, 40, 50)).astype(np.float32)
-    live = Segmenter(ens, img)
+    live = _segmenter(ens, img, update)
     box = BoxPrompt(1, 1, (10, 10, 30, 30))
     clicks = ((15, 15, 1), (28, 12, 0), (7, 32, 1))
     answers = []
@@ -122,10 +129,55 @@ def test_clicks_replay_live_one_decode_per_click_and_free_undo(kind, geometry):
     assert live.stats.decoder_calls == dec + 1  # ... and it kept that answer too
     np.testing.assert_array_equal(first.member_probs, answers[0].member_probs)
     assert box_again.member_probs.shape[0] == 3
-    replay = Segmenter(ens, img).predict_slice(1, [box, BoxPrompt(1, 1, box.xyxy, points=clicks)])
+    replay = _segmenter(ens, img, update).predict_slice(1, [box, BoxPrompt(1, 1, box.xyxy, points=clicks)])
     np.testing.assert_allclose(replay.boxes[1].member_probs, answers[-1].member_probs, atol=1e-5)
-    assert not np.allclose(answers[0].member_probs, answers[-1].member_probs[:, :answers[0].member_probs.shape[1],
-                                                                              :answers[0].member_probs.shape[2]])
+    if update == "global":  # random weights rarely flip a clicked pixel, so only the global update must differ
+        assert not np.allclose(answers[0].member_probs, answers[-1].member_probs[
+            :, :answers[0].member_probs.shape[1], :answers[0].member_probs.shape[2]])
+
+
+def test_a_click_changes_only_the_changed_region_that_holds_it():
+    prev = np.full((2, 1, 8, 8), -3.0, np.float32)
+    prev[:, :, 2:5, 2:5] = 3.0  # the previous answer: a 3 x 3 square
+    new = prev.copy()
+    new[:, :, 2:5, 5:7] = 2.0  # the re-decode grows the square to the right ...
+    new[:, :, 6:8, 0:2] = 2.0  # ... and adds a far-away blob the user did not ask for
+    new[:, :, 3, 3] = 2.5  # inside the square: a change of value, not of side
+    merged, followed = merge_click_answer(prev, new, (3, 5))
+    assert followed
+    np.testing.assert_array_equal(merged[:, :, 2:5, 5:7], new[:, :, 2:5, 5:7])  # the clicked region is taken
+    np.testing.assert_array_equal(merged[:, :, 6:8, 0:2], prev[:, :, 6:8, 0:2])  # the far blob is not
+    assert merged[0, 0, 3, 3] == 3.0  # nor is any pixel whose side did not change
+    merged, followed = merge_click_answer(prev, new, (0, 7))  # a click whose pixel the model left alone
+    assert not followed
+    np.testing.assert_array_equal(merged, prev)
+    half = prev.copy()
+    half[0, :, 3, 6] = 4.0  # one member of two flips the pixel: the mean probability decides
+    assert merge_click_answer(prev, half, (3, 6))[1] is True
+    with pytest.raises(ValueError, match="outside"):
+        merge_click_answer(prev, new, (8, 0))
+
+
+def test_the_engine_merges_each_click_at_the_clicked_cell_of_the_logit_grid():
+    ens = Ensemble.random("demo_xs", members=2, seed=3)
+    img = np.random.default_rng(4).uniform(0, 100, (1, 40, 50)).astype(np.float32)
+    box = BoxPrompt(1, 0, (10, 10, 30, 30))
+    local, glob = _segmenter(ens, img, "local"), _segmenter(ens, img, "global")
+    emb, geo = local.embedding(0)
+    before = local._answer(0, box, emb, geo, None, 0)[0]
+    for click in ((20, 20, 0), (20, 20, 1), (12, 28, 1), (29, 11, 0)):
+        clicked = BoxPrompt(1, 0, box.xyxy, points=(click,))
+        local.predict_slice(0, [clicked])
+        got = local._answer(0, clicked, emb, geo, None, 1)[0]
+        rc = local._lowres_rc(geo, click[0], click[1])
+        want, followed = merge_click_answer(before, glob._answer(0, clicked, emb, geo, None, 1)[0], rc)
+        np.testing.assert_array_equal(got, want)
+        assert local.followed_last_click(clicked) is followed
+        one_hot = torch.zeros(ens.lowres_size, ens.lowres_size)
+        one_hot[rc] = 1.0  # the grid cell the engine merged at covers the clicked slice pixel
+        up = model_to_slice(one_hot, geo).numpy()
+        assert up[click[1], click[0]] >= 0.5 * up.max()
+    assert local.followed_last_click(box) is None
 
 
 def test_a_click_far_from_the_box_widens_the_answer_window_or_is_refused_by_a_box_crop_ensemble():
@@ -235,10 +287,10 @@ def test_a_click_trained_ensemble_gets_its_previous_answer_as_the_mask_prompt_an
         spec = synthetic_spec("demo_xs", "decoder", training={"recipe": {"click_prob": 1.0 if trained else 0.0}})
         ens = Ensemble.from_states(spec, base, [{}, {}])
         assert ens.trained_for_clicks is trained
-        live = Segmenter(ens, img)
+        live = _segmenter(ens, img, "global")
         for n in range(len(clicks) + 1):
             last = live.predict_slice(0, [BoxPrompt(1, 0, (10, 10, 30, 30), points=clicks[:n])]).boxes[0]
-        replay = Segmenter(ens, img).predict_slice(0, [BoxPrompt(1, 0, (10, 10, 30, 30), points=clicks)]).boxes[0]
+        replay = _segmenter(ens, img, "global").predict_slice(0, [BoxPrompt(1, 0, (10, 10, 30, 30), points=clicks)]).boxes[0]
         np.testing.assert_allclose(replay.member_probs, last.member_probs, atol=1e-5)
         answers[trained] = last.member_probs
         if not trained:  # box + clicks only: the same as one decode of the box with both clicks

@@ -10,11 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
+from MuscleSAMLib.models.architectures import build_sam
+from MuscleSAMLib.models.litemedsam import CHECKPOINT_SHA256, checkpoint_path
 from MuscleSAMLib.models.loading import load_ensemble
+from MuscleSAMLib.models.safe_load import load_state_dict
 from MuscleSAMLib.models.shared_trunk import SharedTrunkHeads
 from MuscleSAMLib.phantoms import make_thigh_phantom
 from MuscleSAMLib.slice_geometry import ResizePad
+from MuscleSAMLib.training.decoder_finetune import DecoderRecipe, click_rounds, trainable_decoder_params
 from MuscleSAMLib.training.litemedsam_recipe import TEMPERATURES, load_recipe_config, publish, run_recipe
 
 
@@ -39,7 +44,8 @@ def recipe_run(tmp_path_factory) -> tuple[Path, Path, dict]:
     cfg.write_text(json.dumps({"name": "tiny", "subjects": subjects, "threads": 1,
                                "recipe": {"variants": ["water"], "steps": 2, "val_every": 2, "boxes_per_step": 2,
                                           "members": 2, "member_steps": 1, "final_steps": 2, "save_every": 1,
-                                          "click_prob": 1.0, "max_clicks": 2}}))
+                                          "click_prob": 1.0, "max_clicks": 2, "no_click_prob": 1.0,
+                                          "train_prompt": ["mask", "points"], "val_clicks": 1}}))
     out = folder / "run"
     return cfg, out, run_recipe(cfg, out, progress=lambda m: None)
 
@@ -79,3 +85,40 @@ def test_published_ensemble_loads_with_shared_trunk_and_segments(recipe_run, tmp
     x, geo = ens.preprocess(img)
     res = ens.decode(ens.encode(x), geo, np.array([[38, 28, 82, 62]], float))
     assert res.probs.shape == (2, 1, 96, 144) and np.isfinite(res.probs).all()
+
+
+def test_a_click_recipe_trains_the_mask_prompt_path_and_publishes_it(recipe_run, tmp_path):
+    cfg, out, record = recipe_run
+    assert record["recipe"]["train_prompt"] == ["mask", "points"]
+    manifest = tmp_path / "weights" / "manifest.json"
+    publish(out, manifest, "tiny", default=True, version="1", description="test", licence="Apache-2.0")
+    shared = load_state_dict(manifest.parent / "tiny_shared.safetensors")
+    base = load_state_dict(checkpoint_path(), CHECKPOINT_SHA256)
+    trained = [k for k in shared if k.startswith("prompt_encoder.")]
+    assert any(k.startswith("prompt_encoder.mask_downscaling.") for k in trained)
+    assert "prompt_encoder.point_embeddings.1.weight" in trained
+    assert not any(k.startswith(("prompt_encoder.point_embeddings.2", "prompt_encoder.point_embeddings.3"))
+                   for k in shared)  # the box corners stay LiteMedSAM's
+    fp32 = load_state_dict(out / "final" / "decoder_best.safetensors")
+    assert any(not torch.equal(fp32[k], base[k]) for k in trained)  # they trained
+    ens = load_ensemble(None, manifest, "cpu").ensemble
+    assert ens.trained_for_clicks  # so the engine feeds it its previous answer
+
+
+def test_click_rounds_and_trainable_parts_follow_the_recipe():
+    rng = np.random.default_rng(0)
+    recipe = DecoderRecipe(max_clicks=3, no_click_prob=1.0)
+    for _ in range(20):
+        rounds = click_rounds(recipe, rng)
+        assert rounds.count(False) == 1 and 1 <= rounds.count(True) <= 3
+    assert all(False not in click_rounds(DecoderRecipe(max_clicks=2), rng) for _ in range(20))
+    sam = build_sam("demo_xs")
+    names = {n for n, p in sam.named_parameters() if p in set(trainable_decoder_params(sam, DecoderRecipe()))}
+    assert names and all(n.startswith("mask_decoder.") for n in names)  # METHODS.md: prompt encoder frozen
+    trainable_decoder_params(sam, DecoderRecipe(train_prompt=("mask",)))
+    grads = {n for n, p in sam.named_parameters() if p.requires_grad}
+    assert {n for n in grads if n.startswith("prompt_encoder.")} == {
+        n for n, _ in sam.named_parameters() if n.startswith("prompt_encoder.mask_downscaling.")}
+    assert not any(n.startswith("image_encoder.") for n in grads)
+    with pytest.raises(ValueError, match="unknown parts"):
+        trainable_decoder_params(sam, DecoderRecipe(train_prompt=("encoder",)))
