@@ -15,10 +15,11 @@ row of a pixel of the object's axial slice (integer pixel indices, the pixel's c
 - :func:`suggest_click` is what the tool shows without knowing the truth: the pixel farthest inside
   the connected region of high uncertainty (>= ``fraction`` x the maximum, 4-connected) with the
   largest summed uncertainty.
-- :func:`merge_click_answer` keeps a click's effect local (FocalClick's "progressive merge", Chen et
-  al., CVPR 2022): the re-decode replaces the previous answer only in the connected region of
-  changed pixels that holds the click, so a click never moves a border far from where the user
-  clicked, and a click the model did not follow changes nothing.
+- :func:`merge_click_answer` keeps a click's effect local (after FocalClick's "progressive merge",
+  Chen et al., CVPR 2022): the re-decode replaces the previous answer only in the connected region,
+  holding the click, of pixels it moved to the clicked side. So a click never moves a border far
+  from where the user clicked, a "muscle" click never removes muscle (nor a "not muscle" click adds
+  any), and a click the model did not follow changes nothing.
 """
 
 from __future__ import annotations
@@ -123,31 +124,28 @@ def check_clicks(points: Iterable[Sequence[float]], shape: tuple[int, int], sour
     return tuple(out)
 
 
-def merge_click_answer(previous: np.ndarray, new: np.ndarray, click_rc: tuple[int, int]
+def merge_click_answer(previous: np.ndarray, new: np.ndarray, click_rc: tuple[int, int], positive: int
                        ) -> tuple[np.ndarray, bool]:
     """A click's re-decode merged into the previous answer (see module docstring).
 
-    ``previous`` and ``new``: member logits (M, ..., L, L) of one object on the low-resolution grid
-    (leading axes beyond the member axis are allowed, e.g. (M, 1, L, L)); ``click_rc``: the clicked
-    (row, col) on that grid. The mask of an answer is its member-mean probability >= 0.5. Region =
-    the 4-connected component, containing the click, of the pixels whose mask differs between the
-    two answers. Returns (logits: ``new`` inside the region, ``previous`` outside; True when the
-    click's own pixel changed side, i.e. the model followed the click).
+    ``previous`` and ``new``: member logits (M, 1, L, L) of one object on the low-resolution grid;
+    ``click_rc``: the clicked (row, col) on that grid; ``positive``: 1 "muscle", 0 "not muscle". The
+    mask of an answer is its member-mean probability >= 0.5. Region = the 4-connected component,
+    containing the click, of the pixels the re-decode moved to the clicked side (a positive click
+    only adds muscle, a negative one only removes it). Returns (logits: ``new`` inside the region,
+    ``previous`` outside; True when the re-decode has the clicked pixel on the clicked side).
     """
     prev, cur = np.asarray(previous), np.asarray(new)
-    if prev.shape != cur.shape:
-        raise ValueError(f"previous and new answers differ in shape: {prev.shape} vs {cur.shape}")
-    L = prev.shape[-2:]
+    if prev.shape != cur.shape or prev.ndim != 4 or prev.shape[1] != 1:
+        raise ValueError(f"expected two (M, 1, L, L) answers of one object, got {prev.shape} and {cur.shape}")
     r, c = int(click_rc[0]), int(click_rc[1])
-    if not (0 <= r < L[0] and 0 <= c < L[1]):
-        raise ValueError(f"click ({r}, {c}) is outside the {L[0]} x {L[1]} logit grid")
-    flat_prev, flat_new = prev.reshape(prev.shape[0], -1, *L), cur.reshape(cur.shape[0], -1, *L)
-    if flat_prev.shape[1] != 1:
-        raise ValueError(f"one object at a time: got {flat_prev.shape[1]}")
+    if not (0 <= r < prev.shape[2] and 0 <= c < prev.shape[3]):
+        raise ValueError(f"click ({r}, {c}) is outside the {prev.shape[2]} x {prev.shape[3]} logit grid")
     mean = lambda z: (1.0 / (1.0 + np.exp(-z[:, 0].astype(np.float64)))).mean(0) >= 0.5  # noqa: E731
-    changed = mean(flat_prev) != mean(flat_new)
-    if not changed[r, c]:
-        return prev.copy(), False
-    lab, _ = ndimage.label(changed)
-    region = lab == lab[r, c]
-    return np.where(region, cur, prev).astype(cur.dtype, copy=False), True
+    old_mask, new_mask = mean(prev), mean(cur)
+    followed = bool(new_mask[r, c]) == bool(positive)
+    toward = (new_mask & ~old_mask) if positive else (old_mask & ~new_mask)
+    if not toward[r, c]:
+        return prev.copy(), followed
+    lab, _ = ndimage.label(toward)
+    return np.where(lab == lab[r, c], cur, prev).astype(cur.dtype, copy=False), True

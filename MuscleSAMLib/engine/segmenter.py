@@ -11,7 +11,8 @@ alone, then one re-decode per click with every click so far and, for an ensemble
 prompt. A decoder never trained with mask prompts loses its answer when fed it back (MODEL_CARD.md,
 "Clicks": the shipped box-only decoder drops from DSC 0.79 to 0.62 with its own answer and no click),
 so such an ensemble gets the box and the clicks only. Each click's re-decode then replaces the previous
-answer only in the changed region that holds the click (:attr:`Segmenter.click_update` "local",
+answer only in the region, holding the click, that it moved to the clicked side
+(:attr:`Segmenter.click_update` "local",
 :func:`~.clicks.merge_click_answer`; "global" takes the whole re-decode, for comparison), and the
 engine records whether the model moved the clicked pixel to the clicked side
 (:meth:`Segmenter.followed_last_click`). So a box and its clicks always give the same mask, whether
@@ -79,7 +80,7 @@ class Segmenter:
         self._lock = threading.RLock()  # one model call at a time (the worker and the caller share it)
         self.stats = EngineStats()
         self._answers: OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = OrderedDict()
-        #: "local": a click changes the answer only in the changed region that holds it
+        #: "local": a click changes the answer only in the region, holding it, moved to its side
         #: (:func:`~.clicks.merge_click_answer`); "global": the re-decode replaces the whole answer.
         self.click_update = "local"
         #: Answer keys whose last click the model did not follow (its pixel stayed on the other side).
@@ -267,8 +268,8 @@ class Segmenter:
             self.stats.decode_seconds += time.perf_counter() - t0
             self.stats.decoder_calls += 1
         if previous is not None:
-            x, y, _ = clicks[-1]
-            merged, followed = merge_click_answer(previous[0], answer[0], self._lowres_rc(geo, x - dx, y - dy))
+            x, y, sign = clicks[-1]
+            merged, followed = merge_click_answer(previous[0], answer[0], self._lowres_rc(geo, x - dx, y - dy), sign)
             if self.click_update == "local":
                 answer = (merged, answer[1])
             with self._lock:

@@ -136,26 +136,31 @@ def test_clicks_replay_live_one_decode_per_click_and_free_undo(kind, geometry, u
             :, :answers[0].member_probs.shape[1], :answers[0].member_probs.shape[2]])
 
 
-def test_a_click_changes_only_the_changed_region_that_holds_it():
+def test_a_click_changes_only_the_region_it_moved_to_its_side():
     prev = np.full((2, 1, 8, 8), -3.0, np.float32)
     prev[:, :, 2:5, 2:5] = 3.0  # the previous answer: a 3 x 3 square
     new = prev.copy()
     new[:, :, 2:5, 5:7] = 2.0  # the re-decode grows the square to the right ...
-    new[:, :, 6:8, 0:2] = 2.0  # ... and adds a far-away blob the user did not ask for
-    new[:, :, 3, 3] = 2.5  # inside the square: a change of value, not of side
-    merged, followed = merge_click_answer(prev, new, (3, 5))
+    new[:, :, 6:8, 0:2] = 2.0  # ... adds a far-away blob the user did not ask for ...
+    new[:, :, 2, 2:4] = -1.0  # ... takes two pixels off the square, touching the growth ...
+    new[:, :, 3, 3] = 2.5  # ... and changes a value inside it, not its side
+    merged, followed = merge_click_answer(prev, new, (3, 5), 1)
     assert followed
     np.testing.assert_array_equal(merged[:, :, 2:5, 5:7], new[:, :, 2:5, 5:7])  # the clicked region is taken
     np.testing.assert_array_equal(merged[:, :, 6:8, 0:2], prev[:, :, 6:8, 0:2])  # the far blob is not
-    assert merged[0, 0, 3, 3] == 3.0  # nor is any pixel whose side did not change
-    merged, followed = merge_click_answer(prev, new, (0, 7))  # a click whose pixel the model left alone
+    np.testing.assert_array_equal(merged[:, :, 2, 2:4], prev[:, :, 2, 2:4])  # a "muscle" click removes none
+    assert merged[0, 0, 3, 3] == 3.0  # nor takes any pixel whose side did not change
+    merged, followed = merge_click_answer(prev, new, (2, 3), 0)  # "not muscle" where it took pixels off
+    assert followed and (merged[:, :, 2, 2:4] == -1.0).all() and (merged[:, :, 2:5, 5:7] == -3.0).all()
+    merged, followed = merge_click_answer(prev, new, (0, 7), 1)  # a click whose pixel the model left alone
     assert not followed
     np.testing.assert_array_equal(merged, prev)
+    assert merge_click_answer(prev, new, (4, 4), 1)[1] is True  # already muscle: followed, nothing to fix
     half = prev.copy()
     half[0, :, 3, 6] = 4.0  # one member of two flips the pixel: the mean probability decides
-    assert merge_click_answer(prev, half, (3, 6))[1] is True
+    assert merge_click_answer(prev, half, (3, 6), 1)[1] is True
     with pytest.raises(ValueError, match="outside"):
-        merge_click_answer(prev, new, (8, 0))
+        merge_click_answer(prev, new, (8, 0), 1)
 
 
 def test_the_engine_merges_each_click_at_the_clicked_cell_of_the_logit_grid():
@@ -170,7 +175,7 @@ def test_the_engine_merges_each_click_at_the_clicked_cell_of_the_logit_grid():
         local.predict_slice(0, [clicked])
         got = local._answer(0, clicked, emb, geo, None, 1)[0]
         rc = local._lowres_rc(geo, click[0], click[1])
-        want, followed = merge_click_answer(before, glob._answer(0, clicked, emb, geo, None, 1)[0], rc)
+        want, followed = merge_click_answer(before, glob._answer(0, clicked, emb, geo, None, 1)[0], rc, click[2])
         np.testing.assert_array_equal(got, want)
         assert local.followed_last_click(clicked) is followed
         one_hot = torch.zeros(ens.lowres_size, ens.lowres_size)
