@@ -54,7 +54,7 @@ class RunOutcome:
 #: What a click says when the ensemble's training record shows no click training (MODEL_CARD: such a
 #: decoder fixes the clicked pixel in only about a third to a half of clicks and often worsens the rest).
 NOT_CLICK_TRAINED = ("This ensemble was trained on boxes only and often does not follow clicks (see the model "
-                     "card); if the mask gets worse, Undo click and paint the fix.")
+                     "card); if the mask gets worse near the click, Undo click and paint the fix.")
 
 #: What a click says when the ensemble left the clicked spot on the other side: with the engine's local
 #: update (engine/clicks.py, merge_click_answer) such a click changes nothing.
