@@ -151,6 +151,8 @@ class Ensemble:
         key_src = {"arch": spec.arch.to_dict(), "input": spec.input_size, "mean": spec.pixel_mean,
                    "std": spec.pixel_std, "kind": spec.kind, "geometry": spec.prompt_geometry,
                    "base": spec.base.sha256 if spec.base else None}
+        if spec.shared is not None and _holds_encoder_keys(spec.shared.resolved()):
+            key_src["encoder_shared"] = spec.shared.sha256  # fine-tuned encoder stages: other embeddings
         if spec.kind != "decoder":
             key_src["members"] = [f.sha256 for f in spec.members]
             key_src["lora"] = [spec.lora.rank, spec.lora.alpha, list(spec.lora.targets)] if spec.lora else None
@@ -579,14 +581,26 @@ def spec_states(spec: EnsembleSpec) -> tuple[dict[str, torch.Tensor], list[dict[
     """A manifest entry's weights, each file checksum-verified: (base with the shared decoder weights
     applied, one state per member file). A member's keys override the base's (weights/README.md)."""
     base = load_state_dict(spec.base.resolved(), spec.base.sha256) if spec.base else {}
-    if spec.shared is not None:  # decoder weights common to all members, on top of the base
+    if spec.shared is not None:  # weights common to all members, on top of the base (decoder; may hold
+        # fine-tuned image-encoder stages: still one encoder, one pass per slice, for every member)
         shared = load_state_dict(spec.shared.resolved(), spec.shared.sha256)
-        enc_keys = sorted(k for k in shared if k.startswith(_ENC_PREFIX))
-        if enc_keys:
-            raise WeightsError(f"shared weights file {spec.shared.path} overrides image-encoder weights "
-                               f"({enc_keys[0]}, ...); a decoder ensemble keeps the base encoder")
+        if spec.kind != "decoder" and any(k.startswith(_ENC_PREFIX) for k in shared):
+            raise WeightsError(f"shared weights file {spec.shared.path} overrides image-encoder weights; only a "
+                               f"decoder ensemble (one shared encoder) may carry fine-tuned encoder stages")
+        unknown = sorted(set(shared) - set(base)) if base else []
+        if unknown:
+            raise WeightsError(f"shared weights file {spec.shared.path} has keys the base {spec.base.path} lacks "
+                               f"({unknown[0]}, ...): it was made for another architecture")
         base = {**base, **shared}
     return base, [load_state_dict(f.resolved(), f.sha256) for f in spec.members]
+
+
+def _holds_encoder_keys(path) -> bool:
+    """Whether a safetensors file holds image-encoder weights (reads its header only)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return any(k.startswith(_ENC_PREFIX) for k in f.keys())
 
 
 def synthetic_spec(arch: str | ArchSpec, kind: str, *, lora: LoRASpec | None = None, name: str = "",

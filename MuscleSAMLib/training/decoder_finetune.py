@@ -52,6 +52,7 @@ from ..models.shared_trunk import MEMBER_HEAD_PREFIXES
 from ..slice_geometry import ResizePad, resize_pad
 from .data import jitter_box
 from .embedding_store import DixonCase, load_embedding
+from .encoder_tail import load_features, run_tail, tail_parameters, tail_prefixes, write_tail_embeddings
 from .losses import dice_bce, iou_head_loss
 from .schedule import lr_factor, set_lr
 
@@ -95,6 +96,8 @@ class DecoderRecipe:
     no_click_prob: float = 0.0  # click steps that also feed the answer back once with no new click (must keep it)
     train_prompt: tuple[str, ...] = ()  # prompt-encoder parts trained with the decoder: "mask", "points"
     val_clicks: int = 0  # > 0: validation scores the click curve (mean object DSC after 0..val_clicks clicks)
+    encoder_stages: int = 0  # > 0: TinyViT's last N stages + neck train too (their input features cached)
+    encoder_lr: float = 5e-5  # ... at this learning rate (same schedule)
 
 
 @dataclass
@@ -115,6 +118,7 @@ class TrainingSet:
         self.entries: list[SliceEntry] = []
         self.embeddings: list[torch.Tensor] = []
         self._labels: dict[tuple[int, str], np.ndarray] = {}
+        self.tail: Callable[[int], torch.Tensor] | None = None  # entry -> embedding through trained encoder stages
         for ci, case in enumerate(self.cases):
             for v in variants:
                 for k, emb, boxes, _ in stored_slices(case, folder, v, 1):
@@ -209,7 +213,8 @@ def _batch(ts: TrainingSet, i: int, rng: np.random.Generator, recipe: DecoderRec
         jb = jitter_box(box, shape, recipe.jitter, recipe.jitter_px, rng)
         boxes.append(geo.box_to_model(np.asarray(jb, np.float64)))
         targets.append(ts.target(i, label, box, size))
-    return ts.embeddings[i].float(), torch.as_tensor(np.stack(boxes), dtype=torch.float32), torch.stack(targets)
+    emb = ts.tail(i) if ts.tail is not None else ts.embeddings[i].float()
+    return emb, torch.as_tensor(np.stack(boxes), dtype=torch.float32), torch.stack(targets)
 
 
 def _train_step(sam: torch.nn.Module, opt: torch.optim.Optimizer, params: list, train: TrainingSet, i: int,
@@ -338,9 +343,12 @@ def _ensemble(arch: str, base: Mapping[str, torch.Tensor], heads: Sequence[Mappi
 
 def train_decoder(base: Mapping[str, torch.Tensor], train: TrainingSet, val_cases: Sequence[DixonCase],
                   emb_folder: str | os.PathLike, out: str | os.PathLike, recipe: DecoderRecipe,
-                  progress: ProgressFn = print) -> dict[str, torch.Tensor]:
-    """Stage 1: fine-tune the whole mask decoder; returns the best decoder state (prompt_encoder.* +
-    mask_decoder.*). Resumes from ``out/decoder_last.safetensors`` + ``decoder_state.json``."""
+                  progress: ProgressFn = print, feature_folder: str | os.PathLike | None = None
+                  ) -> dict[str, torch.Tensor]:
+    """Stage 1: fine-tune the whole mask decoder (and with ``encoder_stages`` the encoder's last stages,
+    from stored features in ``feature_folder``: :mod:`.encoder_tail`); returns the best state
+    (prompt_encoder.* + mask_decoder.* [+ the encoder tail]). Resumes from
+    ``out/decoder_last.safetensors`` + ``decoder_state.json``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     size = get_arch(recipe.arch).img_size
@@ -353,24 +361,45 @@ def train_decoder(base: Mapping[str, torch.Tensor], train: TrainingSet, val_case
     if st.get("done") and best_file.is_file():
         return load_state_dict(best_file)
     params = trainable_decoder_params(sam, recipe)
-    opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    groups = [{"params": params, "base_lr": recipe.lr}]
+    prefixes = DECODER_PREFIXES
+    if recipe.encoder_stages:
+        # the encoder's last stages train too, from stored features of the frozen stages before them
+        n, enc = recipe.encoder_stages, sam.image_encoder
+        tail = tail_parameters(enc, n)
+        for p in tail:
+            p.requires_grad_(True)
+        groups.append({"params": tail, "base_lr": recipe.encoder_lr})
+        params = params + tail
+        prefixes = DECODER_PREFIXES + tail_prefixes(enc, n)
+        if feature_folder is None:
+            raise ValueError("encoder_stages > 0 needs the folder of stored features")
+        feats = [load_features(feature_folder, train.cases[e.case].name, e.variant, e.k).to(torch.float16)
+                 for e in train.entries]
+        train.tail = lambda i: run_tail(enc, feats[i].float(), n)
+    opt = torch.optim.AdamW(groups, lr=recipe.lr, weight_decay=recipe.weight_decay)
     rng = np.random.default_rng(recipe.seed * 7919 + st["step"])
     torch.manual_seed(recipe.seed + st["step"])
 
     def dec_state() -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in sam.state_dict().items() if k.startswith(DECODER_PREFIXES)}
+        return {k: v.detach().clone() for k, v in sam.state_dict().items() if k.startswith(prefixes)}
 
     def validate() -> float:
         sam.eval()
         ens = _ensemble(recipe.arch, {**base, **dec_state()}, [{}])
+        folder = emb_folder
+        if val_cases and recipe.encoder_stages:  # the held-out slices through the tail as it is now
+            folder = out / "val_embeddings"
+            for case in val_cases:
+                write_tail_embeddings(sam.image_encoder, recipe.encoder_stages, case, "water", feature_folder, folder)
         if not val_cases:
             dsc = float("nan")
         elif recipe.val_clicks > 0:
-            curve = click_validation_curve(ens, val_cases, emb_folder, recipe.val_clicks, recipe.click_prob > 0)
+            curve = click_validation_curve(ens, val_cases, folder, recipe.val_clicks, recipe.click_prob > 0)
             progress(f"  validation click curve {np.round(curve, 4).tolist()}")
             dsc = float(np.mean(curve))
         else:
-            dsc = validation_dsc(ens, val_cases, emb_folder)
+            dsc = validation_dsc(ens, val_cases, folder)
         sam.train()
         return dsc
 

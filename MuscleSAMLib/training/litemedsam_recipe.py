@@ -26,12 +26,14 @@ import torch
 
 from ..atomic import write_json_atomic
 from ..errors import InputError
+from ..models.architectures import build_sam
 from ..models.litemedsam import CHECKPOINT_SHA256, checkpoint_path
 from ..models.safe_load import load_state_dict, save_safetensors_atomic
 from ..volumes import check_same_grid, read_volume
-from .decoder_finetune import (PROMPT_PARTS, DecoderRecipe, TrainingSet, _ensemble, recipe_dict, stored_slices, train_decoder,
+from .decoder_finetune import (PROMPT_PARTS, DecoderRecipe, TrainingSet, _decoder, _ensemble, recipe_dict, stored_slices, train_decoder,
                                train_heads)
 from .embedding_store import DixonCase, precompute
+from .encoder_tail import precompute_features, tail_prefixes, write_tail_embeddings
 from .validate import bake_temperature
 
 _TUPLE_KEYS = ("variants", "train_prompt")  # JSON lists -> the recipe's tuples
@@ -99,6 +101,23 @@ def fit_temperature(preds: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[flo
     return min(table, key=table.get), table
 
 
+def _tail_embedded(train: TrainingSet, train_cases: Sequence[DixonCase], val_cases: Sequence[DixonCase],
+                   base: Mapping[str, torch.Tensor], dec: Mapping[str, torch.Tensor], recipe: DecoderRecipe,
+                   emb_dir: Path, feat_dir: Path | None, run_dir: Path) -> tuple[TrainingSet, Path]:
+    """With ``encoder_stages``: every slice re-embedded through the trained encoder tail (stored in
+    ``run_dir/embeddings``), so the heads and the temperature see what inference sees. Else unchanged."""
+    if not recipe.encoder_stages:
+        return train, emb_dir
+    enc = _decoder(recipe.arch, {**base, **dec}).image_encoder
+    folder = run_dir / "embeddings"
+    for case in train_cases:
+        for v in recipe.variants:
+            write_tail_embeddings(enc, recipe.encoder_stages, case, v, feat_dir, folder, overwrite=False)
+    for case in val_cases:
+        write_tail_embeddings(enc, recipe.encoder_stages, case, "water", feat_dir, folder, overwrite=False)
+    return TrainingSet(train_cases, recipe.variants, folder), folder
+
+
 def run_recipe(config: str | os.PathLike, out: str | os.PathLike, progress=print, only: str = "") -> dict[str, Any]:
     """Embeddings -> fold A->B, fold B->A -> temperatures -> final model. Returns the run record."""
     subjects, recipe, extra = load_recipe_config(config)
@@ -111,6 +130,11 @@ def run_recipe(config: str | os.PathLike, out: str | os.PathLike, progress=print
     base = load_state_dict(checkpoint_path(), CHECKPOINT_SHA256)
     pretrained = _ensemble(recipe.arch, base, [{}])  # inference's own preprocessing and encoder
     precompute(cases, recipe.variants, emb_dir, pretrained.preprocess, pretrained.encode, progress=lambda m: None)
+    feat_dir = None
+    if recipe.encoder_stages:  # the frozen encoder stages' output, input of the trained tail
+        feat_dir = out / f"features_last{recipe.encoder_stages}"
+        precompute_features(cases, recipe.variants, feat_dir, pretrained.preprocess,
+                            _decoder(recipe.arch, base).image_encoder, recipe.encoder_stages)
     progress(f"embeddings ready ({time.time() - t0:.0f} s)")
     record: dict[str, Any] = {"recipe": recipe_dict(recipe), "subjects": [s["name"] for s in subjects], "folds": {}}
     # Leave one subject out: train on the others, validate (early stopping, temperature) on that one.
@@ -126,10 +150,12 @@ def run_recipe(config: str | os.PathLike, out: str | os.PathLike, progress=print
             continue
         train = TrainingSet([cases[i] for i in tr], recipe.variants, emb_dir)
         progress(f"{name}: {len(train)} training slices")
-        dec = train_decoder(base, train, [cases[va]], emb_dir, fold_dir, recipe, progress)
+        dec = train_decoder(base, train, [cases[va]], emb_dir, fold_dir, recipe, progress, feat_dir)
+        train, fold_emb = _tail_embedded(train, [cases[i] for i in tr], [cases[va]], base, dec, recipe, emb_dir,
+                                         feat_dir, fold_dir)
         heads = train_heads(base, dec, train, fold_dir, recipe, progress)
         ens = _ensemble(recipe.arch, {**base, **dec}, heads)
-        t, table = fit_temperature(ensemble_predictions(ens, cases[va], emb_dir))
+        t, table = fit_temperature(ensemble_predictions(ens, cases[va], fold_emb))
         st = json.loads((fold_dir / "decoder_state.json").read_text())
         record["folds"][name] = {"train": [cases[i].name for i in tr], "val": cases[va].name, "temperature_fitted_on_val": t,
                                  "nll_by_temperature": table, "best_step": st.get("best_step"),
@@ -146,7 +172,8 @@ def run_recipe(config: str | os.PathLike, out: str | os.PathLike, progress=print
     final_recipe = replace(recipe, steps=final_steps, val_every=10 ** 9, patience=10 ** 9)
     final_dir = out / "final"
     train = TrainingSet(cases, recipe.variants, emb_dir)
-    dec = train_decoder(base, train, [], emb_dir, final_dir, final_recipe, progress)
+    dec = train_decoder(base, train, [], emb_dir, final_dir, final_recipe, progress, feat_dir)
+    train, _ = _tail_embedded(train, cases, [], base, dec, recipe, emb_dir, feat_dir, final_dir)
     heads = train_heads(base, dec, train, final_dir, final_recipe, progress)
     if len(record["folds"]) < len(folds):
         progress("final model trained; its temperature comes from the folds (run them, then this again)")
@@ -199,6 +226,8 @@ def publish(run_dir: str | os.PathLike, manifest: str | os.PathLike, name: str, 
     dec = load_state_dict(src / "decoder_best.safetensors")
     shared = dest / f"{name}_shared.safetensors"
     trained = ("mask_decoder.",) + tuple(p for part in recipe.train_prompt for p in PROMPT_PARTS[part])
+    if recipe.encoder_stages:  # fine-tuned encoder stages: shared by all members (one encoder pass a slice)
+        trained += tail_prefixes(build_sam(recipe.arch).image_encoder, recipe.encoder_stages)
     save_safetensors_atomic({k: v.half() for k, v in dec.items() if k.startswith(trained)}, shared,
                             metadata={"base_sha256": CHECKPOINT_SHA256, "arch": recipe.arch})
     members = []

@@ -19,7 +19,7 @@ from MuscleSAMLib.models.safe_load import load_state_dict
 from MuscleSAMLib.models.shared_trunk import SharedTrunkHeads
 from MuscleSAMLib.phantoms import make_thigh_phantom
 from MuscleSAMLib.slice_geometry import ResizePad
-from MuscleSAMLib.training.decoder_finetune import DecoderRecipe, click_rounds, trainable_decoder_params
+from MuscleSAMLib.training.decoder_finetune import DecoderRecipe, _ensemble, click_rounds, trainable_decoder_params
 from MuscleSAMLib.training.litemedsam_recipe import TEMPERATURES, load_recipe_config, publish, run_recipe
 
 
@@ -45,7 +45,8 @@ def recipe_run(tmp_path_factory) -> tuple[Path, Path, dict]:
                                "recipe": {"variants": ["water"], "steps": 2, "val_every": 2, "boxes_per_step": 2,
                                           "members": 2, "member_steps": 1, "final_steps": 2, "save_every": 1,
                                           "click_prob": 1.0, "max_clicks": 2, "no_click_prob": 1.0,
-                                          "train_prompt": ["mask", "points"], "val_clicks": 1}}))
+                                          "train_prompt": ["mask", "points"], "val_clicks": 1,
+                                          "encoder_stages": 1}}))
     out = folder / "run"
     return cfg, out, run_recipe(cfg, out, progress=lambda m: None)
 
@@ -122,3 +123,18 @@ def test_click_rounds_and_trainable_parts_follow_the_recipe():
     assert not any(n.startswith("image_encoder.") for n in grads)
     with pytest.raises(ValueError, match="unknown parts"):
         trainable_decoder_params(sam, DecoderRecipe(train_prompt=("encoder",)))
+
+
+def test_fine_tuned_encoder_stages_ship_in_the_shared_file_and_change_the_embeddings(recipe_run, tmp_path):
+    cfg, out, record = recipe_run
+    manifest = tmp_path / "weights" / "manifest.json"
+    publish(out, manifest, "tiny", default=True, version="1", description="test", licence="Apache-2.0")
+    shared = load_state_dict(manifest.parent / "tiny_shared.safetensors")
+    enc_keys = {k for k in shared if k.startswith("image_encoder.")}
+    assert enc_keys and all(k.startswith(("image_encoder.layers.3.", "image_encoder.neck.")) for k in enc_keys)
+    tuned = load_ensemble(None, manifest, "cpu").ensemble
+    plain = _ensemble("litemedsam", load_state_dict(checkpoint_path(), CHECKPOINT_SHA256), [{}])
+    assert tuned.group_key != plain.group_key  # never served a cached embedding of the base encoder
+    x, _ = tuned.preprocess(np.full((96, 144), 100.0, np.float32))
+    assert not torch.allclose(tuned.encode(x), plain.encode(x))  # one encoder, with its trained last stage
+    assert (out / "features_last1").is_dir() and any((out / "final" / "embeddings").iterdir())

@@ -1,0 +1,130 @@
+"""Fine-tuning the last stages of LiteMedSAM's TinyViT image encoder without running the whole encoder.
+
+Recipe option ``encoder_stages`` = N (:class:`~.decoder_finetune.DecoderRecipe`): the last N TinyViT
+stages and the neck train together with the mask decoder, so the image features themselves adapt to
+fat-infiltrated muscle (the frozen encoder was trained on other anatomy; MODEL_CARD.md). The stages
+before them stay frozen, so their output ("features") is computed once per training slice and stored,
+as the embeddings are for decoder-only training; a training step runs only the trainable tail.
+
+At inference nothing changes in kind: the fine-tuned stages travel in the ensemble's shared weights
+file, so there is still one encoder pass per slice for all members.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import torch
+from torch import nn
+
+from .embedding_store import DixonCase, embedding_file
+
+
+def _check(encoder: nn.Module, n: int) -> int:
+    """Index of the first trainable stage; a clear error for encoders without TinyViT's stages."""
+    layers = getattr(encoder, "layers", None)
+    if not hasattr(encoder, "neck") or not hasattr(encoder, "patch_embed") or not isinstance(layers, nn.ModuleList) \
+            or hasattr(encoder, "blocks"):
+        raise ValueError("encoder_stages needs LiteMedSAM's TinyViT image encoder (arch 'litemedsam')")
+    if not 1 <= n <= len(layers):
+        raise ValueError(f"encoder_stages must be 1..{len(layers)}, got {n}")
+    return len(layers) - n
+
+
+def tail_prefixes(encoder: nn.Module, n: int) -> tuple[str, ...]:
+    """State-dict prefixes (in a Sam) of the trainable tail: the last ``n`` stages and the neck."""
+    first = _check(encoder, n)
+    return tuple(f"image_encoder.layers.{i}." for i in range(first, len(encoder.layers))) + ("image_encoder.neck.",)
+
+
+def tail_parameters(encoder: nn.Module, n: int) -> list[nn.Parameter]:
+    """The trainable tail's parameters."""
+    first = _check(encoder, n)
+    return [p for i in range(first, len(encoder.layers)) for p in encoder.layers[i].parameters()] + \
+        list(encoder.neck.parameters())
+
+
+def head_features(encoder: nn.Module, image: torch.Tensor, n: int) -> torch.Tensor:
+    """(1, 3, S, S) preprocessed image -> the frozen stages' output (the tail's input)."""
+    first = _check(encoder, n)
+    with torch.inference_mode():
+        x = encoder.patch_embed(image)
+        for i in range(first):
+            x = encoder.layers[i](x)
+    return x
+
+
+def run_tail(encoder: nn.Module, features: torch.Tensor, n: int) -> torch.Tensor:
+    """The tail's forward pass: stored features (B, tokens, C) -> image embedding (B, 256, h, w), as
+    TinyViT's own forward does after its first stages (tokens on a square grid, then the neck)."""
+    first = _check(encoder, n)
+    x = features
+    for i in range(first, len(encoder.layers)):
+        x = encoder.layers[i](x)
+    b, tokens, c = x.shape
+    side = math.isqrt(tokens)
+    if side * side != tokens:
+        raise ValueError(f"encoder tail output has {tokens} tokens, not a square grid")
+    return encoder.neck(x.view(b, side, side, c).permute(0, 3, 1, 2))
+
+
+def precompute_features(cases: Sequence[DixonCase], variants: Iterable[str], folder: str | os.PathLike,
+                        preprocess: Callable, encoder: nn.Module, n: int) -> int:
+    """Store the frozen stages' output of every labelled slice not yet stored (fp16, the embedding store's
+    file names); returns how many were new."""
+    from safetensors.torch import save_file
+
+    from ..atomic import atomic_path
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    new = 0
+    for variant in variants:
+        for case in cases:
+            vol = None
+            for k in case.labelled_slices():
+                path = embedding_file(out, case.name, variant, k)
+                if path.is_file():
+                    continue
+                vol = case.contrast(variant) if vol is None else vol
+                x, _ = preprocess(vol[k])
+                feats = head_features(encoder, x, n)[0].to(torch.float16).contiguous()
+                with atomic_path(path) as tmp:
+                    save_file({"features": feats}, str(tmp))
+                new += 1
+    return new
+
+
+def load_features(folder: str | os.PathLike, case: str, variant: str, k: int) -> torch.Tensor:
+    """Stored features as float32 (1, tokens, C)."""
+    from safetensors.torch import load_file
+
+    return load_file(str(embedding_file(folder, case, variant, k)))["features"].float()[None]
+
+
+def write_tail_embeddings(encoder: nn.Module, n: int, case: DixonCase, variant: str, features: str | os.PathLike,
+                          out: str | os.PathLike, overwrite: bool = True) -> Path:
+    """Embeddings of ``case``'s labelled slices through the (trained) tail, stored where
+    :func:`~.decoder_finetune.stored_slices` reads embeddings (validation, temperature fitting).
+    ``overwrite`` False keeps files already there (a resumed run whose tail is final)."""
+    from safetensors.torch import save_file
+
+    from ..atomic import atomic_path
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    was = encoder.training
+    encoder.eval()
+    with torch.inference_mode():
+        for k in case.labelled_slices():
+            path = embedding_file(out, case.name, variant, k)
+            if path.is_file() and not overwrite:
+                continue
+            emb = run_tail(encoder, load_features(features, case.name, variant, k), n)[0]
+            with atomic_path(path) as tmp:
+                save_file({"embedding": emb.to(torch.float16).contiguous()}, str(tmp))
+    encoder.train(was)
+    return out
