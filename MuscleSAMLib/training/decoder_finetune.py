@@ -24,6 +24,11 @@ Dice + BCE barely weighs: without it a decoder learns to copy the previous answe
 decoder uses points and a previous answer the way the engine feeds them
 (:mod:`~MuscleSAMLib.models.point_prompt`).
 
+Encoder stages (``encoder_stages`` = N > 0, stage 1 only): the last N stages of LiteMedSAM's TinyViT
+and its neck train with the decoder at ``encoder_lr``, from stored features of the frozen stages before
+them (:mod:`.encoder_tail`); validation, the heads and the temperature then use the embeddings through
+the trained tail.
+
 Both stages checkpoint to ``out`` every ``save_every`` steps and resume from there.
 """
 
