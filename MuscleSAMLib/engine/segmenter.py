@@ -238,7 +238,7 @@ class Segmenter:
             self._answers[key] = (logits.copy(), iou.copy())
             self._answers.move_to_end(key)
             while len(self._answers) > ANSWER_CACHE:
-                self._answers.popitem(last=False)
+                self.unfollowed.discard(self._answers.popitem(last=False)[0])  # kept for kept answers only
 
     def _answer(self, k: int, box: BoxPrompt, emb, geo, crop: Window | None, n_clicks: int
                 ) -> tuple[np.ndarray, np.ndarray]:

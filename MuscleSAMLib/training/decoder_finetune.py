@@ -324,14 +324,20 @@ def _dice2d(pred: np.ndarray, truth: np.ndarray) -> float:
     return 1.0 if s == 0 else 2.0 * float((pred & truth).sum()) / s
 
 
+def decoder_trained_prefixes(recipe: DecoderRecipe) -> tuple[str, ...]:
+    """State-dict prefixes of the decoder-side parts the recipe trains: the mask decoder and
+    ``recipe.train_prompt``'s prompt-encoder parts (the encoder tail is :func:`.encoder_tail.tail_prefixes`)."""
+    unknown = sorted(set(recipe.train_prompt) - set(PROMPT_PARTS))
+    if unknown:
+        raise ValueError(f"train_prompt: unknown parts {unknown}; known: {sorted(PROMPT_PARTS)}")
+    return ("mask_decoder.",) + tuple(p for part in recipe.train_prompt for p in PROMPT_PARTS[part])
+
+
 def trainable_decoder_params(sam: torch.nn.Module, recipe: DecoderRecipe) -> list[torch.nn.Parameter]:
     """Freeze the image encoder and the prompt encoder except ``recipe.train_prompt``'s parts (METHODS.md
     step 5 freezes it all; clicks need the mask-prompt path trained); the mask decoder trains. Returns
     the trainable parameters."""
-    unknown = sorted(set(recipe.train_prompt) - set(PROMPT_PARTS))
-    if unknown:
-        raise ValueError(f"train_prompt: unknown parts {unknown}; known: {sorted(PROMPT_PARTS)}")
-    prefixes = ("mask_decoder.",) + tuple(p for part in recipe.train_prompt for p in PROMPT_PARTS[part])
+    prefixes = decoder_trained_prefixes(recipe)
     params = []
     for n, p in sam.named_parameters():
         p.requires_grad_(n.startswith(prefixes))

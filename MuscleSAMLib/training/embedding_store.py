@@ -63,8 +63,10 @@ def embedding_file(folder: str | os.PathLike, case: str, variant: str, k: int) -
 
 def precompute(cases: Sequence[DixonCase], variants: Iterable[str], folder: str | os.PathLike,
                preprocess: Callable[[np.ndarray], tuple[torch.Tensor, object]],
-               encode: Callable[[torch.Tensor], torch.Tensor], progress: Callable[[str], None] = print) -> int:
-    """Encode every labelled slice of every case in every variant not yet stored; returns how many were new."""
+               encode: Callable[[torch.Tensor], torch.Tensor], progress: Callable[[str], None] = print,
+               key: str = "embedding") -> int:
+    """Encode every labelled slice of every case in every variant not yet stored (fp16, under ``key``);
+    returns how many were new."""
     from safetensors.torch import save_file
 
     from ..atomic import atomic_path
@@ -85,17 +87,19 @@ def precompute(cases: Sequence[DixonCase], variants: Iterable[str], folder: str 
                 with torch.inference_mode():
                     emb = encode(x)[0].to(torch.float16).contiguous()
                 with atomic_path(path) as tmp:
-                    save_file({"embedding": emb}, str(tmp))
+                    save_file({key: emb}, str(tmp))
                 new += 1
                 progress(f"embedded {case.name} {variant} slice {k}")
     return new
 
 
-def load_embedding(folder: str | os.PathLike, case: str, variant: str, k: int) -> torch.Tensor | None:
-    """A stored embedding as float32 (1, C, h, w), or None when it was not computed."""
+def load_embedding(folder: str | os.PathLike, case: str, variant: str, k: int,
+                   key: str = "embedding") -> torch.Tensor | None:
+    """A stored embedding (or other tensor stored under ``key``) as float32 with a batch axis, e.g.
+    (1, C, h, w), or None when it was not computed."""
     from safetensors.torch import load_file
 
     path = embedding_file(folder, case, variant, k)
     if not path.is_file():
         return None
-    return load_file(str(path))["embedding"].float()[None]
+    return load_file(str(path))[key].float()[None]

@@ -20,7 +20,9 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-from .embedding_store import DixonCase, embedding_file
+from .embedding_store import DixonCase, embedding_file, load_embedding, precompute
+
+FEATURES_KEY = "features"  # the tensor name of stored features in the embedding store's files
 
 
 def _check(encoder: nn.Module, n: int) -> int:
@@ -73,36 +75,18 @@ def run_tail(encoder: nn.Module, features: torch.Tensor, n: int) -> torch.Tensor
 
 def precompute_features(cases: Sequence[DixonCase], variants: Iterable[str], folder: str | os.PathLike,
                         preprocess: Callable, encoder: nn.Module, n: int) -> int:
-    """Store the frozen stages' output of every labelled slice not yet stored (fp16, the embedding store's
-    file names); returns how many were new."""
-    from safetensors.torch import save_file
-
-    from ..atomic import atomic_path
-
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
-    new = 0
-    for variant in variants:
-        for case in cases:
-            vol = None
-            for k in case.labelled_slices():
-                path = embedding_file(out, case.name, variant, k)
-                if path.is_file():
-                    continue
-                vol = case.contrast(variant) if vol is None else vol
-                x, _ = preprocess(vol[k])
-                feats = head_features(encoder, x, n)[0].to(torch.float16).contiguous()
-                with atomic_path(path) as tmp:
-                    save_file({"features": feats}, str(tmp))
-                new += 1
-    return new
+    """Store the frozen stages' output of every labelled slice not yet stored (the embedding store's
+    :func:`~.embedding_store.precompute`, under the key "features"); returns how many were new."""
+    return precompute(cases, variants, folder, preprocess, lambda x: head_features(encoder, x, n),
+                      progress=lambda m: None, key=FEATURES_KEY)
 
 
 def load_features(folder: str | os.PathLike, case: str, variant: str, k: int) -> torch.Tensor:
     """Stored features as float32 (1, tokens, C)."""
-    from safetensors.torch import load_file
-
-    return load_file(str(embedding_file(folder, case, variant, k)))["features"].float()[None]
+    feats = load_embedding(folder, case, variant, k, key=FEATURES_KEY)
+    if feats is None:
+        raise FileNotFoundError(f"no stored encoder features for {case} {variant} slice {k} in {folder}")
+    return feats
 
 
 def write_tail_embeddings(encoder: nn.Module, n: int, case: DixonCase, variant: str, features: str | os.PathLike,

@@ -30,8 +30,8 @@ from ..models.architectures import build_sam
 from ..models.litemedsam import CHECKPOINT_SHA256, checkpoint_path
 from ..models.safe_load import load_state_dict, save_safetensors_atomic
 from ..volumes import check_same_grid, read_volume
-from .decoder_finetune import (PROMPT_PARTS, DecoderRecipe, TrainingSet, _decoder, _ensemble, recipe_dict, stored_slices, train_decoder,
-                               train_heads)
+from .decoder_finetune import (DecoderRecipe, TrainingSet, _decoder, _ensemble, decoder_trained_prefixes, recipe_dict,
+                               stored_slices, train_decoder, train_heads)
 from .embedding_store import DixonCase, precompute
 from .encoder_tail import precompute_features, tail_prefixes, write_tail_embeddings
 from .validate import bake_temperature
@@ -225,7 +225,7 @@ def publish(run_dir: str | os.PathLike, manifest: str | os.PathLike, name: str, 
     t = temperature if temperature is not None else record["final"]["temperature"]
     dec = load_state_dict(src / "decoder_best.safetensors")
     shared = dest / f"{name}_shared.safetensors"
-    trained = ("mask_decoder.",) + tuple(p for part in recipe.train_prompt for p in PROMPT_PARTS[part])
+    trained = decoder_trained_prefixes(recipe)
     if recipe.encoder_stages:  # fine-tuned encoder stages: shared by all members (one encoder pass a slice)
         trained += tail_prefixes(build_sam(recipe.arch).image_encoder, recipe.encoder_stages)
     save_safetensors_atomic({k: v.half() for k, v in dec.items() if k.startswith(trained)}, shared,

@@ -185,6 +185,18 @@ def test_the_engine_merges_each_click_at_the_clicked_cell_of_the_logit_grid():
     assert local.followed_last_click(box) is None
 
 
+def test_the_followed_flags_are_kept_only_for_kept_answers(monkeypatch):
+    import MuscleSAMLib.engine.segmenter as segmenter_module
+
+    monkeypatch.setattr(segmenter_module, "ANSWER_CACHE", 2)
+    seg = _segmenter(Ensemble.random("demo_xs", members=2, seed=3),
+                     np.random.default_rng(4).uniform(0, 100, (1, 40, 50)).astype(np.float32), "local")
+    box = BoxPrompt(1, 0, (10, 10, 30, 30))
+    for x in range(11, 29):  # many one-click answers; random weights rarely follow a click
+        seg.predict_slice(0, [BoxPrompt(1, 0, box.xyxy, points=((x, 20, 1),))])
+    assert len(seg._answers) == 2 and seg.unfollowed <= set(seg._answers)
+
+
 def test_a_click_far_from_the_box_widens_the_answer_window_or_is_refused_by_a_box_crop_ensemble():
     img = np.random.default_rng(0).uniform(0, 100, (1, 60, 60)).astype(np.float32)
     far = BoxPrompt(1, 0, (10, 10, 30, 30), source="VL box", points=((50, 50, 0),))
