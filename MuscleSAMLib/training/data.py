@@ -21,6 +21,7 @@ from ..errors import InputError
 from ..intensity import normalize_mri
 from ..slice_geometry import box_window, resize_pad
 from ..volumes import check_same_grid, read_volume
+from .augment import MILD, augment_slice
 from .config import CaseSpec, TrainConfig
 from .model_io import normalise_input
 
@@ -110,16 +111,6 @@ def jitter_box(box, shape: tuple[int, int], frac: float, min_px: int, rng: np.ra
     return (max(x0 - d[0], 0), max(y0 - d[1], 0), min(x1 + d[2], cols), min(y1 + d[3], rows))
 
 
-def _intensity(x: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
-    """Random gamma, contrast and brightness on a 0..255 crop (zeros stay zero); ``strength`` scales the ranges."""
-    g = float(np.exp(rng.uniform(-0.3, 0.3) * strength))
-    y = 255.0 * (np.clip(x, 0, 255) / 255.0) ** g
-    y = y * (1.0 + rng.uniform(-0.15, 0.15) * strength) + rng.uniform(-15, 15) * strength
-    y = np.clip(y, 0, 255)
-    y[x == 0] = 0
-    return y.astype(np.float32)
-
-
 def render(case: Case, s: Sample, cfg: TrainConfig, img_size: int, grid: int, mean: torch.Tensor,
            std: torch.Tensor, rng: np.random.Generator | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One sample -> (x (3, S, S) normalised, box in model pixels (4,), soft target (grid, grid)).
@@ -147,7 +138,7 @@ def render(case: Case, s: Sample, cfg: TrainConfig, img_size: int, grid: int, me
             w = pix.shape[1]
             lb = np.array([w - lb[2], lb[1], w - lb[0], lb[3]])
         if cfg.aug_intensity:
-            pix = _intensity(pix, rng, cfg.aug_strength)
+            pix = augment_slice(pix, rng, MILD.scaled(cfg.aug_strength))
     t, geo = resize_pad(np.ascontiguousarray(pix), img_size)
     x = normalise_input(t, geo, mean, std)
     tt, _ = resize_pad(np.ascontiguousarray(tgt, dtype=np.float32), img_size)

@@ -27,7 +27,9 @@ decoder uses points and a previous answer the way the engine feeds them
 Encoder stages (``encoder_stages`` = N > 0, stage 1 only): the last N stages of LiteMedSAM's TinyViT
 and its neck train with the decoder at ``encoder_lr``, from stored features of the frozen stages before
 them (:mod:`.encoder_tail`); validation, the heads and the temperature then use the embeddings through
-the trained tail.
+the trained tail. With ``augment`` = a > 0, a share a of the steps instead runs the frozen stages on a
+random intensity variant of the slice (:mod:`.augment`: bias field, gamma, inversion, noise, blur), so
+the trained stages see contrasts the Dixon images do not have; the heads train on the plain images.
 
 Both stages checkpoint to ``out`` every ``save_every`` steps and resume from there.
 """
@@ -57,7 +59,8 @@ from ..models.shared_trunk import MEMBER_HEAD_PREFIXES
 from ..slice_geometry import ResizePad, resize_pad
 from .data import jitter_box
 from .embedding_store import DixonCase, load_embedding
-from .encoder_tail import load_features, run_tail, tail_parameters, tail_prefixes, write_tail_embeddings
+from .augment import augment_slice
+from .encoder_tail import head_features, load_features, run_tail, tail_parameters, tail_prefixes, write_tail_embeddings
 from .losses import dice_bce, iou_head_loss
 from .schedule import lr_factor, set_lr
 
@@ -103,6 +106,7 @@ class DecoderRecipe:
     val_clicks: int = 0  # > 0: validation scores the click curve (mean object DSC after 0..val_clicks clicks)
     encoder_stages: int = 0  # > 0: TinyViT's last N stages + neck train too (their input features cached)
     encoder_lr: float = 5e-5  # ... at this learning rate (same schedule)
+    augment: float = 0.0  # with encoder_stages: share of steps on a random intensity variant (.augment)
 
 
 @dataclass
@@ -124,6 +128,7 @@ class TrainingSet:
         self.embeddings: list[torch.Tensor] = []
         self._labels: dict[tuple[int, str], np.ndarray] = {}
         self.tail: Callable[[int], torch.Tensor] | None = None  # entry -> embedding through trained encoder stages
+        self._volumes: dict[tuple[int, str], np.ndarray] = {}
         for ci, case in enumerate(self.cases):
             for v in variants:
                 for k, emb, boxes, _ in stored_slices(case, folder, v, 1):
@@ -133,6 +138,13 @@ class TrainingSet:
 
     def __len__(self) -> int:
         return len(self.entries)
+
+    def image(self, i: int) -> np.ndarray:
+        """Entry i's slice on the model's 0..255 scale (each contrast volume normalised once, then kept)."""
+        e = self.entries[i]
+        if (e.case, e.variant) not in self._volumes:
+            self._volumes[(e.case, e.variant)] = self.cases[e.case].contrast(e.variant)
+        return self._volumes[(e.case, e.variant)][e.k]
 
     def target(self, i: int, label: int, box: tuple[int, int, int, int], size: int) -> torch.Tensor:
         """Soft target on the (size x size) logit grid: the muscle inside its tight box (this leg only)."""
@@ -354,10 +366,12 @@ def _ensemble(arch: str, base: Mapping[str, torch.Tensor], heads: Sequence[Mappi
 
 def train_decoder(base: Mapping[str, torch.Tensor], train: TrainingSet, val_cases: Sequence[DixonCase],
                   emb_folder: str | os.PathLike, out: str | os.PathLike, recipe: DecoderRecipe,
-                  progress: ProgressFn = print, feature_folder: str | os.PathLike | None = None
+                  progress: ProgressFn = print, feature_folder: str | os.PathLike | None = None,
+                  preprocess: Callable[[np.ndarray], tuple[torch.Tensor, object]] | None = None
                   ) -> dict[str, torch.Tensor]:
     """Stage 1: fine-tune the whole mask decoder (and with ``encoder_stages`` the encoder's last stages,
-    from stored features in ``feature_folder``: :mod:`.encoder_tail`); returns the best state
+    from stored features in ``feature_folder``: :mod:`.encoder_tail`; with ``augment``, ``preprocess``
+turns an augmented 0..255 slice into the encoder's input, as at inference); returns the best state
     (prompt_encoder.* + mask_decoder.* [+ the encoder tail]). Resumes from
     ``out/decoder_last.safetensors`` + ``decoder_state.json``."""
     out = Path(out)
@@ -387,7 +401,7 @@ def train_decoder(base: Mapping[str, torch.Tensor], train: TrainingSet, val_case
             raise ValueError("encoder_stages > 0 needs the folder of stored features")
         feats = [load_features(feature_folder, train.cases[e.case].name, e.variant, e.k).to(torch.float16)
                  for e in train.entries]
-        train.tail = lambda i: run_tail(enc, feats[i].float(), n)
+        train.tail = _tail_input(enc, n, feats, train, recipe, preprocess)
     opt = torch.optim.AdamW(groups, lr=recipe.lr, weight_decay=recipe.weight_decay)
     rng = np.random.default_rng(recipe.seed * 7919 + st["step"])
     torch.manual_seed(recipe.seed + st["step"])
@@ -445,6 +459,26 @@ def train_decoder(base: Mapping[str, torch.Tensor], train: TrainingSet, val_case
     st["done"] = True
     write_json_atomic(state_file, st)
     return load_state_dict(best_file)
+
+
+def _tail_input(enc: torch.nn.Module, n: int, feats: Sequence[torch.Tensor], train: TrainingSet,
+                recipe: DecoderRecipe, preprocess: Callable | None) -> Callable[[int], torch.Tensor]:
+    """entry -> embedding through the trained tail: from the stored features, or (a share ``recipe.augment``
+    of the calls) from the frozen stages run on a random intensity variant of the slice."""
+    if recipe.augment <= 0:
+        return lambda i: run_tail(enc, feats[i].float(), n)
+    if not 0 < recipe.augment <= 1:
+        raise ValueError(f"augment is a share of steps in 0..1, got {recipe.augment}")
+    if preprocess is None:
+        raise ValueError("augment needs the encoder's preprocessing (train_decoder(..., preprocess=...))")
+    rng = np.random.default_rng(recipe.seed + 104729)
+
+    def tail(i: int) -> torch.Tensor:
+        if rng.random() >= recipe.augment:
+            return run_tail(enc, feats[i].float(), n)
+        x, _ = preprocess(augment_slice(train.image(i), rng))
+        return run_tail(enc, head_features(enc, x, n).clone(), n)  # clone: out of inference mode
+    return tail
 
 
 def _head_state(sam: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -150,7 +150,8 @@ def run_recipe(config: str | os.PathLike, out: str | os.PathLike, progress=print
             continue
         train = TrainingSet([cases[i] for i in tr], recipe.variants, emb_dir)
         progress(f"{name}: {len(train)} training slices")
-        dec = train_decoder(base, train, [cases[va]], emb_dir, fold_dir, recipe, progress, feat_dir)
+        dec = train_decoder(base, train, [cases[va]], emb_dir, fold_dir, recipe, progress, feat_dir,
+                            pretrained.preprocess)
         train, fold_emb = _tail_embedded(train, [cases[i] for i in tr], [cases[va]], base, dec, recipe, emb_dir,
                                          feat_dir, fold_dir)
         heads = train_heads(base, dec, train, fold_dir, recipe, progress)
@@ -172,7 +173,7 @@ def run_recipe(config: str | os.PathLike, out: str | os.PathLike, progress=print
     final_recipe = replace(recipe, steps=final_steps, val_every=10 ** 9, patience=10 ** 9)
     final_dir = out / "final"
     train = TrainingSet(cases, recipe.variants, emb_dir)
-    dec = train_decoder(base, train, [], emb_dir, final_dir, final_recipe, progress, feat_dir)
+    dec = train_decoder(base, train, [], emb_dir, final_dir, final_recipe, progress, feat_dir, pretrained.preprocess)
     train, _ = _tail_embedded(train, cases, [], base, dec, recipe, emb_dir, feat_dir, final_dir)
     heads = train_heads(base, dec, train, final_dir, final_recipe, progress)
     if len(record["folds"]) < len(folds):
