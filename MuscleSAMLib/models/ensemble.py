@@ -404,6 +404,15 @@ class Ensemble:
         return float(t) if t else 1.0
 
     @property
+    def logit_offset(self) -> float:
+        """Added to every member's (tempered) mask logits as they leave the decoder (manifest training
+        record ``logit_offset``; 0 when none). Fitted with the temperature on held-out subjects: it moves
+        the 0.5 decision boundary where the validation DSC is best (a model that draws muscles too small
+        gets a positive offset), so every mask, member mask, probability and click answer uses it alike."""
+        b = (self.spec.training or {}).get("logit_offset", 0.0)
+        return float(b) if b else 0.0
+
+    @property
     def trained_for_clicks(self) -> bool:
         """True when the manifest's training record says the decoder was trained with simulated clicks
         (``recipe.click_prob`` > 0); an ensemble trained on boxes alone may not use clicks well."""
@@ -416,7 +425,7 @@ class Ensemble:
         logits = previous.logits_lowres if isinstance(previous, DecodeResult) else np.asarray(previous)
         if box is not None:
             logits = logits[:, box:box + 1]
-        return previous_answer_prompt(logits, self.temperature)
+        return previous_answer_prompt(np.asarray(logits) - self.logit_offset, self.temperature)
 
     def decode(self, embeddings: torch.Tensor, geo: ResizePad, boxes_xyxy: np.ndarray,
                mask_prompts: np.ndarray | torch.Tensor | None = None,
@@ -463,6 +472,8 @@ class Ensemble:
                 pc, pl = (None, None) if c == 0 else (coords[idx, :c], labels[idx, :c])
                 lo, q = self._heads((emb, bm[idx], mk, pc, pl), flags, self._mode(len(idx)))
                 lowres[:, idx], iou[:, idx] = lo[:, :, 0].float().cpu(), q[:, :, 0].float().cpu()
+        if self.logit_offset:
+            lowres += self.logit_offset
         return DecodeResult(lowres.numpy(), iou.numpy(), geo=geo)
 
     def decode_crops(self, embeddings: torch.Tensor, geos: Sequence[ResizePad], boxes_xyxy: np.ndarray,
@@ -500,6 +511,7 @@ class Ensemble:
             for m, head in enumerate(self._heads.modules):
                 e = emb if self.kind == "decoder" else emb[m]
                 logits, q = decode_per_image(head.prompt_encoder, head.mask_decoder, e, bm, masks, pts)
+                logits = logits + self.logit_offset
                 iou[m] = q.float().cpu().numpy()
                 lowres[m] = logits.float().cpu().numpy()
                 for i, g in enumerate(geos):

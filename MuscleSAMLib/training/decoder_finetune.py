@@ -271,25 +271,37 @@ def validation_dsc(ens: Ensemble, cases: Sequence[DixonCase], folder: str | os.P
     boxes' masks (mean probability >= 0.5 inside each box's window); overlaps between muscles are not
     resolved here (``musclesam evaluate`` does the full multi-muscle assembly for reported figures).
     """
-    scores = []
+    return validation_dsc_by_offset(ens, cases, folder, (0.0,), variant)[0.0]
+
+
+def validation_dsc_by_offset(ens: Ensemble, cases: Sequence[DixonCase], folder: str | os.PathLike,
+                             offsets: Sequence[float], variant: str = "water") -> dict[float, float]:
+    """:func:`validation_dsc` for each extra logit offset b (members' p -> sigmoid(logit(p) + b), as
+    :attr:`Ensemble.logit_offset` would give), from one decoding pass: offset -> mean DSC."""
+    scores: dict[float, list[float]] = {float(b): [] for b in offsets}
     for case in cases:
         lab = case.labels_for(variant)
-        inter: dict[int, float] = {}
-        psum: dict[int, float] = {}
+        inter = {b: {} for b in scores}
+        psum = {b: {} for b in scores}
         for k, emb, boxes, geo in stored_slices(case, folder, variant, ens.input_size):
-            pred = {}
-            for b in boxes:  # one box a call: batched decoding is memory-bound (slower per box) on a CPU
-                res = ens.decode(emb, geo, np.array([b.xyxy], np.float64))
-                x0, y0, x1, y1 = b.xyxy
-                pw = res.probs_window(0, y0, y1, x0, x1).mean(0) >= 0.5
-                m = pred.setdefault(b.label, np.zeros(lab.shape[1:], bool))
-                m[y0:y1, x0:x1] |= pw
-            for label, m in pred.items():
-                g = lab[k] == label
-                inter[label] = inter.get(label, 0.0) + float((m & g).sum())
-                psum[label] = psum.get(label, 0.0) + float(m.sum() + g.sum())
-        scores += [2 * inter[lbl] / psum[lbl] for lbl in inter if psum[lbl] > 0]
-    return float(np.mean(scores)) if scores else float("nan")
+            pred = {b: {} for b in scores}
+            for box in boxes:  # one box a call: batched decoding is memory-bound (slower per box) on a CPU
+                res = ens.decode(emb, geo, np.array([box.xyxy], np.float64))
+                x0, y0, x1, y1 = box.xyxy
+                p = np.clip(res.probs_window(0, y0, y1, x0, x1), 1e-7, 1 - 1e-7)
+                z = np.log(p / (1 - p))
+                for b in scores:
+                    pw = (1.0 / (1.0 + np.exp(-(z + b)))).mean(0) >= 0.5 if b else p.mean(0) >= 0.5
+                    m = pred[b].setdefault(box.label, np.zeros(lab.shape[1:], bool))
+                    m[y0:y1, x0:x1] |= pw
+            for b in scores:
+                for label, m in pred[b].items():
+                    g = lab[k] == label
+                    inter[b][label] = inter[b].get(label, 0.0) + float((m & g).sum())
+                    psum[b][label] = psum[b].get(label, 0.0) + float(m.sum() + g.sum())
+        for b in scores:
+            scores[b] += [2 * inter[b][lbl] / psum[b][lbl] for lbl in inter[b] if psum[b][lbl] > 0]
+    return {b: float(np.mean(v)) if v else float("nan") for b, v in scores.items()}
 
 
 def click_validation_curve(ens: Ensemble, cases: Sequence[DixonCase], folder: str | os.PathLike, n_clicks: int,

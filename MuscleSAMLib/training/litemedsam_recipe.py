@@ -7,8 +7,10 @@ shipped default's config). With two subjects A and B:
   own M-member head ensemble. These folds give the cross-validated figures (``musclesam evaluate``).
 - Temperature by cross-fitting: each fold fits T on its held-out subject, and that T is applied to
   the OTHER fold's ensemble when it is reported, so no reported figure uses a temperature fitted on the
-  subject it is reported on. The final model (trained on A and B, stage-1 steps = mean of the folds'
-  best steps) uses the mean of the fold temperatures.
+  subject it is reported on. The same holds for the logit offset, fitted on the held-out subject (at
+  that fold's T) to maximise the validation DSC: fine-tuned members draw muscles slightly too small at
+  p = 0.5, and the offset moves that boundary for every front end at once. The final model (trained on
+  A and B, stage-1 steps = mean of the folds' best steps) uses the means of the fold temperatures and offsets.
 - Every stage checkpoints into ``RUN/`` and an interrupted run resumes where it stopped.
 """
 
@@ -31,12 +33,13 @@ from ..models.litemedsam import CHECKPOINT_SHA256, checkpoint_path
 from ..models.safe_load import load_state_dict, save_safetensors_atomic
 from ..volumes import check_same_grid, read_volume
 from .decoder_finetune import (DecoderRecipe, TrainingSet, _decoder, _ensemble, decoder_trained_prefixes, recipe_dict,
-                               stored_slices, train_decoder, train_heads)
+                               stored_slices, train_decoder, train_heads, validation_dsc_by_offset)
 from .embedding_store import DixonCase, precompute
 from .encoder_tail import precompute_features, tail_prefixes, write_tail_embeddings
 from .validate import bake_temperature
 
 _TUPLE_KEYS = ("variants", "train_prompt")  # JSON lists -> the recipe's tuples
+LOGIT_OFFSETS = (-0.4, -0.2, 0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.5)
 TEMPERATURES = (0.7, 0.85, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 7.0, 8.0, 10.0, 12.0, 15.0)
 
 
@@ -101,6 +104,22 @@ def fit_temperature(preds: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[flo
     return min(table, key=table.get), table
 
 
+def fit_logit_offset(ens, case: DixonCase, folder: str | os.PathLike) -> tuple[float, dict[float, float]]:
+    """Grid logit offset (:attr:`~MuscleSAMLib.models.ensemble.Ensemble.logit_offset`) of a tempered
+    ensemble that maximises the validation DSC on ``case`` (ties: the smallest offset); returns (b, DSC per b)."""
+    table = validation_dsc_by_offset(ens, [case], folder, LOGIT_OFFSETS)
+    best = max(table.values())
+    return min((b for b, v in table.items() if v == best), key=abs), table
+
+
+def _offset_record(base: Mapping[str, torch.Tensor], dec: Mapping[str, torch.Tensor], heads: Sequence[Mapping],
+                   recipe: DecoderRecipe, case: DixonCase, folder: Path, temperature: float) -> dict[str, Any]:
+    """The fold record's logit-offset fields, fitted on its held-out ``case`` at its own temperature."""
+    ens = _ensemble(recipe.arch, {**base, **dec}, [bake_temperature(dict(h), temperature) for h in heads])
+    b, table = fit_logit_offset(ens, case, folder)
+    return {"logit_offset_fitted_on_val": b, "val_dsc_by_logit_offset": {str(k): v for k, v in table.items()}}
+
+
 def _tail_embedded(train: TrainingSet, train_cases: Sequence[DixonCase], val_cases: Sequence[DixonCase],
                    base: Mapping[str, torch.Tensor], dec: Mapping[str, torch.Tensor], recipe: DecoderRecipe,
                    emb_dir: Path, feat_dir: Path | None, run_dir: Path) -> tuple[TrainingSet, Path]:
@@ -145,6 +164,14 @@ def run_recipe(config: str | os.PathLike, out: str | os.PathLike, progress=print
         done = fold_dir / "fold_record.json"
         if done.is_file():
             record["folds"][name] = json.loads(done.read_text())
+            if "logit_offset_fitted_on_val" not in record["folds"][name] and (not only or only == name):
+                # a run from before the logit offset: fit it now from the fold's stored decoder and heads
+                rec = record["folds"][name]
+                dec = load_state_dict(fold_dir / "decoder_best.safetensors")
+                heads = [load_state_dict(fold_dir / f"member{m}.safetensors") for m in range(recipe.members)]
+                fold_emb = fold_dir / "embeddings" if recipe.encoder_stages else emb_dir
+                rec.update(_offset_record(base, dec, heads, recipe, cases[va], fold_emb, rec["temperature_fitted_on_val"]))
+                write_json_atomic(done, rec)
             continue
         if only and only != name:
             continue
@@ -160,9 +187,11 @@ def run_recipe(config: str | os.PathLike, out: str | os.PathLike, progress=print
         st = json.loads((fold_dir / "decoder_state.json").read_text())
         record["folds"][name] = {"train": [cases[i].name for i in tr], "val": cases[va].name, "temperature_fitted_on_val": t,
                                  "nll_by_temperature": table, "best_step": st.get("best_step"),
-                                 "best_val_dsc": st.get("best"), "history": st.get("history")}
+                                 "best_val_dsc": st.get("best"), "history": st.get("history"),
+                                 **_offset_record(base, dec, heads, recipe, cases[va], fold_emb, t)}
         write_json_atomic(done, record["folds"][name])
-        progress(f"{name}: best val DSC {st.get('best')} at step {st.get('best_step')}, T on {cases[va].name} = {t}")
+        progress(f"{name}: best val DSC {st.get('best')} at step {st.get('best_step')}, T on {cases[va].name} = {t}, "
+                 f"logit offset {record['folds'][name]['logit_offset_fitted_on_val']}")
     write_json_atomic(out / "record.json", record)
     if only and only != "final":
         return record
@@ -181,9 +210,11 @@ def run_recipe(config: str | os.PathLike, out: str | os.PathLike, progress=print
         return record
     temps = [f["temperature_fitted_on_val"] for f in record["folds"].values()]
     t_final = float(np.mean(temps))
-    record["final"] = {"steps": final_recipe.steps, "temperature": t_final, "seconds_this_run": time.time() - t0}
+    b_final = float(np.mean([f.get("logit_offset_fitted_on_val", 0.0) for f in record["folds"].values()]))
+    record["final"] = {"steps": final_recipe.steps, "temperature": t_final, "logit_offset": b_final,
+                       "seconds_this_run": time.time() - t0}
     write_json_atomic(out / "record.json", record)
-    progress(f"final model: {final_recipe.steps} decoder steps, T = {t_final}")
+    progress(f"final model: {final_recipe.steps} decoder steps, T = {t_final}, logit offset {b_final}")
     return record
 
 
@@ -209,11 +240,12 @@ def ensemble_spec(name: str, shared: Path, members: Sequence[Path], *, manifest_
 
 
 def publish(run_dir: str | os.PathLike, manifest: str | os.PathLike, name: str, *, default: bool, version: str,
-            description: str, licence: str, temperature: float | None = None, fold: str = "") -> Path:
+            description: str, licence: str, temperature: float | None = None, logit_offset: float | None = None,
+            fold: str = "") -> Path:
     """Copy a finished run's files beside ``manifest`` (fp16) and add its entry (THE manifest writer).
 
-    ``fold``: publish that fold's ensemble instead of the final one, with ``temperature`` baked in (the
-    other fold's, by cross-fitting) — used for the cross-validated evaluation.
+    ``fold``: publish that fold's ensemble instead of the final one, with ``temperature`` baked in and
+    ``logit_offset`` recorded (the other fold's, by cross-fitting) — used for the cross-validated evaluation.
     """
     from ..models.manifest_writer import add_entry
 
@@ -237,7 +269,8 @@ def publish(run_dir: str | os.PathLike, manifest: str | os.PathLike, name: str, 
         members.append(dest / f"{name}_member{m}.safetensors")
         save_safetensors_atomic({k: v.half() for k, v in bake_temperature(head, t).items()}, members[-1],
                                 metadata={"base_sha256": CHECKPOINT_SHA256, "arch": recipe.arch, "temperature": str(t)})
-    info = dict(record, temperature=t, published_from=fold or "final")
+    b = logit_offset if logit_offset is not None else float(record.get("final", {}).get("logit_offset", 0.0))
+    info = dict(record, temperature=t, logit_offset=b, published_from=fold or "final")
     spec = ensemble_spec(name, shared, members, manifest_folder=dest, recipe=recipe, record=info,
                          default=default, version=version, description=description, licence=licence)
     add_entry(manifest, spec, replace=True)

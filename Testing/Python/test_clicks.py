@@ -66,7 +66,7 @@ def test_bad_clicks_are_refused_naming_the_point(points, message):
     assert message in str(err.value) and "VL click" in str(err.value)
 
 
-def _members(layout: str, members: int = 3) -> Ensemble:
+def _members(layout: str, members: int = 3, offset: float = 0.0) -> Ensemble:
     """Random demo members differing in their output heads, as head-only files ("heads": the shipped
     default's shared-trunk layout) or as whole prompt heads ("full": the per-member MemberStack path)."""
     torch.manual_seed(3)
@@ -77,7 +77,8 @@ def _members(layout: str, members: int = 3) -> Ensemble:
     if layout == "full":
         decoder = {k: v for k, v in base.items() if k.startswith(("prompt_encoder.", "mask_decoder."))}
         heads = [{**decoder, **h} for h in heads]
-    return Ensemble.from_states(synthetic_spec("demo_xs", "decoder", training={"temperature": 2.0}), base, heads)
+    training = {"temperature": 2.0, **({"logit_offset": offset} if offset else {})}
+    return Ensemble.from_states(synthetic_spec("demo_xs", "decoder", training=training), base, heads)
 
 
 def test_shared_trunk_with_clicks_and_previous_answer_equals_per_member_decoders():
@@ -316,3 +317,20 @@ def test_a_click_trained_ensemble_gets_its_previous_answer_as_the_mask_prompt_an
             w = last.window
             np.testing.assert_allclose(plain.probs_window(0, w.r0, w.r1, w.c0, w.c1), last.member_probs, atol=1e-5)
     assert np.abs(answers[True] - answers[False]).max() > 1e-3  # the previous answer changed the trained one's
+
+
+def test_logit_offset_moves_every_answer_alike_and_the_fed_back_prompt_stays_raw():
+    plain, shifted = _members("heads"), _members("heads", offset=0.8)
+    assert plain.logit_offset == 0.0 and shifted.logit_offset == 0.8
+    geo = ResizePad(40, 60, plain.input_size)
+    emb = plain.encode(plain.preprocess(np.random.default_rng(1).uniform(0, 255, (40, 60)))[0])
+    boxes = np.array([[5, 5, 30, 30], [30, 10, 55, 35]], float)
+    a, b = plain.decode(emb, geo, boxes), shifted.decode(emb, geo, boxes)
+    np.testing.assert_allclose(b.logits_lowres, a.logits_lowres + 0.8, atol=1e-5)
+    assert (b.probs >= a.probs - 1e-6).all() and (b.probs > a.probs + 1e-3).any()  # larger masks, nothing smaller
+    # the decoder gets its previous answer back as it was trained on it: the offset taken out again
+    np.testing.assert_allclose(shifted.answer_prompt(b).numpy(), plain.answer_prompt(a).numpy(), atol=1e-4)
+    probs, _, lowres = _members("full", offset=0.8).decode_crops(emb, [geo], boxes[:1])  # the box-crop path too
+    ref_probs, _, ref_lowres = _members("full").decode_crops(emb, [geo], boxes[:1])
+    np.testing.assert_allclose(lowres, ref_lowres + 0.8, atol=1e-5)
+    assert (probs[0] >= ref_probs[0] - 1e-6).all()

