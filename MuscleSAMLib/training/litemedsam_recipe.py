@@ -91,13 +91,13 @@ def ensemble_predictions(ens, case: DixonCase, folder: str | os.PathLike, varian
     return out
 
 
-def fit_temperature(preds: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[float, dict[float, float]]:
-    """Grid temperature minimising the NLL of the ensemble-mean probability (member logits / T) in the boxes."""
+def fit_temperature(preds: Sequence[tuple[np.ndarray, np.ndarray]], offset: float = 0.0) -> tuple[float, dict[float, float]]:
+    """Grid temperature minimising the NLL of the ensemble-mean probability (member logits / T + ``offset``) in the boxes."""
     table = {}
     for t in TEMPERATURES:
         tot, n = 0.0, 0
         for logits, y in preds:
-            p = (1.0 / (1.0 + np.exp(-logits / t))).mean(0).clip(1e-7, 1 - 1e-7)
+            p = (1.0 / (1.0 + np.exp(-(logits / t + offset)))).mean(0).clip(1e-7, 1 - 1e-7)
             tot += float(-(y * np.log(p) + (~y) * np.log(1 - p)).sum())
             n += y.size
         table[t] = tot / max(n, 1)
@@ -112,12 +112,18 @@ def fit_logit_offset(ens, case: DixonCase, folder: str | os.PathLike) -> tuple[f
     return min((b for b, v in table.items() if v == best), key=abs), table
 
 
-def _offset_record(base: Mapping[str, torch.Tensor], dec: Mapping[str, torch.Tensor], heads: Sequence[Mapping],
-                   recipe: DecoderRecipe, case: DixonCase, folder: Path, temperature: float) -> dict[str, Any]:
-    """The fold record's logit-offset fields, fitted on its held-out ``case`` at its own temperature."""
-    ens = _ensemble(recipe.arch, {**base, **dec}, [bake_temperature(dict(h), temperature) for h in heads])
-    b, table = fit_logit_offset(ens, case, folder)
-    return {"logit_offset_fitted_on_val": b, "val_dsc_by_logit_offset": {str(k): v for k, v in table.items()}}
+def calibrate_fold(base: Mapping[str, torch.Tensor], dec: Mapping[str, torch.Tensor], heads: Sequence[Mapping],
+                   recipe: DecoderRecipe, case: DixonCase, folder: Path) -> dict[str, Any]:
+    """A fold's calibration on its held-out ``case``, as fold-record fields: T by box NLL, then the logit
+    offset by validation DSC at that T, then T again by NLL at that offset (the offset moves the
+    boundary; the temperature then makes the probabilities honest around it)."""
+    preds = ensemble_predictions(_ensemble(recipe.arch, {**base, **dec}, heads), case, folder)
+    t0, _ = fit_temperature(preds)
+    tempered = _ensemble(recipe.arch, {**base, **dec}, [bake_temperature(dict(h), t0) for h in heads])
+    b, dsc = fit_logit_offset(tempered, case, folder)
+    t, nll = fit_temperature(preds, offset=b)
+    return {"temperature_fitted_on_val": t, "nll_by_temperature": nll, "temperature_before_offset": t0,
+            "logit_offset_fitted_on_val": b, "val_dsc_by_logit_offset": {str(k): v for k, v in dsc.items()}}
 
 
 def _tail_embedded(train: TrainingSet, train_cases: Sequence[DixonCase], val_cases: Sequence[DixonCase],
@@ -165,12 +171,12 @@ def run_recipe(config: str | os.PathLike, out: str | os.PathLike, progress=print
         if done.is_file():
             record["folds"][name] = json.loads(done.read_text())
             if "logit_offset_fitted_on_val" not in record["folds"][name] and (not only or only == name):
-                # a run from before the logit offset: fit it now from the fold's stored decoder and heads
+                # a run from before the logit offset: calibrate again from the fold's stored decoder and heads
                 rec = record["folds"][name]
                 dec = load_state_dict(fold_dir / "decoder_best.safetensors")
                 heads = [load_state_dict(fold_dir / f"member{m}.safetensors") for m in range(recipe.members)]
                 fold_emb = fold_dir / "embeddings" if recipe.encoder_stages else emb_dir
-                rec.update(_offset_record(base, dec, heads, recipe, cases[va], fold_emb, rec["temperature_fitted_on_val"]))
+                rec.update(calibrate_fold(base, dec, heads, recipe, cases[va], fold_emb))
                 write_json_atomic(done, rec)
             continue
         if only and only != name:
@@ -182,16 +188,14 @@ def run_recipe(config: str | os.PathLike, out: str | os.PathLike, progress=print
         train, fold_emb = _tail_embedded(train, [cases[i] for i in tr], [cases[va]], base, dec, recipe, emb_dir,
                                          feat_dir, fold_dir)
         heads = train_heads(base, dec, train, fold_dir, recipe, progress)
-        ens = _ensemble(recipe.arch, {**base, **dec}, heads)
-        t, table = fit_temperature(ensemble_predictions(ens, cases[va], fold_emb))
+        cal = calibrate_fold(base, dec, heads, recipe, cases[va], fold_emb)
         st = json.loads((fold_dir / "decoder_state.json").read_text())
-        record["folds"][name] = {"train": [cases[i].name for i in tr], "val": cases[va].name, "temperature_fitted_on_val": t,
-                                 "nll_by_temperature": table, "best_step": st.get("best_step"),
-                                 "best_val_dsc": st.get("best"), "history": st.get("history"),
-                                 **_offset_record(base, dec, heads, recipe, cases[va], fold_emb, t)}
+        record["folds"][name] = {"train": [cases[i].name for i in tr], "val": cases[va].name, **cal,
+                                 "best_step": st.get("best_step"), "best_val_dsc": st.get("best"),
+                                 "history": st.get("history")}
         write_json_atomic(done, record["folds"][name])
-        progress(f"{name}: best val DSC {st.get('best')} at step {st.get('best_step')}, T on {cases[va].name} = {t}, "
-                 f"logit offset {record['folds'][name]['logit_offset_fitted_on_val']}")
+        progress(f"{name}: best val DSC {st.get('best')} at step {st.get('best_step')}, on {cases[va].name}: "
+                 f"T = {cal['temperature_fitted_on_val']}, logit offset {cal['logit_offset_fitted_on_val']}")
     write_json_atomic(out / "record.json", record)
     if only and only != "final":
         return record

@@ -66,6 +66,8 @@ def test_folds_are_cross_validated_and_temperatures_cross_fitted(recipe_run):
         table = {float(b): v for b, v in f["val_dsc_by_logit_offset"].items()}
         assert set(table) == set(LOGIT_OFFSETS) and f["logit_offset_fitted_on_val"] in LOGIT_OFFSETS
         assert table[f["logit_offset_fitted_on_val"]] == max(table.values())
+        nll = {float(t): v for t, v in f["nll_by_temperature"].items()}  # T: the NLL-best one at that offset
+        assert f["temperature_fitted_on_val"] == min(nll, key=nll.get) and f["temperature_before_offset"] in TEMPERATURES
     offsets = [f["logit_offset_fitted_on_val"] for f in folds.values()]
     assert record["final"]["logit_offset"] == pytest.approx(float(np.mean(offsets)))
 
