@@ -141,16 +141,28 @@ def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], *, strict: bo
 
 
 def save_safetensors_atomic(state: Mapping[str, torch.Tensor], path: str | os.PathLike[str],
-                            metadata: Mapping[str, str] | None = None) -> str:
+                            metadata: Mapping[str, str] | None = None, keep_identical: bool = False) -> str:
     """Write ``state`` as safetensors via a temporary file and ``os.replace``; returns the file's sha256.
 
     A crash mid-write leaves the previous file (if any) intact. Tensors are copied to contiguous CPU
-    memory first (safetensors refuses shared or strided storage).
+    memory first (safetensors refuses shared or strided storage). ``keep_identical``: when ``path``
+    already holds exactly these tensors and metadata, leave it as it is (safetensors does not write its
+    header in a fixed order, so a rewrite of the same weights would change the bytes: a new blob in git).
     """
+    from safetensors import safe_open
     from safetensors.torch import save_file
 
     p = Path(path)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    if keep_identical and p.is_file():
+        try:
+            with safe_open(str(p), framework="pt") as f:
+                same = (f.metadata() or {}) == dict(metadata or {}) and set(f.keys()) == set(tensors) and all(
+                    f.get_tensor(k).dtype == v.dtype and torch.equal(f.get_tensor(k), v) for k, v in tensors.items())
+        except Exception:  # unreadable: write it anew
+            same = False
+        if same:
+            return sha256_file(p)
     with atomic_path(p) as tmp:
         save_file(tensors, str(tmp), metadata=dict(metadata) if metadata else None)
         digest = sha256_file(tmp)

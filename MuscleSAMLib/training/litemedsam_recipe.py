@@ -266,13 +266,14 @@ def publish(run_dir: str | os.PathLike, manifest: str | os.PathLike, name: str, 
     if recipe.encoder_stages:  # fine-tuned encoder stages: shared by all members (one encoder pass a slice)
         trained += tail_prefixes(build_sam(recipe.arch).image_encoder, recipe.encoder_stages)
     save_safetensors_atomic({k: v.half() for k, v in dec.items() if k.startswith(trained)}, shared,
-                            metadata={"base_sha256": CHECKPOINT_SHA256, "arch": recipe.arch})
+                            metadata={"base_sha256": CHECKPOINT_SHA256, "arch": recipe.arch}, keep_identical=True)
     members = []
     for m in range(recipe.members):
         head = load_state_dict(src / f"member{m}.safetensors")
         members.append(dest / f"{name}_member{m}.safetensors")
         save_safetensors_atomic({k: v.half() for k, v in bake_temperature(head, t).items()}, members[-1],
-                                metadata={"base_sha256": CHECKPOINT_SHA256, "arch": recipe.arch, "temperature": str(t)})
+                                metadata={"base_sha256": CHECKPOINT_SHA256, "arch": recipe.arch, "temperature": str(t)},
+                                keep_identical=True)
     b = logit_offset if logit_offset is not None else float(record.get("final", {}).get("logit_offset", 0.0))
     info = dict(record, temperature=t, logit_offset=b, published_from=fold or "final")
     spec = ensemble_spec(name, shared, members, manifest_folder=dest, recipe=recipe, record=info,

@@ -43,3 +43,22 @@ def test_a_name_that_exists_is_refused_unless_replacing(base, tmp_path):
     assert sorted(man.names) == sorted([base.name, "other"])
     assert man.get().name == "other" and man.get().version == "2"  # the default moved, one default only
     assert [e.default for e in man.ensembles].count(True) == 1
+
+
+def test_publishing_the_same_weights_again_leaves_the_file_bytes_alone(tmp_path):
+    """A re-published ensemble whose tensors did not change keeps its committed file (no new git blob)."""
+    import torch
+
+    from MuscleSAMLib.models.safe_load import save_safetensors_atomic, sha256_file
+
+    path = tmp_path / "w.safetensors"
+    state = {"a": torch.arange(6, dtype=torch.float16).reshape(2, 3), "b": torch.ones(4)}
+    meta = {"arch": "litemedsam", "base_sha256": "x", "temperature": "5.5"}
+    first = save_safetensors_atomic(state, path, meta)
+    before = path.stat().st_mtime_ns
+    assert save_safetensors_atomic(dict(state), path, dict(reversed(list(meta.items()))), keep_identical=True) == first
+    assert path.stat().st_mtime_ns == before
+    changed = save_safetensors_atomic(state, path, {**meta, "temperature": "6.0"}, keep_identical=True)
+    assert changed != first and sha256_file(path) == changed  # new metadata: written anew
+    again = save_safetensors_atomic({**state, "b": torch.zeros(4)}, path, {**meta, "temperature": "6.0"}, keep_identical=True)
+    assert again != changed
