@@ -352,9 +352,11 @@ def _record(plan: LearningPlan, cfg, runs, seconds: float) -> dict[str, Any]:
             "held_out": [{"name": h.name, "image": str(h.image), "labels": str(h.labels)} for h in plan.held_out],
             "mode": "D (decoder heads fine-tuned on precomputed embeddings of the shared encoder)",
             "steps": plan.steps, "lr": plan.lr, "seeds": [plan.seed + 1 + m for m in range(len(plan.base.members))],
-            "temperature_handling": "base temperature divided out before fine-tuning and baked back in after",
+            "temperature_handling": "base temperature divided out before fine-tuning and baked back in after; "
+                                    "the base's logit offset kept as it is",
         },
         "config": cfg.to_dict(), "temperature": plan.temperature,
+        "logit_offset": float(plan.base.training.get("logit_offset", 0.0) or 0.0),
         "runs": [{"steps": r.steps_done, "seconds": round(r.seconds, 1),
                   "final_loss": r.history[-1]["loss"] if r.history else None} for r in runs],
         "seconds": round(seconds, 1), "torch": torch.__version__, "machine": f"{platform.machine()} {os.cpu_count()} cpus",

@@ -48,7 +48,8 @@ def slice_resize_matrices(geo: ResizePad, grid: int) -> tuple[torch.Tensor, torc
 class DecodeResult:
     """Member predictions for N boxes of one slice (numpy, float32).
 
-    ``logits_lowres`` (M, N, L, L) is the decoder's grid over the padded model input (L = 256 for
+    ``logits_lowres`` (M, N, L, L) is the decoder's grid over the padded model input, calibrated (the
+    ensemble's logit offset added; see ``Ensemble.logit_offset``) (L = 256 for
     official SAM, 64 for the demo layouts; in box-crop geometry each box's grid covers its crop),
     ``iou_pred`` (M, N) SAM's predicted IoU. ``probs`` (M, N, rows, cols) are the member probabilities
     on the slice grid, computed on first access (sigmoid after :func:`model_to_slice`);

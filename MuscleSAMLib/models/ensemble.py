@@ -399,7 +399,8 @@ class Ensemble:
     @property
     def temperature(self) -> float:
         """The temperature baked into the member heads (manifest training record; 1 when none): member
-        logits are raw logits / T, which matters when an answer is fed back as a mask prompt."""
+        logits are raw logits / T (+ :attr:`logit_offset`), which matters when an answer is fed back as a
+        mask prompt."""
         t = (self.spec.training or {}).get("temperature", 1.0)
         return float(t) if t else 1.0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -209,7 +210,8 @@ class _Checker:
         return v
 
     def number(self, v: Any, what: str, lo: float | None = None, hi: float | None = None) -> float:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or (lo is not None and v < lo) or (hi is not None and v > hi):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or (lo is not None and v < lo) \
+                or (hi is not None and v > hi):
             rng = f" in [{lo}, {hi}]" if lo is not None or hi is not None else ""
             raise self.fail(f"{what} must be a number{rng}, got {v!r}")
         return float(v)
@@ -307,6 +309,8 @@ def _parse_entry(c: _Checker, raw: Any, folder: Path, manifest_path: Path) -> En
     training = d.get("training", {})
     if not isinstance(training, dict):
         raise c.fail("training must be a JSON object")
+    if "logit_offset" in training:  # calibration the ensemble applies to every logit (Ensemble.logit_offset)
+        c.number(training["logit_offset"], "training.logit_offset", -10.0, 10.0)
     return EnsembleSpec(
         name=d["name"], kind=kind, arch=arch, arch_name=arch_name, input_size=input_size,
         pixel_mean=c.triple(norm["pixel_mean"], "normalisation.pixel_mean"),

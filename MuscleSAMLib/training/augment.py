@@ -44,7 +44,8 @@ class IntensityAugment:
     blur_sigma: tuple[float, float] = (0.5, 1.2)
 
     def scaled(self, strength: float) -> "IntensityAugment":
-        """The same kinds of change with every range (not the probabilities) scaled by ``strength``."""
+        """The same kinds of change with their strengths (bias, gamma, contrast, brightness, noise; not the
+        probabilities or the blur width) scaled by ``strength``."""
         lo, hi = (float(np.exp(np.log(g) * strength)) for g in self.gamma)
         return replace(self, bias=self.bias * strength, gamma=(lo, hi), contrast=self.contrast * strength,
                        brightness=self.brightness * strength, noise=self.noise * strength)

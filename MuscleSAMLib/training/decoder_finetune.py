@@ -383,9 +383,13 @@ def train_decoder(base: Mapping[str, torch.Tensor], train: TrainingSet, val_case
                   ) -> dict[str, torch.Tensor]:
     """Stage 1: fine-tune the whole mask decoder (and with ``encoder_stages`` the encoder's last stages,
     from stored features in ``feature_folder``: :mod:`.encoder_tail`; with ``augment``, ``preprocess``
-turns an augmented 0..255 slice into the encoder's input, as at inference); returns the best state
+    turns an augmented 0..255 slice into the encoder's input, as at inference); returns the best state
     (prompt_encoder.* + mask_decoder.* [+ the encoder tail]). Resumes from
     ``out/decoder_last.safetensors`` + ``decoder_state.json``."""
+    if not 0 <= recipe.augment <= 1:
+        raise ValueError(f"augment is a share of steps in 0..1, got {recipe.augment}")
+    if recipe.augment and not recipe.encoder_stages:
+        raise ValueError("augment needs encoder_stages > 0 (the augmented image must pass through trained encoder stages)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     size = get_arch(recipe.arch).img_size
@@ -413,7 +417,7 @@ turns an augmented 0..255 slice into the encoder's input, as at inference); retu
             raise ValueError("encoder_stages > 0 needs the folder of stored features")
         feats = [load_features(feature_folder, train.cases[e.case].name, e.variant, e.k).to(torch.float16)
                  for e in train.entries]
-        train.tail = _tail_input(enc, n, feats, train, recipe, preprocess)
+        train.tail = _tail_input(enc, n, feats, train, recipe, preprocess, st["step"])
     opt = torch.optim.AdamW(groups, lr=recipe.lr, weight_decay=recipe.weight_decay)
     rng = np.random.default_rng(recipe.seed * 7919 + st["step"])
     torch.manual_seed(recipe.seed + st["step"])
@@ -474,16 +478,15 @@ turns an augmented 0..255 slice into the encoder's input, as at inference); retu
 
 
 def _tail_input(enc: torch.nn.Module, n: int, feats: Sequence[torch.Tensor], train: TrainingSet,
-                recipe: DecoderRecipe, preprocess: Callable | None) -> Callable[[int], torch.Tensor]:
+                recipe: DecoderRecipe, preprocess: Callable | None, step: int = 0) -> Callable[[int], torch.Tensor]:
     """entry -> embedding through the trained tail: from the stored features, or (a share ``recipe.augment``
-    of the calls) from the frozen stages run on a random intensity variant of the slice."""
+    of the calls) from the frozen stages run on a random intensity variant of the slice. ``step``: the
+    step training starts at (a resumed run draws new variants, not the first steps' again)."""
     if recipe.augment <= 0:
         return lambda i: run_tail(enc, feats[i].float(), n)
-    if not 0 < recipe.augment <= 1:
-        raise ValueError(f"augment is a share of steps in 0..1, got {recipe.augment}")
     if preprocess is None:
         raise ValueError("augment needs the encoder's preprocessing (train_decoder(..., preprocess=...))")
-    rng = np.random.default_rng(recipe.seed + 104729)
+    rng = np.random.default_rng([recipe.seed, 104729, step])
 
     def tail(i: int) -> torch.Tensor:
         if rng.random() >= recipe.augment:

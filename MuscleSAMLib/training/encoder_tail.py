@@ -50,12 +50,22 @@ def tail_parameters(encoder: nn.Module, n: int) -> list[nn.Parameter]:
 
 
 def head_features(encoder: nn.Module, image: torch.Tensor, n: int) -> torch.Tensor:
-    """(1, 3, S, S) preprocessed image -> the frozen stages' output (the tail's input)."""
+    """(1, 3, S, S) preprocessed image -> the frozen stages' output (the tail's input), always as inference
+    computes it: the frozen stages run in eval mode (their batch norms use their running statistics and
+    keep them) even while the tail trains."""
     first = _check(encoder, n)
-    with torch.inference_mode():
-        x = encoder.patch_embed(image)
-        for i in range(first):
-            x = encoder.layers[i](x)
+    frozen = [encoder.patch_embed, *encoder.layers[:first]]
+    modes = [m.training for m in frozen]
+    try:
+        for m in frozen:
+            m.eval()
+        with torch.inference_mode():
+            x = encoder.patch_embed(image)
+            for i in range(first):
+                x = encoder.layers[i](x)
+    finally:
+        for m, mode in zip(frozen, modes):
+            m.train(mode)
     return x
 
 

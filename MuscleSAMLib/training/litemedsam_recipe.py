@@ -106,7 +106,7 @@ def fit_temperature(preds: Sequence[tuple[np.ndarray, np.ndarray]], offset: floa
 
 def fit_logit_offset(ens, case: DixonCase, folder: str | os.PathLike) -> tuple[float, dict[float, float]]:
     """Grid logit offset (:attr:`~MuscleSAMLib.models.ensemble.Ensemble.logit_offset`) of a tempered
-    ensemble that maximises the validation DSC on ``case`` (ties: the smallest offset); returns (b, DSC per b)."""
+    ensemble that maximises the validation DSC on ``case`` (ties: the offset nearest 0); returns (b, DSC per b)."""
     table = validation_dsc_by_offset(ens, [case], folder, LOGIT_OFFSETS)
     best = max(table.values())
     return min((b for b, v in table.items() if v == best), key=abs), table
@@ -116,7 +116,9 @@ def calibrate_fold(base: Mapping[str, torch.Tensor], dec: Mapping[str, torch.Ten
                    recipe: DecoderRecipe, case: DixonCase, folder: Path) -> dict[str, Any]:
     """A fold's calibration on its held-out ``case``, as fold-record fields: T by box NLL, then the logit
     offset by validation DSC at that T, then T again by NLL at that offset (the offset moves the
-    boundary; the temperature then makes the probabilities honest around it)."""
+    boundary; the temperature then makes the probabilities honest around it). One round, not iterated:
+    where T changes (T0 -> T), the boundary in raw logits moves from -b T0 to -b T; the DSC table
+    (``val_dsc_by_logit_offset``) is the one measured at T0 (``temperature_before_offset``)."""
     preds = ensemble_predictions(_ensemble(recipe.arch, {**base, **dec}, heads), case, folder)
     t0, _ = fit_temperature(preds)
     tempered = _ensemble(recipe.arch, {**base, **dec}, [bake_temperature(dict(h), t0) for h in heads])
@@ -170,7 +172,7 @@ def run_recipe(config: str | os.PathLike, out: str | os.PathLike, progress=print
         done = fold_dir / "fold_record.json"
         if done.is_file():
             record["folds"][name] = json.loads(done.read_text())
-            if "logit_offset_fitted_on_val" not in record["folds"][name] and (not only or only == name):
+            if "logit_offset_fitted_on_val" not in record["folds"][name] and (not only or only in (name, "final")):
                 # a run from before the logit offset: calibrate again from the fold's stored decoder and heads
                 rec = record["folds"][name]
                 dec = load_state_dict(fold_dir / "decoder_best.safetensors")
@@ -259,6 +261,8 @@ def publish(run_dir: str | os.PathLike, manifest: str | os.PathLike, name: str, 
     src = run / (fold or "final")
     dest = Path(manifest).resolve().parent
     dest.mkdir(parents=True, exist_ok=True)
+    if fold and (temperature is None or logit_offset is None):  # the final's means include this fold's subject
+        raise ValueError("publishing a fold needs the other fold's temperature and logit_offset (cross-fitting)")
     t = temperature if temperature is not None else record["final"]["temperature"]
     dec = load_state_dict(src / "decoder_best.safetensors")
     shared = dest / f"{name}_shared.safetensors"

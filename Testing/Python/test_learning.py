@@ -61,7 +61,7 @@ def learned(tmp_path_factory):
     d = tmp_path_factory.mktemp("learn")
     manifest = write_random_decoder_ensemble(d / "w", members=2, arch=ArchSpec.from_dict(TINY),
                                              prompt_geometry="box_crop", box_mask_prompt=True,
-                                             training={"temperature": 2.0})
+                                             training={"temperature": 2.0, "logit_offset": 0.5})
     img0, lab0_file, lab0 = _case(d, 0)
     img1, lab1, _ = _case(d, 1)
     bundle = _bundle(d / "bundle0", img0, lab0)
@@ -93,6 +93,7 @@ def test_new_manifest_entry_checksums_and_untouched_default(learned):
     assert b["corrected_labels_sha256"] == sha256_file(learned["bundle"] / "corrected_labels.nii.gz")
     assert b["edited_voxels"] > 0
     assert new.training["temperature"] == 2.0 and new.training["config"]["mode"] == "D"
+    assert new.training["logit_offset"] == 0.5  # the base's calibrated boundary: its masks would shrink without it
     old = json.loads(learned["before"])["ensembles"][0]
     assert json.loads(learned["manifest"].read_text())["ensembles"][0] == old  # base entry byte-for-byte the same
 

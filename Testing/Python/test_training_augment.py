@@ -13,7 +13,7 @@ from MuscleSAMLib.models.safe_load import load_state_dict
 from MuscleSAMLib.phantoms import make_thigh_phantom
 from MuscleSAMLib.training.augment import MILD, STRONG, IntensityAugment, augment_slice, bias_field
 from MuscleSAMLib.training.decoder_finetune import (DecoderRecipe, SliceEntry, TrainingSet, _decoder, _ensemble,
-                                                     _tail_input)
+                                                     _tail_input, train_decoder)
 from MuscleSAMLib.training.embedding_store import DixonCase
 from MuscleSAMLib.training.encoder_tail import head_features
 
@@ -88,4 +88,36 @@ def test_recipe_augment_feeds_the_trained_stages_an_augmented_image(case):
     with pytest.raises(ValueError, match="preprocess"):
         _tail_input(enc, 1, feats, train, DecoderRecipe(encoder_stages=1, augment=0.5), None)
     with pytest.raises(ValueError, match="share of steps"):
-        _tail_input(enc, 1, feats, train, DecoderRecipe(encoder_stages=1, augment=1.5), pre)
+        train_decoder(base, train, [], "unused", "unused", DecoderRecipe(encoder_stages=1, augment=1.5))
+    with pytest.raises(ValueError, match="needs encoder_stages"):  # never silently ignored
+        train_decoder(base, train, [], "unused", "unused", DecoderRecipe(augment=0.5))
+
+
+def test_augmented_steps_run_the_frozen_stages_as_inference_does_while_the_tail_trains(case):
+    """With the tail in training mode, the frozen stages still use (and keep) their running statistics:
+    a neutral variant gives exactly the stored features' embedding."""
+    base = load_state_dict(checkpoint_path(), CHECKPOINT_SHA256)
+    sam = _decoder("litemedsam", base)
+    enc = sam.image_encoder
+    pre = _ensemble("litemedsam", base, [{}]).preprocess
+    train = TrainingSet([case], ["water"], "no stored embeddings")
+    train.entries = [SliceEntry(0, "water", 0)]
+    feats = [head_features(enc, pre(case.contrast("water")[0])[0], 1).clone()]
+    stats = {k: v.clone() for k, v in enc.state_dict().items() if "running" in k}
+    sam.train()
+    import MuscleSAMLib.training.decoder_finetune as df
+    neutral = lambda s, rng: np.asarray(s, np.float32)  # noqa: E731 (the augmentation replaced by identity)
+    real, df.augment_slice = df.augment_slice, neutral
+    try:
+        with torch.no_grad():
+            got = _tail_input(enc, 1, feats, train, DecoderRecipe(encoder_stages=1, augment=1.0), pre)(0)
+            enc.layers[-1].eval(), enc.neck.eval()
+            want = _tail_input(enc, 1, feats, train, DecoderRecipe(encoder_stages=1), None)(0)
+            got = _tail_input(enc, 1, feats, train, DecoderRecipe(encoder_stages=1, augment=1.0), pre)(0)
+    finally:
+        df.augment_slice = real
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    assert enc.patch_embed.training and enc.layers[0].training  # their modes are given back
+    for k, v in enc.state_dict().items():
+        if "running" in k and not k.startswith(("layers.3.", "neck.")):  # the tail's own may move: it trains
+            assert torch.equal(v, stats[k]), k  # the frozen batch norms' statistics untouched
