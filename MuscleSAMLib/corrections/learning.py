@@ -356,7 +356,7 @@ def _record(plan: LearningPlan, cfg, runs, seconds: float) -> dict[str, Any]:
                                     "the base's logit offset kept as it is",
         },
         "config": cfg.to_dict(), "temperature": plan.temperature,
-        "logit_offset": float(plan.base.training.get("logit_offset", 0.0) or 0.0),
+        "logit_offset": plan.base.logit_offset,
         "runs": [{"steps": r.steps_done, "seconds": round(r.seconds, 1),
                   "final_loss": r.history[-1]["loss"] if r.history else None} for r in runs],
         "seconds": round(seconds, 1), "torch": torch.__version__, "machine": f"{platform.machine()} {os.cpu_count()} cpus",

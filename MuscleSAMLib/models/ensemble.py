@@ -410,8 +410,7 @@ class Ensemble:
         record ``logit_offset``; 0 when none). Fitted with the temperature on held-out subjects: it moves
         the 0.5 decision boundary where the validation DSC is best (a model that draws muscles too small
         gets a positive offset), so every mask, member mask, probability and click answer uses it alike."""
-        b = (self.spec.training or {}).get("logit_offset", 0.0)
-        return float(b) if b else 0.0
+        return self.spec.logit_offset
 
     @property
     def trained_for_clicks(self) -> bool:
@@ -512,7 +511,8 @@ class Ensemble:
             for m, head in enumerate(self._heads.modules):
                 e = emb if self.kind == "decoder" else emb[m]
                 logits, q = decode_per_image(head.prompt_encoder, head.mask_decoder, e, bm, masks, pts)
-                logits = logits + self.logit_offset
+                if self.logit_offset:
+                    logits = logits + self.logit_offset
                 iou[m] = q.float().cpu().numpy()
                 lowres[m] = logits.float().cpu().numpy()
                 for i, g in enumerate(geos):

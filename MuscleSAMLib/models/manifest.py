@@ -103,6 +103,13 @@ class EnsembleSpec:
     manifest_path: Path | None = field(default=None, compare=False)
 
     @property
+    def logit_offset(self) -> float:
+        """The training record's ``logit_offset`` (0 when none; checked when the manifest is read): what
+        the ensemble adds to every member's tempered logits (``Ensemble.logit_offset``)."""
+        b = (self.training or {}).get("logit_offset", 0.0)
+        return float(b) if b else 0.0
+
+    @property
     def files(self) -> list[WeightFile]:
         """Base (if any), shared overrides (if any), then member files."""
         return [f for f in (self.base, self.shared) if f is not None] + list(self.members)

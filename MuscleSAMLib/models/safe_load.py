@@ -140,6 +140,11 @@ def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], *, strict: bo
     return missing, unexpected
 
 
+def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Same dtype, shape and values (torch.equal alone ignores the dtype)."""
+    return a.dtype == b.dtype and torch.equal(a, b)
+
+
 def save_safetensors_atomic(state: Mapping[str, torch.Tensor], path: str | os.PathLike[str],
                             metadata: Mapping[str, str] | None = None, keep_identical: bool = False) -> str:
     """Write ``state`` as safetensors via a temporary file and ``os.replace``; returns the file's sha256.
@@ -158,7 +163,7 @@ def save_safetensors_atomic(state: Mapping[str, torch.Tensor], path: str | os.Pa
         try:
             with safe_open(str(p), framework="pt") as f:
                 same = (f.metadata() or {}) == dict(metadata or {}) and set(f.keys()) == set(tensors) and all(
-                    f.get_tensor(k).dtype == v.dtype and torch.equal(f.get_tensor(k), v) for k, v in tensors.items())
+                    _same_tensor(f.get_tensor(k), v) for k, v in tensors.items())
         except Exception:  # unreadable: write it anew
             same = False
         if same:

@@ -128,15 +128,21 @@ def calibrate_fold(base: Mapping[str, torch.Tensor], dec: Mapping[str, torch.Ten
             "logit_offset_fitted_on_val": b, "val_dsc_by_logit_offset": {str(k): v for k, v in dsc.items()}}
 
 
+def _embedding_folder(recipe: DecoderRecipe, emb_dir: Path, run_dir: Path) -> Path:
+    """Where a fold's (or the final's) embeddings are: through its own trained encoder tail in
+    ``run_dir/embeddings`` with ``encoder_stages``, else the frozen encoder's shared ``emb_dir``."""
+    return run_dir / "embeddings" if recipe.encoder_stages else emb_dir
+
+
 def _tail_embedded(train: TrainingSet, train_cases: Sequence[DixonCase], val_cases: Sequence[DixonCase],
                    base: Mapping[str, torch.Tensor], dec: Mapping[str, torch.Tensor], recipe: DecoderRecipe,
                    emb_dir: Path, feat_dir: Path | None, run_dir: Path) -> tuple[TrainingSet, Path]:
     """With ``encoder_stages``: every slice re-embedded through the trained encoder tail (stored in
     ``run_dir/embeddings``), so the heads and the temperature see what inference sees. Else unchanged."""
+    folder = _embedding_folder(recipe, emb_dir, run_dir)
     if not recipe.encoder_stages:
-        return train, emb_dir
+        return train, folder
     enc = _decoder(recipe.arch, {**base, **dec}).image_encoder
-    folder = run_dir / "embeddings"
     for case in train_cases:
         for v in recipe.variants:
             write_tail_embeddings(enc, recipe.encoder_stages, case, v, feat_dir, folder, overwrite=False)
@@ -177,8 +183,7 @@ def run_recipe(config: str | os.PathLike, out: str | os.PathLike, progress=print
                 rec = record["folds"][name]
                 dec = load_state_dict(fold_dir / "decoder_best.safetensors")
                 heads = [load_state_dict(fold_dir / f"member{m}.safetensors") for m in range(recipe.members)]
-                fold_emb = fold_dir / "embeddings" if recipe.encoder_stages else emb_dir
-                rec.update(calibrate_fold(base, dec, heads, recipe, cases[va], fold_emb))
+                rec.update(calibrate_fold(base, dec, heads, recipe, cases[va], _embedding_folder(recipe, emb_dir, fold_dir)))
                 write_json_atomic(done, rec)
             continue
         if only and only != name:
@@ -216,7 +221,7 @@ def run_recipe(config: str | os.PathLike, out: str | os.PathLike, progress=print
         return record
     temps = [f["temperature_fitted_on_val"] for f in record["folds"].values()]
     t_final = float(np.mean(temps))
-    b_final = float(np.mean([f.get("logit_offset_fitted_on_val", 0.0) for f in record["folds"].values()]))
+    b_final = float(np.mean([f["logit_offset_fitted_on_val"] for f in record["folds"].values()]))
     record["final"] = {"steps": final_recipe.steps, "temperature": t_final, "logit_offset": b_final,
                        "seconds_this_run": time.time() - t0}
     write_json_atomic(out / "record.json", record)
