@@ -18,7 +18,7 @@ import numpy as np
 from ..biomarkers import Biomarkers, muscle_biomarkers
 from .assembly import LabelProbabilities
 from .member_masks import MemberMasks, MemberWindows, member_window
-from .review import MuscleSliceScore, ReviewItem, next_review_item, review_queue
+from .review import MuscleSliceScore, ReviewItem, flagged_labels, next_review_item, review_queue
 from .segmenter import Segmenter
 from .types import BoxPrompt
 from .volume_run import VolumeResult
@@ -220,8 +220,8 @@ class Session:
         return sum(1 for q in self.queue if q.key not in self.visited and not math.isnan(q.mean_uncertainty))
 
     def flagged(self, threshold_nats: float) -> set[int]:
-        """Muscles with a scored slice whose mean uncertainty exceeds ``threshold_nats``."""
-        return {s.label for s in self.scores.values() if not math.isnan(s.mean_uncertainty) and s.mean_uncertainty > threshold_nats}
+        """Muscles with a scored slice whose mean uncertainty exceeds ``threshold_nats`` (review's one rule)."""
+        return flagged_labels(self.scores.values(), threshold_nats)
 
     def centre_of(self, slice_index: int, label: int) -> tuple[float, float]:
         """(col, row) centre of ``label`` on a canonical slice: its largest predicted part, else its boxes."""

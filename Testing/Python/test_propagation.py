@@ -250,3 +250,34 @@ def test_stops_on_a_jump_in_mask_area():
                     slice_shape=(ROWS, COLS))
     assert res.stops[1].reason == "low expected quality" and res.stops[1].stopped_at == 16
     assert "area changed" in res.stops[1].detail
+
+
+class DriftsOntoANeighbour(FakeEnsemble):
+    """Beyond slice ``last`` the model outlines a neighbour crisply (no uncertainty, full expected DSC), but
+    its own quality score (SAM's IoU head) drops: the members' scores average ``iou[slice]``."""
+
+    def __init__(self, truth, iou):
+        super().__init__(truth)
+        self.iou = iou
+
+    def __call__(self, box):
+        pred = super().__call__(box)
+        scale = self.iou[box.slice] / 0.75
+        return BoxPrediction(box, pred.window, pred.member_probs, np.array([0.9, 0.7, 0.65], np.float32) * scale)
+
+
+def test_stops_where_the_models_predicted_iou_falls_below_the_limit_but_never_on_the_users_box():
+    truth = disc_volume([(32, 40)] * N, [10] * N)  # crisp and stable: every other check passes
+    iou = [0.9] * N
+    iou[12] = 0.5  # the user's own box: low score, still accepted (it is shown and scored)
+    iou[15] = 0.74
+    fake = DriftsOntoANeighbour(truth, iou)
+    res = propagate(fake, BoxPrompt(1, 12, (28, 20, 53, 45)), N, direction=1, slice_shape=(ROWS, COLS))
+    stop = res.stops[1]
+    assert stop.reason == "low expected quality" and stop.stopped_at == 15 and res.slices == [12, 13, 14]
+    assert "predicted IoU 0.740 < 0.750" in stop.detail
+    assert res.stats[14].iou_pred == pytest.approx(0.9, rel=1e-5)  # the mean of the members' scores
+    # the limit is a parameter: off, the walk runs to the volume edge
+    res = propagate(DriftsOntoANeighbour(truth, iou), BoxPrompt(1, 12, (28, 20, 53, 45)), N, direction=1,
+                    slice_shape=(ROWS, COLS), min_iou_pred=0.0)
+    assert res.stops[1].reason == "volume edge" and res.slices[-1] == N - 1
