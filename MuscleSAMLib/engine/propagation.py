@@ -108,6 +108,15 @@ class DirectionStop:
     detail: str = ""
     prediction: BoxPrediction | None = None
 
+    def summary(self, shown_slice: int) -> str:
+        """One line for the user: the reason, the slice as the user numbers it (``shown_slice``), and for a
+        slice the walk judged (or failed on) what it measured there, e.g. "low expected quality at slice 7
+        (the model's predicted IoU 0.702 < 0.750)". Other details name canonical indices, so they stay out."""
+        line = f"{self.reason} at slice {shown_slice}"
+        if self.detail and self.reason in (STOP_MASK_VANISHED, STOP_UNCERTAINTY_JUMP, STOP_LOW_QUALITY, STOP_ERROR):
+            line += f" ({self.detail})"
+        return line
+
 
 @dataclass
 class PropagationResult:

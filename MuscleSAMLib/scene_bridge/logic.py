@@ -326,7 +326,7 @@ class MuscleSAMLogic:
 
         def finish(out) -> RunOutcome:
             result, res = out
-            stops = {d: f"{st.reason} at slice {geometry.stored_slice_index(s.volume, st.stopped_at)}" for d, st in res.stops.items()}
+            stops = {d: st.summary(geometry.stored_slice_index(s.volume, st.stopped_at)) for d, st in res.stops.items()}
             return self._apply(volume_node, seg_node, s, before, [p.box for p in res.predictions], result, stops, started)
 
         future, cancel = self.worker.submit(work)

@@ -491,14 +491,18 @@ def test_propagation_writes_every_accepted_slice(mrml, logic, sample_crop, monke
         seen.update(kw)
         preds = [predict(type(box)(box.label, k, box.xyxy, "walk")) for k in range(n_slices)]
         return PropagationResult(start=box, predictions=preds,
-                                 stops={1: DirectionStop(1, "volume edge", n_slices - 1, n_slices - 1),
-                                        -1: DirectionStop(-1, "volume edge", 0, 0)})
+                                 stops={1: DirectionStop(1, "volume edge", n_slices - 1, n_slices - 1, "slice 3 outside volume"),
+                                        -1: DirectionStop(-1, "low expected quality", 0, 0,
+                                                          "the model's predicted IoU 0.702 < 0.750")})
 
     monkeypatch.setattr(logic_module, "propagate_box", fake_propagate)
     out = logic.propagate(node, P.roi_for_box(mrml.scene, logic.session(node).volume, start), max_steps=5)
     assert seen["max_steps"] == 5 and seen["slice_shape"] == water.canonical_array.shape[1:]
     assert sorted(out.slices) == [0, 1, 2]
-    assert set(out.stops) == {1, -1} and "volume edge" in out.stops[1]
+    # the user reads why and where each direction stopped, with what was measured there (not canonical indices)
+    assert set(out.stops) == {1, -1} and out.stops[1] == f"volume edge at slice {G.stored_slice_index(water, 2)}"
+    assert out.stops[-1] == (f"low expected quality at slice {G.stored_slice_index(water, 0)} "
+                             "(the model's predicted IoU 0.702 < 0.750)")
     engine = segment_volume(Segmenter(logic.loaded.ensemble, water.canonical_array, "p", spacing=water.canonical_spacing),
                             [type(start)(8, k, start.xyxy) for k in range(3)])
     assert np.array_equal(S.read_labels(out.segmentation_node, node) == 8, G.to_stored(engine.labels, water) == 8)
