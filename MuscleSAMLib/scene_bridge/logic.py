@@ -321,7 +321,8 @@ class MuscleSAMLogic:
             boxes = [p.box for p in res.predictions]
             if not boxes:
                 stop = next(iter(res.stops.values()))
-                raise InputError(f"propagation found nothing to keep on slice {stop.stopped_at}: {stop.reason} {stop.detail}".strip())
+                raise InputError("propagation found nothing to keep: "
+                                 + stop.summary(geometry.stored_slice_index(s.volume, stop.stopped_at)))
             return segment_volume(seg, boxes, current=current, locked=locked, cancel=cancel), res
 
         def finish(out) -> RunOutcome:

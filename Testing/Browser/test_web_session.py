@@ -97,7 +97,10 @@ def test_realistic_session(server, browser, artifacts: Path) -> None:
     pick_muscle(page, 2)
     page.keyboard.press("p")  # RF's latest box through the neighbouring slices
     wait_message(page, "propagat", timeout_ms=LONG * 1000)
-    server.wait(lambda s: not s["msam_busy"], timeout=LONG, what="propagation")
+    done = server.wait(lambda s: not s["msam_busy"], timeout=LONG, what="propagation")
+    # the page says where each direction stopped (or why the start was not kept) and which check fired there
+    said = done["msam_message"]["text"]
+    assert " at slice " in said and ("Propagation stopped: down:" in said or "found nothing to keep: " in said), said
 
     # Corrections: one stroke for each of three muscles on the middle slice
     before = page_labels(server)

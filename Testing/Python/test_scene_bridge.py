@@ -508,6 +508,25 @@ def test_propagation_writes_every_accepted_slice(mrml, logic, sample_crop, monke
     assert np.array_equal(S.read_labels(out.segmentation_node, node) == 8, G.to_stored(engine.labels, water) == 8)
 
 
+def test_propagation_that_keeps_nothing_says_why_on_the_users_slice(mrml, logic, sample_crop, monkeypatch):
+    """The start slice failed its checks: the error names the slice as the user numbers it and what was measured."""
+    from MuscleSAMLib.scene_bridge import logic as logic_module
+
+    water, labels = sample_crop
+    node = _sample_node(mrml, sample_crop)
+    start = boxes_from_labels(labels.canonical_array.astype(np.uint8), values=[8], slices=[1])[0]
+
+    def rejects_start(predict, box, n_slices, **kw):
+        stop = DirectionStop(1, "uncertainty jump", box.slice, None, "mean uncertainty 0.6930 nats > 0.6000")
+        return PropagationResult(start=box, predictions=[], stops={1: stop, -1: stop})
+
+    monkeypatch.setattr(logic_module, "propagate_box", rejects_start)
+    with pytest.raises(InputError) as err:
+        logic.propagate(node, P.roi_for_box(mrml.scene, logic.session(node).volume, start))
+    assert str(err.value) == ("propagation found nothing to keep: uncertainty jump at slice "
+                              f"{G.stored_slice_index(water, 1)} (mean uncertainty 0.6930 nats > 0.6000)")
+
+
 # ---------------------------------------------------------------------------------------------- export
 def test_export_round_trips_and_is_atomic(mrml, logic, sample_crop, tmp_path):
     water, labels = sample_crop
