@@ -34,13 +34,12 @@ from .assembly import LabelProbabilities, combine_label_predictions
 from .types import BoxPrediction
 
 #: A muscle is flagged for review when one of its scored slices has a mean total uncertainty above
-#: this (nats; ln 2 = 0.693 is the maximum). Measured with the shipped ensemble's cross-validated folds
-#: (1.3.0, cross-fitted T and offset; tight boxes on every labelled slice of the held-out subject,
-#: weights/MODEL_CARD.md "Review"): slice scores span 0.22-0.49 nats on Thigh_002 and 0.27-0.53 on
-#: Thigh_001. At 0.45, 25 of 222 slices are flagged and 14 of them have a real slice DSC below 0.8
-#: (base rate 47 of 222), and on Thigh_002 it flags vastus intermedius alone, its worst muscle (volume
-#: DSC 0.68). The former 0.5 (set on the from-scratch demo ensemble) flagged 3 slices of 222, none on
-#: Thigh_002.
+#: this (nats; ln 2 = 0.693 is the maximum). Measured with the shipped recipe's cross-validated folds
+#: (cross-fitted T and offset; tight boxes on every labelled slice of the held-out subject, 222 slice x
+#: muscle scores; weights/MODEL_CARD.md "Review flags"). 1.4.0: at 0.45, 9 slices are flagged and 7 of
+#: them have a real slice DSC below 0.8 (base rate 39 of 222); the flagged muscles are the worst ones
+#: (Thigh_002: VL, VI, SM; Thigh_001: VI). 1.3.0: 25 flagged, 14 below 0.8. The former 0.5 (set on the
+#: from-scratch demo ensemble) flags 1 slice of 222 with 1.4.0 and 3 with 1.3.0.
 FLAG_UNCERTAINTY_NATS = 0.45
 
 
