@@ -72,8 +72,8 @@ DEFAULT_MIN_IOU_PRED = 0.75  # measured: see the note below
 # offset) the expected DSC and the uncertainty barely separate slices where the walk still holds the
 # muscle (slice DSC >= 0.5) from slices where it has lost it: the limits above alone accept 216 good and
 # 279 lost slices (1.4.0; 1.3.0: 208 / 267). The members' mean predicted IoU does: at 0.75, 127 good and
-# 16 lost (1.3.0: 120 / 8); 0.72 accepts 154 / 38, 0.78 102 / 4. 0.75 gives the most good minus lost for
-# both versions. The expected-DSC limit (0.68, set on 1.0.0:
+# 16 lost (1.3.0: 120 / 8); 0.72 accepts 154 / 38, 0.78 102 / 4. 0.75 gives the most good minus twice the
+# lost for both versions (an accepted lost slice is a wrong mask the user may miss; a missed one costs a box). The expected-DSC limit (0.68, set on 1.0.0:
 # the edge-slice box one slice inside the muscle 0.70-0.87, beyond 0.61-0.88) is kept as a floor.
 
 _EIGHT = np.ones((3, 3), bool)
@@ -206,7 +206,8 @@ def propagate(
     ``direction``: +1, -1, or 0 for both (+1 first, then -1; the start is predicted once).
     ``max_steps``: most slices accepted beyond the start per direction (None = unlimited).
     ``slice_shape``: (rows, cols) of a slice, to clip derived boxes.
-    ``min_iou_pred``: pass ``-inf`` (or 0) to ignore the model's quality score.
+    ``min_iou_pred``: pass ``-inf`` to ignore the model's quality score (an untrained IoU head's output is
+    not bounded to [0, 1]).
     """
     if direction not in (-1, 0, 1):
         raise ValueError(f"direction must be +1, -1 or 0, not {direction!r}")

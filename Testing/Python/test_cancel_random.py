@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import os
 import random
 import shutil
@@ -112,7 +113,8 @@ def slowed(logic, monkeypatch):
 def relaxed_propagation(monkeypatch):
     """Propagation that accepts the random ensemble's uncertain masks (the stop rules are tested elsewhere)."""
     monkeypatch.setattr(logic_module, "propagate_box",
-                        functools.partial(propagation.propagate, max_mean_uncertainty=1.0, max_uncertainty_jump=1.0))
+                        functools.partial(propagation.propagate, max_mean_uncertainty=1.0, max_uncertainty_jump=1.0,
+                                          min_expected_dsc=-math.inf, min_iou_pred=-math.inf, max_area_ratio=math.inf))
 
 
 # ---------------------------------------------------------------------------------------------- scene helpers
