@@ -23,7 +23,9 @@ Walk, per direction ``d`` (+1 = increasing slice index, -1 = decreasing):
      or the mask's area changed by more than a factor ``max_area_ratio`` from the previous accepted
      slice. A SAM-family model given a box always segments something in it; where the muscle has ended
      or moved out of the derived box it outlines a neighbour or fat, often confidently (the calibrated
-     probabilities stay sharp), but its IoU head scores such a mask lower.
+     probabilities stay sharp), but its IoU head scores such a mask lower. The IoU check is skipped for
+     the whole walk when the start slice's predicted IoU is not a number in [0, 1]: such a head was never
+     trained to score masks (e.g. random weights), and its output says nothing about quality.
    A slice that fails is *not* accepted: its prediction is kept in :class:`DirectionStop` for display
    and the slice is the one flagged for review (``stopped_at``).
 5. Before each new slice, in this order: "cancelled" (``cancel`` is set), "volume edge" (the next slice
@@ -247,7 +249,7 @@ def propagate(
             )
         if prev is not None and np.isfinite(st.expected_dsc) and st.expected_dsc < min_expected_dsc:
             return STOP_LOW_QUALITY, f"expected DSC {st.expected_dsc:.3f} < {min_expected_dsc:.3f}"
-        if prev is not None and np.isfinite(st.iou_pred) and st.iou_pred < min_iou_pred:
+        if prev is not None and iou_scores and np.isfinite(st.iou_pred) and st.iou_pred < min_iou_pred:
             return STOP_LOW_QUALITY, f"the model's predicted IoU {st.iou_pred:.3f} < {min_iou_pred:.3f}"
         if prev is not None and prev.area_px > 0:
             ratio = st.area_px / prev.area_px
@@ -266,6 +268,7 @@ def propagate(
         for d in directions:
             result.stops[d] = DirectionStop(d, STOP_ERROR, start.slice, None, err)
         return result
+    iou_scores = bool(np.isfinite(st0.iou_pred) and 0.0 <= st0.iou_pred <= 1.0)  # a trained quality score
     failed = check(st0, None)
     if failed is not None:
         for d in directions:
