@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
 
@@ -26,11 +26,6 @@ from ..uncertainty import uncertainty_maps
 from ..volumes import Volume
 
 MAX_RUN_UNDO = 10  # runs that "Undo run" can take back, most recent first
-
-
-def _boxes_overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
-    """Whether two half-open ``xyxy`` boxes share at least one pixel."""
-    return min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
 
 
 @dataclass
@@ -162,25 +157,6 @@ class Session:
         self.probability[k] = np.take_along_axis(stack, chosen[None], axis=0)[0]
         self.total[k] = np.where(covered, unc.total, 0.0)
         self.epistemic[k] = np.where(covered, unc.epistemic, 0.0)
-
-    def with_other_boxes(self, boxes: Sequence[BoxPrompt]) -> list[BoxPrompt]:
-        """``boxes`` plus, on each (slice, muscle) they prompt, the boxes of that muscle's latest prediction there
-        (``label_probs``, clicks included) that overlap none of them: the other leg's box.
-
-        Why: a run replaces a muscle's whole prediction on a slice (:meth:`merge`), so a new box for one leg
-        (a second Segment, or Propagate from one leg's box) would otherwise wipe the other leg's mask there.
-        A kept box answers from the segmenter's cache. A box that overlaps a new one is replaced by it.
-        """
-        out = list(boxes)
-        new: dict[tuple[int, int], list[BoxPrompt]] = {}
-        for b in boxes:
-            new.setdefault((int(b.slice), int(b.label)), []).append(b)
-        for key, mine in new.items():
-            lp = self.label_probs.get(key)
-            for pred in (lp.boxes if lp is not None else ()):
-                if not any(_boxes_overlap(pred.box.xyxy, b.xyxy) for b in mine):
-                    out.append(pred.box)
-        return out
 
     def current_prompts(self) -> list[BoxPrompt]:
         """The prompts as they stand: ``boxes`` is the history (a box, then the box with one click more,

@@ -283,10 +283,8 @@ class MuscleSAMLogic:
         current = geometry.to_canonical(before, s.volume)
         started = time.perf_counter()
 
-        run_boxes = box_list if plan is not None else s.with_other_boxes(box_list)  # a click plan has them all
-
         def work(cancel) -> VolumeResult:
-            return segment_volume(s.segmenter, run_boxes, current=current, locked=locked, cancel=cancel)
+            return segment_volume(s.segmenter, box_list, current=current, locked=locked, cancel=cancel)
 
         def finish(result: VolumeResult) -> RunOutcome:
             if plan is None:
@@ -325,7 +323,7 @@ class MuscleSAMLogic:
                 stop = next(iter(res.stops.values()))
                 raise InputError("propagation found nothing to keep: "
                                  + stop.summary(geometry.stored_slice_index(s.volume, stop.stopped_at)))
-            return segment_volume(seg, s.with_other_boxes(boxes), current=current, locked=locked, cancel=cancel), res
+            return segment_volume(seg, boxes, current=current, locked=locked, cancel=cancel), res
 
         def finish(out) -> RunOutcome:
             result, res = out

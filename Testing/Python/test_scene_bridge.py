@@ -508,52 +508,6 @@ def test_propagation_writes_every_accepted_slice(mrml, logic, sample_crop, monke
     assert np.array_equal(S.read_labels(out.segmentation_node, node) == 8, G.to_stored(engine.labels, water) == 8)
 
 
-def test_a_box_for_one_leg_keeps_the_other_legs_mask(mrml, logic, sample_crop, monkeypatch):
-    """A run replaces a muscle's prediction on a slice; a second box for it elsewhere on that slice (the other
-    leg), or Propagate from one leg's box, must re-run the first box with it rather than wipe its mask. A new
-    box that overlaps the earlier one replaces it."""
-    from MuscleSAMLib.engine.types import BoxPrompt
-    from MuscleSAMLib.scene_bridge import logic as logic_module
-
-    water, labels = sample_crop
-    node = _sample_node(mrml, sample_crop)
-    s = logic.session(node)
-    first = boxes_from_labels(labels.canonical_array.astype(np.uint8), values=[3], slices=[1])[0]
-    rows, cols = s.volume.canonical_array.shape[1:]
-    other = BoxPrompt(3, 1, (cols - 40, rows - 40, cols - 2, rows - 2), "the other leg")  # overlaps nothing
-    assert not (min(first.xyxy[2], other.xyxy[2]) > max(first.xyxy[0], other.xyxy[0])
-                and min(first.xyxy[3], other.xyxy[3]) > max(first.xyxy[1], other.xyxy[1]))
-    runs = []
-    real = logic_module.segment_volume
-
-    def recording(seg, boxes, **kw):
-        runs.append([(b.slice, b.xyxy) for b in boxes])
-        return real(seg, boxes, **kw)
-
-    monkeypatch.setattr(logic_module, "segment_volume", recording)
-    logic.segment(node, [first])
-    mine = S.read_labels(logic.segmentation_for(node), node).copy()
-    logic.segment(node, [other])
-    assert runs[-1] == [(1, other.xyxy), (1, first.xyxy)]
-    after = S.read_labels(logic.segmentation_for(node), node)
-    # the first box's answer is the same whatever the random weights draw: its voxels stay as they were
-    x0, y0, x1, y1 = first.xyxy
-    before_first = G.to_canonical(mine, water)[1, y0:y1, x0:x1]
-    assert (before_first == 3).any()  # the first run drew something there
-    assert np.array_equal(G.to_canonical(after, water)[1, y0:y1, x0:x1], before_first)
-    moved = BoxPrompt(3, 1, (x0 + 1, y0 + 1, x1 + 1, y1 + 1), "redrawn")  # overlaps the first: replaces it
-    logic.segment(node, [moved])
-    assert runs[-1] == [(1, moved.xyxy), (1, other.xyxy)]
-
-    def walk(predict, box, n_slices, **kw):
-        preds = [predict(type(box)(box.label, kk, box.xyxy, "walk")) for kk in range(n_slices)]
-        return PropagationResult(start=box, predictions=preds, stops={})
-
-    monkeypatch.setattr(logic_module, "propagate_box", walk)
-    logic.propagate(node, moved)
-    assert runs[-1] == [(0, moved.xyxy), (1, moved.xyxy), (2, moved.xyxy), (1, other.xyxy)]
-
-
 def test_propagation_that_keeps_nothing_says_why_on_the_users_slice(mrml, logic, sample_crop, monkeypatch):
     """The start slice failed its checks: the error names the slice as the user numbers it and what was measured."""
     from MuscleSAMLib.scene_bridge import logic as logic_module
