@@ -24,8 +24,9 @@ Walk, per direction ``d`` (+1 = increasing slice index, -1 = decreasing):
      slice. A SAM-family model given a box always segments something in it; where the muscle has ended
      or moved out of the derived box it outlines a neighbour or fat, often confidently (the calibrated
      probabilities stay sharp), but its IoU head scores such a mask lower. The IoU check is skipped for
-     the whole walk when the start slice's predicted IoU is not a number in [0, 1]: such a head was never
-     trained to score masks (e.g. random weights), and its output says nothing about quality.
+     the whole walk when the start slice's predicted IoU is not a number >= 0: such a head was never
+     trained to score masks (e.g. random weights), and its output says nothing about quality. (A trained
+     head is not bounded above: a score a little over 1 on a clean box still counts.)
    A slice that fails is *not* accepted: its prediction is kept in :class:`DirectionStop` for display
    and the slice is the one flagged for review (``stopped_at``).
 5. Before each new slice, in this order: "cancelled" (``cancel`` is set), "volume edge" (the next slice
@@ -268,7 +269,7 @@ def propagate(
         for d in directions:
             result.stops[d] = DirectionStop(d, STOP_ERROR, start.slice, None, err)
         return result
-    iou_scores = bool(np.isfinite(st0.iou_pred) and 0.0 <= st0.iou_pred <= 1.0)  # a trained quality score
+    iou_scores = bool(np.isfinite(st0.iou_pred) and st0.iou_pred >= 0.0)  # a quality score, not an untrained head
     failed = check(st0, None)
     if failed is not None:
         for d in directions:

@@ -284,14 +284,18 @@ def test_stops_where_the_models_predicted_iou_falls_below_the_limit_but_never_on
 
 
 def test_an_iou_head_that_gives_no_quality_score_is_not_used_to_stop():
-    """Random or untrained IoU heads answer outside [0, 1] (measured: -0.12..-0.03 on the test ensemble): the
-    walk must not stop on them; the other checks still apply."""
+    """Random or untrained IoU heads answer below 0 (measured: -0.12..-0.03 on the test ensemble): the walk must
+    not stop on them. A trained head's score a little over 1 on the user's box is still a score."""
     truth = disc_volume([(32, 40)] * N, [10] * N)
     res = propagate(DriftsOntoANeighbour(truth, [-0.1] * N), BoxPrompt(1, 12, (28, 20, 53, 45)), N, direction=1,
                     slice_shape=(ROWS, COLS))
     assert res.stops[1].reason == "volume edge" and res.slices == list(range(12, N))
     iou = [-0.1] * N
     iou[12] = 0.9  # a real score on the user's slice: the check applies, and -0.1 beyond it stops the walk
+    res = propagate(DriftsOntoANeighbour(truth, iou), BoxPrompt(1, 12, (28, 20, 53, 45)), N, direction=1,
+                    slice_shape=(ROWS, COLS))
+    assert res.stops[1].reason == "low expected quality" and res.stops[1].stopped_at == 13
+    iou[12] = 1.05  # unbounded above: still a trained score
     res = propagate(DriftsOntoANeighbour(truth, iou), BoxPrompt(1, 12, (28, 20, 53, 45)), N, direction=1,
                     slice_shape=(ROWS, COLS))
     assert res.stops[1].reason == "low expected quality" and res.stops[1].stopped_at == 13
