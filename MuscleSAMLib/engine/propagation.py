@@ -76,8 +76,9 @@ DEFAULT_MIN_IOU_PRED = 0.75  # measured: see the note below
 # muscle (slice DSC >= 0.5) from slices where it has lost it: the limits above alone accept 216 good and
 # 279 lost slices (1.4.0; 1.3.0: 208 / 267). The members' mean predicted IoU does: at 0.75, 127 good and
 # 16 lost (1.3.0: 120 / 8); 0.72 accepts 154 / 38, 0.78 102 / 4. 0.75 gives the most good minus twice the
-# lost for both versions (an accepted lost slice is a wrong mask the user may miss; a missed one costs a box). The expected-DSC limit (0.68, set on 1.0.0:
-# the edge-slice box one slice inside the muscle 0.70-0.87, beyond 0.61-0.88) is kept as a floor.
+# lost for both versions (an accepted lost slice is a wrong mask the user may miss; a missed one costs a
+# box). The expected-DSC limit (0.68, set on 1.0.0: the edge-slice box one slice inside the muscle
+# 0.70-0.87, beyond 0.61-0.88) is kept as a floor.
 
 _EIGHT = np.ones((3, 3), bool)
 

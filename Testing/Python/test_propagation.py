@@ -253,8 +253,9 @@ def test_stops_on_a_jump_in_mask_area():
 
 
 class DriftsOntoANeighbour(FakeEnsemble):
-    """Beyond slice ``last`` the model outlines a neighbour crisply (no uncertainty, full expected DSC), but
-    its own quality score (SAM's IoU head) drops: the members' scores average ``iou[slice]``."""
+    """The model outlines the structure crisply on every slice (no uncertainty, full expected DSC), as it
+    would a neighbour it drifted onto; only its own quality score (SAM's IoU head) changes: the members'
+    scores average ``iou[slice]``."""
 
     def __init__(self, truth, iou):
         super().__init__(truth)
