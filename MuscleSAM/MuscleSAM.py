@@ -426,7 +426,7 @@ class MuscleSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         notes = [f"{len(outcome.changed_labels)} muscles written on slices {outcome.slices}"]
         notes += [f"flagged uncertain: {outcome.flagged_labels}"] if outcome.flagged_labels else []
         notes += [f"rejected {src}: {why}" for src, why in outcome.rejected]
-        notes += [f"stopped: {stop}" for stop in outcome.stops.values()]
+        notes += [f"stopped {stop}" for stop in outcome.stop_notes]
         self.ui.statusLabel.text = "; ".join(notes)
         self._updateNextButton()
         if self.clickTool is not None:

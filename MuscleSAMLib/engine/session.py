@@ -1,7 +1,7 @@
 """What MuscleSAM remembers about one volume between runs (pure numpy; no MRML).
 
-Each run predicts only its own boxes (so a user's edits of other muscles are never re-predicted
-away). Its maps are merged into the session's canonical maps inside the windows its predictions
+Each run predicts only its own boxes (so a user's edits of other muscles, and of the same muscle on
+the other leg, are never re-predicted away). Its maps are merged into the session's canonical maps inside the windows its predictions
 covered; its review scores replace the scores of the same (slice, muscle). The review queue and the
 "visited" set follow from the merged scores; muscle volumes come from the prediction label map (:meth:`biomarkers`).
 """
@@ -16,11 +16,11 @@ from typing import Mapping
 import numpy as np
 
 from ..biomarkers import Biomarkers, muscle_biomarkers
-from .assembly import LabelProbabilities
+from .assembly import LabelProbabilities, combine_label_predictions, replaced_parts, run_reach, untouched_boxes
 from .member_masks import MemberMasks, MemberWindows, member_window
-from .review import MuscleSliceScore, ReviewItem, flagged_labels, next_review_item, review_queue
+from .review import MuscleSliceScore, ReviewItem, flagged_labels, next_review_item, review_queue, score_slice
 from .segmenter import Segmenter
-from .types import BoxPrompt
+from .types import BoxPrompt, Window
 from .volume_run import VolumeResult
 from ..uncertainty import uncertainty_maps
 from ..volumes import Volume
@@ -79,13 +79,16 @@ class Session:
         """Fold one run into the session; returns the canonical slices it touched.
 
         The prediction layer only ever holds what runs predicted: on each slice the run's labels
-        replace those labels' earlier prediction, other labels keep theirs, and voxels the run took
-        over from the user's segmentation (``result.labels`` carries them) never enter it. The maps
-        (probability, uncertainty) are recomposed from every muscle's latest prediction on the slice
-        (:meth:`_recompose`), so a later overlapping run never wipes an earlier muscle's heatmap.
+        replace those labels' earlier prediction where their new boxes reach (``assembly.replaced_parts``:
+        a box for one leg leaves the same muscle's prediction, boxes and scores on the other leg standing),
+        other labels keep theirs, and voxels the run took over from the user's segmentation
+        (``result.labels`` carries them) never enter it. The maps (probability, uncertainty) are
+        recomposed from every muscle's latest prediction on the slice (:meth:`_recompose`), so a later
+        overlapping run never wipes an earlier muscle's heatmap.
         """
         touched = []
         predicted: set[tuple[int, int]] = set()
+        rescored: dict[tuple[int, int], LabelProbabilities] = {}
         model = result.model_labels if result.model_labels is not None else result.labels
         undo = _RunUndo(self)
         for k, pred in sorted(result.predictions.items()):
@@ -107,13 +110,20 @@ class Session:
             ran = result.predicted_labels.get(k, frozenset(result.combined.get(k, {})))
             predicted.update((k, int(label)) for label in ran)
             layer = self.prediction[k]
-            layer[np.isin(layer, sorted(ran))] = 0
+            new_windows = {label: [bp.window for bp in pred.boxes if bp.box.label == label] for label in ran}
+            for label in sorted(ran):  # the parts the run reaches; the other leg keeps its prediction
+                old = self.label_probs.get((k, label))
+                reach = run_reach(new_windows[label], [b.window for b in old.boxes] if old is not None else ())
+                layer[replaced_parts(layer, label, reach)] = 0
             mine = model[k] > 0
             layer[mine] = model[k][mine]
             for label, per in result.combined.get(k, {}).items():
                 if label in ran:
-                    self.label_probs[(k, label)] = per
-                    self.member_windows[(k, label)] = member_window(per)
+                    merged = self._with_untouched_boxes(k, label, per, new_windows[label])
+                    self.label_probs[(k, label)] = merged
+                    self.member_windows[(k, label)] = member_window(merged)
+                    if merged is not per:
+                        rescored[(k, label)] = merged
             present = {int(v) for v in np.unique(layer)}
             for key in [key for key in self.member_windows if key[0] == k and key[1] not in present]:
                 del self.member_windows[key]  # a muscle the run took off this slice has no member masks here
@@ -122,11 +132,27 @@ class Session:
             self.scores.pop(key, None)
         for s in result.scores:
             self.scores[(s.slice, s.label)] = s
+        for (k, label), per in rescored.items():  # scored as one run of all its boxes there would score it
+            self.scores[(k, label)] = score_slice(per.boxes, self.prediction.shape[1:], combined={label: per})[0]
         self.visited -= predicted
         self.runs += 1
         self.undo_runs.append(undo)
         del self.undo_runs[:-MAX_RUN_UNDO]
         return touched
+
+    def earlier_windows(self) -> dict[tuple[int, int], list[Window]]:
+        """{(canonical slice, label): the answer windows of that muscle's latest boxes there}, for a run's
+        ``earlier`` (what it replaces: ``assembly.run_reach``)."""
+        return {key: [b.window for b in lp.boxes] for key, lp in self.label_probs.items()}
+
+    def _with_untouched_boxes(self, k: int, label: int, new: LabelProbabilities,
+                              new_windows: list) -> LabelProbabilities:
+        """``label``'s prediction on slice ``k`` after a run whose answer for it is ``new``: the run's boxes plus
+        the earlier boxes it left standing (the other leg's; ``assembly.untouched_boxes``), combined as one run
+        of all of them would combine them."""
+        old = self.label_probs.get((k, label))
+        kept = untouched_boxes(old.boxes, new_windows) if old is not None else []
+        return combine_label_predictions([*kept, *new.boxes])[label] if kept else new
 
     def _recompose(self, k: int) -> None:
         """Probability and uncertainty of slice ``k`` from each muscle's latest prediction there.

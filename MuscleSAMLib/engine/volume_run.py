@@ -11,7 +11,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -20,7 +20,7 @@ from .assembly import LabelProbabilities, assemble_slice, combine_label_predicti
 from .member_masks import MemberMasks, member_window
 from .review import MuscleSliceScore, ReviewItem, review_queue, score_slice
 from .segmenter import Segmenter
-from .types import BoxPrompt, SlicePrediction
+from .types import BoxPrompt, SlicePrediction, Window
 
 
 @dataclass
@@ -55,11 +55,14 @@ class VolumeResult:
 def segment_volume(segmenter: Segmenter, boxes: Iterable[BoxPrompt], *, current: np.ndarray | None = None,
                    locked: frozenset[int] = frozenset(), threshold: float = 0.5, show_progress: bool = False,
                    cancel: threading.Event | None = None,
-                   progress: Callable[[int, int], None] | None = None) -> VolumeResult:
+                   progress: Callable[[int, int], None] | None = None,
+                   earlier: Mapping[tuple[int, int], Sequence[Window]] | None = None) -> VolumeResult:
     """Predict ``boxes`` on ``segmenter``'s volume and assemble the 3D result.
 
     ``current``: the existing canonical label map (e.g. the user's segmentation); voxels of
-    ``locked`` labels in it are never overwritten, and other labels on slices without boxes are kept.
+    ``locked`` labels in it are never overwritten, other labels on slices without boxes are kept, and a
+    predicted muscle keeps its parts that the run does not reach (the other leg; ``assembly.run_reach``).
+    ``earlier``: {(slice, label): windows of that muscle's earlier boxes there} (``Session.earlier_windows``).
     """
     t0 = time.perf_counter()
     shape = segmenter.shape
@@ -92,8 +95,9 @@ def segment_volume(segmenter: Segmenter, boxes: Iterable[BoxPrompt], *, current:
             continue
         combined[k] = combine_label_predictions(pred.boxes)
         cur = None if current is None else current[k]
+        before = {label: w for (kk, label), w in (earlier or {}).items() if kk == k}
         assembled = assemble_slice(pred.boxes, pred.shape, current=cur, locked=locked, threshold=threshold,
-                                   combined=combined[k])
+                                   combined=combined[k], earlier=before)
         labels[k] = assembled.labels
         model_labels[k] = assembled.model_labels
         predicted_labels[k] = frozenset(combined[k]) - frozenset(locked)

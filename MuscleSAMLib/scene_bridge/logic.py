@@ -283,8 +283,11 @@ class MuscleSAMLogic:
         current = geometry.to_canonical(before, s.volume)
         started = time.perf_counter()
 
+        earlier = s.earlier_windows()
+
         def work(cancel) -> VolumeResult:
-            return segment_volume(s.segmenter, box_list, current=current, locked=locked, cancel=cancel)
+            return segment_volume(s.segmenter, box_list, current=current, locked=locked, cancel=cancel,
+                                  earlier=earlier)
 
         def finish(result: VolumeResult) -> RunOutcome:
             if plan is None:
@@ -314,6 +317,7 @@ class MuscleSAMLogic:
         current = geometry.to_canonical(before, s.volume)
         seg = s.segmenter
         started = time.perf_counter()
+        earlier = s.earlier_windows()
 
         def work(cancel):
             res = propagate_box(seg.predict_box, start, seg.shape[0], direction=direction, max_steps=max_steps,
@@ -323,7 +327,7 @@ class MuscleSAMLogic:
                 stop = next(iter(res.stops.values()))
                 raise InputError("propagation found nothing to keep: "
                                  + stop.summary(geometry.stored_slice_index(s.volume, stop.stopped_at)))
-            return segment_volume(seg, boxes, current=current, locked=locked, cancel=cancel), res
+            return segment_volume(seg, boxes, current=current, locked=locked, cancel=cancel, earlier=earlier), res
 
         def finish(out) -> RunOutcome:
             result, res = out

@@ -50,6 +50,12 @@ class RunOutcome:
     stops: dict[int, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # one line each, for the panel (e.g. a Dixon pair that looks swapped)
 
+    @property
+    def stop_notes(self) -> list[str]:
+        """Where and why propagation stopped, one line per direction for every front end: 'down: ...'
+        (towards the feet) first, then 'up: ...' (towards the head)."""
+        return [f"{'down' if d < 0 else 'up'}: {why}" for d, why in sorted(self.stops.items())]
+
 
 #: What a click says when the ensemble's training record shows no click training (MODEL_CARD: such a
 #: decoder fixes the clicked pixel in only about a third to a half of clicks and often worsens the rest).

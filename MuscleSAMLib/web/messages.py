@@ -64,7 +64,7 @@ def run_summary(outcome: Any) -> str:
     if outcome.rejected:
         parts.append("Boxes not used: " + "; ".join(f"{w}: {why}" for w, why in outcome.rejected) + ".")
     if outcome.stops:
-        parts.append("Propagation stopped: " + "; ".join(f"{'down' if d < 0 else 'up'}: {why}" for d, why in sorted(outcome.stops.items())) + ".")
+        parts.append("Propagation stopped: " + "; ".join(outcome.stop_notes) + ".")
     return " ".join(parts)
 
 

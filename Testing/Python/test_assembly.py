@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from MuscleSAMLib.engine.assembly import assemble_slice, combine_label_predictions
+from MuscleSAMLib.engine.assembly import assemble_slice, combine_label_predictions, replaced_parts, run_reach
 from MuscleSAMLib.engine.types import BoxPrediction, BoxPrompt, Window
 
 SHAPE = (40, 60)
@@ -123,20 +123,52 @@ def test_locked_label_box_ignored_even_without_current():
     assert len(out.ignored_locked) == 1
 
 
-def test_current_labels_replaced_when_repredicted_and_kept_otherwise():
+def test_current_labels_replaced_where_the_new_box_reaches_and_kept_otherwise():
     current = np.zeros(SHAPE, np.uint8)
-    current[30:35, 0:5] = 2  # old label-2 region, re-predicted elsewhere now
+    current[5:25, 5:12] = 2  # old label-2 part that the new box's window reaches, leaking below it
+    current[30:35, 20:25] = 2  # label 2 on the other leg: no new box reaches it
     current[0:10, 40:60] = 6  # painted by hand, no box in this call
     new2 = pred(2, (0, 0, 10, 10), [0.9] * 2)
     over6 = pred(4, (50, 0, 60, 10), [0.8] * 2)  # a predicted label takes part of label 6
     out = assemble_slice([new2, over6], SHAPE, current=current)
-    assert np.all(out.labels[30:35, 0:5] == 0)  # old label 2 replaced by the new prediction
+    assert np.all(out.labels[10:25, 5:12] == 0)  # the reached part is replaced whole, its leak outside the box too
     assert np.all(out.labels[0:10, 0:10] == 2)
+    assert np.all(out.labels[30:35, 20:25] == 2)  # the other leg keeps its label 2
+    assert np.all(out.model_labels[30:35, 20:25] == 0)  # ... as the user's segmentation, not as this run's prediction
     assert np.all(out.labels[0:10, 40:50] == 6)  # kept (unpredicted)
     assert np.all(out.labels[0:10, 50:60] == 4)  # a prediction may take an unlocked label's voxels
-    assert out.kept_from_current == frozenset({6})
+    assert out.kept_from_current == frozenset({2, 6})
     dropped = assemble_slice([new2, over6], SHAPE, current=current, keep_unpredicted=False)
-    assert not np.any(dropped.labels == 6)
+    assert not np.any(dropped.labels == 6) and not np.any(dropped.labels[30:35, 20:25])
+
+
+def test_a_tighter_box_leaves_nothing_of_the_earlier_answer_of_that_leg():
+    current = np.zeros(SHAPE, np.uint8)
+    current[2:8, 2:8] = 2  # the earlier answer of this leg (box 0..20 x 0..20) ...
+    current[15:19, 15:19] = 2  # ... with an island outside the new, tighter box's window
+    current[30:35, 40:45] = 2  # the other leg
+    tight = pred(2, (0, 0, 10, 10), [0.9] * 2)
+    earlier = {2: [Window(0, 20, 0, 20), Window(28, 38, 38, 48)]}
+    out = assemble_slice([tight], SHAPE, current=current, earlier=earlier)
+    assert not out.labels[15:19, 15:19].any()  # the earlier box it replaces reached the island
+    assert np.all(out.labels[30:35, 40:45] == 2)  # the other leg's earlier box overlaps no new window
+    kept = assemble_slice([tight], SHAPE, current=current)  # without the earlier windows the island stays
+    assert np.all(kept.labels[15:19, 15:19] == 2)
+    assert run_reach([Window(0, 10, 0, 10)], earlier[2]) == [Window(0, 10, 0, 10), Window(0, 20, 0, 20)]
+
+
+def test_replaced_parts_are_the_eight_connected_parts_a_window_reaches():
+    lab = np.zeros((12, 12), np.uint8)
+    lab[1:4, 1:4] = 3
+    lab[4, 4] = 3  # joins the first part through a corner (8-connected)
+    lab[5:7, 5:9] = 3
+    lab[9:11, 0:3] = 3  # another part
+    lab[9:11, 6:9] = 5  # another label
+    got = replaced_parts(lab, 3, [Window(0, 2, 0, 2)])
+    assert np.array_equal(got, (lab == 3) & (np.arange(12)[:, None] < 8))
+    assert not replaced_parts(lab, 3, []).any() and not replaced_parts(lab, 4, [Window(0, 12, 0, 12)]).any()
+    assert np.array_equal(replaced_parts(lab, 3, [Window(0, 2, 0, 2), Window(10, 11, 2, 3)]), lab == 3)
+    assert not replaced_parts(lab, 3, [Window(8, 12, 4, 12)]).any()  # reaches only label 5 and background
 
 
 def test_label_dtype_and_input_errors():

@@ -22,6 +22,7 @@ from musclesam_test_helpers import ROOT, import_declared, write_random_decoder_e
 slicer = import_declared("slicer", "slicer-core")
 
 from MuscleSAMLib.engine.boxes import boxes_from_labels  # noqa: E402
+from MuscleSAMLib.engine.propagation import DirectionStop, PropagationResult  # noqa: E402
 from MuscleSAMLib.sample_data import sample_case  # noqa: E402
 from MuscleSAMLib.scene_bridge import geometry as G  # noqa: E402
 from MuscleSAMLib.scene_bridge import prompts as P  # noqa: E402
@@ -104,7 +105,9 @@ def _place(widget, scene, label: int):
     return roi
 
 
-def test_propagate_right_after_segment_uses_that_muscles_last_box(desktop):
+def test_propagate_right_after_segment_uses_that_muscles_last_box(desktop, monkeypatch):
+    from MuscleSAMLib.scene_bridge import logic as logic_module
+
     module, widget, scene, messages = desktop
     _place(widget, scene, 2)
     _place(widget, scene, 8)
@@ -117,6 +120,17 @@ def test_propagate_right_after_segment_uses_that_muscles_last_box(desktop):
     widget.onPropagate()  # no box placed since the Segment
     assert not any("no box" in text for _, text in messages), messages
     assert undo.call_count == 1  # the run is an undo step in the embedded Segment Editor
+
+    def walk(predict, box, n_slices, **kw):  # the random ensemble's walk keeps nothing: a walk that keeps its start
+        edge = DirectionStop(1, "volume edge", box.slice, box.slice, "")
+        return PropagationResult(start=box, predictions=[predict(box)],
+                                 stops={1: edge, -1: DirectionStop(-1, "low expected quality", box.slice - 1, box.slice,
+                                                                   "the model's predicted IoU 0.700 < 0.750")})
+
+    monkeypatch.setattr(logic_module, "propagate_box", walk)
+    widget.onPropagate()
+    status = widget.ui.statusLabel.text  # where each direction stopped, named as the web page names it
+    assert "; stopped down: low expected quality at slice " in status and "; stopped up: volume edge at slice " in status
     widget.ui.muscleComboBox.currentData = 5  # a muscle that never had a box
     widget.onPropagate()
     assert any("no box for this muscle" in text for _, text in messages[-1:]), messages

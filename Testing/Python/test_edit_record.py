@@ -66,17 +66,32 @@ def logic(tmp_path_factory):
     lg.shutdown()
 
 
+def _window(b: BoxPrompt) -> tuple[int, int, int, int]:
+    """(r0, r1, c0, c1) of the fake answer's window (the box grown by MARGIN, clipped)."""
+    c0, r0, c1, r1 = b.xyxy
+    return max(0, r0 - MARGIN), min(SHAPE[1], r1 + MARGIN), max(0, c0 - MARGIN), min(SHAPE[2], c1 + MARGIN)
+
+
+def _meet(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]
+
+
 class Record:
-    """The test's own account: S what the segmentation should show, R what the model said (canonical)."""
+    """The test's own account: S what the segmentation should show, R what the model said (canonical),
+    and the windows of each muscle's latest boxes per slice (a run replaces a muscle only where its boxes,
+    or the earlier boxes they overlap, reach an 8-connected part of it; other parts, e.g. the other leg, stay)."""
 
     def __init__(self) -> None:
         self.S = np.zeros(SHAPE, np.uint8)
         self.R = np.zeros(SHAPE, np.uint8)
         self.locked: set[int] = set()
-        self.runs: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []  # (R before, idx, S before, S after)
+        self.boxes: dict[tuple[int, int], list[tuple[int, int, int, int]]] = {}
+        self.runs: list[tuple] = []  # (R before, boxes before, idx, S before, S after)
 
     def run(self, boxes: list[BoxPrompt]) -> None:
-        S_before, R_before = self.S.copy(), self.R.copy()
+        from scipy import ndimage
+
+        S_before, R_before, boxes_before = self.S.copy(), self.R.copy(), dict(self.boxes)
         for k in sorted({b.slice for b in boxes}):
             on = [b for b in boxes if b.slice == k and b.label not in self.locked]
             model = np.zeros(SHAPE[1:], np.uint8)
@@ -84,20 +99,27 @@ class Record:
                 c0, r0, c1, r1 = b.xyxy
                 model[r0:r1, c0:c1] = np.maximum(model[r0:r1, c0:c1], b.label)
             model[np.isin(self.S[k], sorted(self.locked))] = 0
-            ran = sorted({b.label for b in on})
+            for label in sorted({b.label for b in on}):
+                new = [_window(b) for b in on if b.label == label]
+                old = self.boxes.get((k, label), [])
+                reach = new + [w for w in old if any(_meet(w, n) for n in new)]
+                for layer in (self.S, self.R):
+                    parts, _ = ndimage.label(layer[k] == label, structure=np.ones((3, 3)))
+                    hit = {int(v) for r0, r1, c0, c1 in reach for v in np.unique(parts[r0:r1, c0:c1])} - {0}
+                    layer[k][np.isin(parts, sorted(hit))] = 0
+                self.boxes[(k, label)] = [w for w in old if not any(_meet(w, n) for n in new)] + new
             for layer in (self.S, self.R):
-                layer[k][np.isin(layer[k], ran)] = 0
                 layer[k][model > 0] = model[model > 0]
         idx = np.flatnonzero(S_before != self.S)
-        self.runs.append((R_before, idx, S_before.reshape(-1)[idx], self.S.reshape(-1)[idx]))
+        self.runs.append((R_before, boxes_before, idx, S_before.reshape(-1)[idx], self.S.reshape(-1)[idx]))
 
     def undo(self) -> None:
-        R_before, idx, was, wrote = self.runs.pop()
+        R_before, boxes_before, idx, was, wrote = self.runs.pop()
         flat = self.S.reshape(-1)
         locked = sorted(self.locked)
         keep = (flat[idx] == wrote) & ~np.isin(was, locked) & ~np.isin(wrote, locked)
         flat[idx[keep]] = was[keep]
-        self.R = R_before
+        self.R, self.boxes = R_before, boxes_before
 
     def paint(self, k: int, rect: tuple[int, int, int, int], label: int) -> None:
         r0, r1, c0, c1 = rect
