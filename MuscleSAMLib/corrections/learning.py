@@ -357,6 +357,8 @@ def _record(plan: LearningPlan, cfg, runs, seconds: float) -> dict[str, Any]:
         },
         "config": cfg.to_dict(), "temperature": plan.temperature,
         "logit_offset": plan.base.logit_offset,
+        **({"propagation_min_iou_pred": plan.base.training["propagation_min_iou_pred"]}
+           if "propagation_min_iou_pred" in (plan.base.training or {}) else {}),
         "runs": [{"steps": r.steps_done, "seconds": round(r.seconds, 1),
                   "final_loss": r.history[-1]["loss"] if r.history else None} for r in runs],
         "seconds": round(seconds, 1), "torch": torch.__version__, "machine": f"{platform.machine()} {os.cpu_count()} cpus",

@@ -78,7 +78,9 @@ DEFAULT_MIN_IOU_PRED = 0.75  # measured: see the note below
 # 16 lost (1.3.0: 120 / 8); 0.72 accepts 154 / 38, 0.78 102 / 4. 0.75 gives the most good minus twice the
 # lost for both versions (an accepted lost slice is a wrong mask the user may miss; a missed one costs a
 # box). The expected-DSC limit (0.68, set on 1.0.0: the edge-slice box one slice inside the muscle
-# 0.70-0.87, beyond 0.61-0.88) is kept as a floor.
+# 0.70-0.87, beyond 0.61-0.88) is kept as a floor. The IoU limit belongs to the ensemble it was measured
+# on: the bridge passes the manifest entry's ``propagation_min_iou_pred`` (the recipe publishes this
+# value with its ensembles), and -inf (the check off) for an ensemble without one.
 
 _EIGHT = np.ones((3, 3), bool)
 

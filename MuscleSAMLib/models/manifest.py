@@ -110,6 +110,14 @@ class EnsembleSpec:
         return float(b) if b else 0.0
 
     @property
+    def propagation_min_iou_pred(self) -> float:
+        """Propagation's limit on the members' mean predicted IoU, measured for this ensemble (the training
+        record's ``propagation_min_iou_pred``, checked when the manifest is read); -inf (the check off) for an
+        ensemble without one, since another model's IoU head has its own scale (``engine.propagation``)."""
+        v = (self.training or {}).get("propagation_min_iou_pred")
+        return float(v) if v is not None else float("-inf")
+
+    @property
     def files(self) -> list[WeightFile]:
         """Base (if any), shared overrides (if any), then member files."""
         return [f for f in (self.base, self.shared) if f is not None] + list(self.members)
@@ -318,6 +326,8 @@ def _parse_entry(c: _Checker, raw: Any, folder: Path, manifest_path: Path) -> En
         raise c.fail("training must be a JSON object")
     if "logit_offset" in training:  # calibration the ensemble applies to every logit (Ensemble.logit_offset)
         c.number(training["logit_offset"], "training.logit_offset", -10.0, 10.0)
+    if "propagation_min_iou_pred" in training:  # measured per ensemble (EnsembleSpec.propagation_min_iou_pred)
+        c.number(training["propagation_min_iou_pred"], "training.propagation_min_iou_pred", 0.0, 1.0)
     return EnsembleSpec(
         name=d["name"], kind=kind, arch=arch, arch_name=arch_name, input_size=input_size,
         pixel_mean=c.triple(norm["pixel_mean"], "normalisation.pixel_mean"),

@@ -321,7 +321,8 @@ class MuscleSAMLogic:
 
         def work(cancel):
             res = propagate_box(seg.predict_box, start, seg.shape[0], direction=direction, max_steps=max_steps,
-                                cancel=cancel, slice_shape=seg.shape[1:])
+                                cancel=cancel, slice_shape=seg.shape[1:],
+                                min_iou_pred=seg.ensemble.spec.propagation_min_iou_pred)
             boxes = [p.box for p in res.predictions]
             if not boxes:
                 stop = next(iter(res.stops.values()))

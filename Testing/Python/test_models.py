@@ -222,6 +222,10 @@ def test_manifest_parses_and_resolves(tmp_path):
     assert c.arch == TINY and c.prompt_geometry == "box_crop" and c.crop_margin == 0.2 and c.base is None
     assert m.get("lo").lora.alpha == 8.0 and m.get("lo").lora.targets == ("encoder_qv", "decoder_qv")
     assert m.get("demo").pixel_std == (255.0, 255.0, 255.0) and m.get("demo").box_mask_logit == 4.0
+    # propagation's IoU limit is the ensemble's own measured one; none recorded: the check is off
+    assert m.get("demo").propagation_min_iou_pred == float("-inf")
+    assert load_manifest(_write_manifest(tmp_path, [_entry(training={"propagation_min_iou_pred": 0.6})])).get(
+        "demo").propagation_min_iou_pred == 0.6
     with pytest.raises(WeightsError, match="no ensemble 'zzz'"):
         m.get("zzz")
     # write back and read again: same entries
@@ -229,6 +233,14 @@ def test_manifest_parses_and_resolves(tmp_path):
     save_manifest(p2, [m.get("demo"), c])
     m2 = load_manifest(p2)
     assert m2.get("custom").arch == TINY and m2.get("demo").members[0].file == "demo/m0.safetensors"
+
+
+def test_the_shipped_default_records_its_measured_propagation_iou_limit():
+    from MuscleSAMLib.engine.propagation import DEFAULT_MIN_IOU_PRED
+    from MuscleSAMLib.models.loading import read_manifest
+
+    spec = read_manifest().get()  # the default entry; parsing needs no weights loaded
+    assert spec.propagation_min_iou_pred == DEFAULT_MIN_IOU_PRED == spec.training["propagation_min_iou_pred"]
 
 
 @pytest.mark.parametrize("entries, pattern", [
@@ -246,6 +258,8 @@ def test_manifest_parses_and_resolves(tmp_path):
     ([_entry(prompt_geometry="box_crop")], r"needs crop_margin"),
     ([_entry(default=True), _entry(name="b", default=True)], r"more than one default"),
     ([_entry(arch={"like": "demo_xs", "depth": 3})], r"unknown keys \['depth'\]"),
+    ([_entry(training={"propagation_min_iou_pred": 1.5})], r"training.propagation_min_iou_pred"),
+    ([_entry(training={"propagation_min_iou_pred": "0.75"})], r"training.propagation_min_iou_pred"),
 ])
 def test_manifest_errors_name_file_and_entry(tmp_path, entries, pattern):
     p = _write_manifest(tmp_path, entries)

@@ -498,6 +498,7 @@ def test_propagation_writes_every_accepted_slice(mrml, logic, sample_crop, monke
     monkeypatch.setattr(logic_module, "propagate_box", fake_propagate)
     out = logic.propagate(node, P.roi_for_box(mrml.scene, logic.session(node).volume, start), max_steps=5)
     assert seen["max_steps"] == 5 and seen["slice_shape"] == water.canonical_array.shape[1:]
+    assert seen["min_iou_pred"] == float("-inf")  # the random ensemble records no IoU limit: that check is off
     assert sorted(out.slices) == [0, 1, 2]
     # the user reads why and where each direction stopped, with what was measured there (not canonical indices)
     assert set(out.stops) == {1, -1} and out.stops[1] == f"volume edge at slice {G.stored_slice_index(water, 2)}"
