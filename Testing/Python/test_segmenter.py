@@ -142,3 +142,57 @@ def test_segment_cli_writes_outputs_on_the_input_grid(tmp_path, phantom, orienta
     assert report["provenance"]["manifest_sha256"] and report["boxes_used"] == 1
     assert report["boxes_rejected"][0]["box"].endswith("box #1")
     assert report["per_muscle"]["3"]["interval_minmax_ml"][0] <= report["per_muscle"]["3"]["interval_minmax_ml"][1]
+
+
+@pytest.mark.parametrize("geometry", ["slice", "box_crop"])
+def test_the_mirrored_view_is_the_same_members_on_the_mirrored_slice_mirrored_back(phantom, geometry):
+    """Members M..2M-1 are exactly what the plain engine answers for the mirrored box on the mirrored volume,
+    mirrored back; members 0..M-1 are the plain answer. Clicks mirror with their box; the mirrored view costs
+    one more encoder pass a slice (whole-slice geometry) and nothing more for a second box."""
+    from MuscleSAMLib.engine.segmenter import mirror_box
+
+    ens = Ensemble.random("demo_xs", "decoder", members=2, seed=3, prompt_geometry=geometry,
+                          box_mask_prompt=geometry == "box_crop")
+    cols = phantom.water.shape[2]
+    boxes = boxes_from_labels(phantom.labels, slices=[1])[:3]
+    boxes[1] = BoxPrompt(boxes[1].label, 1, boxes[1].xyxy, "clicked", ((boxes[1].xyxy[0] + 2, boxes[1].xyxy[1] + 3, 0),))
+    both = Segmenter(ens, phantom.water, mirror=True)
+    assert both.members == 4 and Segmenter(ens, phantom.water).members == 2
+    got = both.predict_slice(1, boxes).boxes
+    plain = Segmenter(ens, phantom.water).predict_slice(1, boxes).boxes
+    mirrored = Segmenter(ens, np.ascontiguousarray(phantom.water[:, :, ::-1])).predict_slice(
+        1, [mirror_box(b, cols) for b in boxes]).boxes
+    for g, p, m in zip(got, plain, mirrored):
+        assert g.box is p.box and g.window == p.window and g.member_probs.shape == (4, *p.window.shape)
+        np.testing.assert_array_equal(g.member_probs[:2], p.member_probs)
+        np.testing.assert_allclose(g.member_probs[2:], m.member_probs[:, :, ::-1], atol=1e-6)
+        np.testing.assert_allclose(g.iou_pred, np.concatenate([p.iou_pred, m.iou_pred]), atol=1e-6)
+    if geometry == "slice":
+        assert both.stats.encoder_calls == 2  # the slice and its mirror image; the second box reuses both
+        both.predict_slice(1, boxes[:1])
+        assert both.stats.encoder_calls == 2
+
+
+def test_mirror_box_maps_pixels_and_half_open_columns():
+    from MuscleSAMLib.engine.segmenter import mirror_box
+
+    b = BoxPrompt(4, 2, (10, 5, 30, 25), "b", ((10, 6, 1), (29, 24, 0)))
+    m = mirror_box(b, 100)
+    assert m.xyxy == (70, 5, 90, 25) and m.points == ((89, 6, 1), (70, 24, 0))  # the edge pixels stay the edges
+    assert mirror_box(m, 100) == b
+
+
+def test_a_manifest_entry_with_mirror_view_turns_it_on(phantom, tmp_path):
+    import dataclasses
+
+    from MuscleSAMLib.models.loading import load_ensemble
+    from MuscleSAMLib.models.manifest import load_manifest, save_manifest
+
+    manifest = write_random_decoder_ensemble(tmp_path / "w", members=2, seed=4)
+    spec = load_manifest(manifest).get()
+    save_manifest(manifest, [spec, dataclasses.replace(spec, name="mirrored", mirror_view=True, default=False)])
+    assert json.loads(manifest.read_text())["ensembles"][1]["mirror_view"] is True
+    seg = Segmenter(load_ensemble("mirrored", manifest, "cpu").ensemble, phantom.water)
+    res = segment_volume(seg, boxes_from_labels(phantom.labels, slices=[2])[:2])
+    assert seg.members == 4 and res.predictions[2].boxes[0].member_probs.shape[0] == 4
+    assert Segmenter(load_ensemble(spec.name, manifest, "cpu").ensemble, phantom.water).members == 2
