@@ -113,7 +113,7 @@ class MuscleSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode, self._parameterNodeGuiTag = None, None
         self._boxes = []  # placed ROI nodes not yet used by a run
-        self._lastBoxes = {}  # (volume ID, label) -> the last box a run used: Propagate right after Segment
+        self._lastBoxes = {}  # (volume ID, label) -> the boxes Propagate walks next (scene_bridge.last_run_boxes)
         self._running, self._stage, self._started = False, "", 0.0
         self._bundles, self._learning = [], None  # exported bundles (folder, image file); the learning job
         self.lastOutcome = None  # the last run's RunOutcome (the self-test reads it)
@@ -389,24 +389,23 @@ class MuscleSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._show(self._run(lambda: self._withFatImage(segment), "Segment"), used=boxes)
 
     def onPropagate(self):
-        from MuscleSAMLib.scene_bridge import propagation_start  # the web app's rule too
+        from MuscleSAMLib.scene_bridge import propagation_starts  # the web app's rule too
 
-        volume, label, used = self._volume(), self._muscle(), []
-        last = {lab: box for (vid, lab), box in self._lastBoxes.items() if volume is not None and vid == volume.GetID()}
+        volume, label, used, starts = self._volume(), self._muscle(), [], []
+        last = {lab: boxes for (vid, lab), boxes in self._lastBoxes.items() if volume is not None and vid == volume.GetID()}
 
         def propagate():
-            start = propagation_start(self._placedBoxes(), last, label)
-            if start is None:
+            rois, boxes = propagation_starts(self._placedBoxes(), last, label,
+                                             lambda roi: self.logic.bridge.box_from_roi(volume, roi))
+            if not boxes:
                 raise ValueError("no box for this muscle yet: place one (A) on an axial slice, then Propagate")
-            if hasattr(start, "GetID"):  # a placed ROI: used by this run
-                used.append(start)
-                start = self.logic.bridge.box_from_roi(volume, start)
-            used.append(start)
+            used.extend(rois)  # placed ROIs: used by this run
+            starts.extend(boxes)
             self._stage = "propagating"
-            return self.logic.bridge.propagate(volume, start, self._parameterNode.segmentation, pump=self._pump)
+            return self.logic.bridge.propagate(volume, boxes, self._parameterNode.segmentation, pump=self._pump)
 
         outcome = self._run(lambda: self._withFatImage(propagate), "Propagate")
-        self._show(outcome, used=used[:-1], remember=used[-1:])
+        self._show(outcome, used=used, remember=starts)
 
     def onCancel(self):
         self.logic.bridge.cancel()
@@ -416,9 +415,11 @@ class MuscleSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         volume, self.lastOutcome = self._volume(), outcome
         self._boxes = [b for b in self._boxes if b not in used]  # used: a later Segment must not re-predict them
-        for box in (outcome.boxes if remember is None else remember):
-            if box is not None:
-                self._lastBoxes[(volume.GetID(), box.label)] = box
+        from MuscleSAMLib.scene_bridge import last_run_boxes  # what Propagate walks next (both front ends)
+
+        ran = [b for b in (outcome.boxes if remember is None else remember) if b is not None]
+        for label, boxes in last_run_boxes(ran).items():
+            self._lastBoxes[(volume.GetID(), label)] = boxes
         self._parameterNode.segmentation = outcome.segmentation_node
         self.ui.segmentEditorWidget.setSegmentationNode(outcome.segmentation_node)
         self.ui.segmentEditorWidget.setSourceVolumeNode(volume)

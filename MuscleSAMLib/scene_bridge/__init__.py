@@ -27,7 +27,8 @@ _LAZY = {
     "start_learning": "..corrections.learning_runner",  # learning from corrections (a subprocess)
     "user_manifest": ".user_data",  # learned ensembles in the user's folder, never the install tree
     "learning_output": ".user_data",
-    "propagation_start": ".prompts",  # Propagate right after Segment: the last box a run used
+    "propagation_starts": ".prompts",  # which boxes Propagate walks (one per leg), for both front ends
+    "last_run_boxes": ".prompts",  # ... and what a run leaves for it
 }
 
 __all__ = sorted(_LAZY)

@@ -305,43 +305,55 @@ class MuscleSAMLogic:
         job.wait(pump)
         return job.finish()
 
-    def start_propagate(self, volume_node: Any, box: Prompt, segmentation_node: Any | None = None, direction: int = 0,
-                        max_steps: int | None = None) -> Job[RunOutcome]:
-        """Submit propagation of one box through neighbouring slices (stops on vanishing/uncertain masks)."""
+    def start_propagate(self, volume_node: Any, box: Prompt | Sequence[Prompt], segmentation_node: Any | None = None,
+                        direction: int = 0, max_steps: int | None = None) -> Job[RunOutcome]:
+        """Submit propagation of ``box`` through neighbouring slices (stops on vanishing/uncertain masks).
+
+        ``box`` may be several boxes (one per leg, ``prompts.propagation_starts``): each walks on its own, one
+        after the other on the worker, and the slices they keep run as one Segment. The stop notes then name
+        each walk by the side of the image its box lies on.
+        """
         self._check_idle()
         s = self.session(volume_node)
-        start = self._boxes(volume_node, [box])[0]
+        starts = self._boxes(volume_node, list(box) if isinstance(box, (list, tuple)) else [box])
         seg_node, before, locked = self._before(volume_node, segmentation_node)
-        if start.label in locked:
-            raise InputError(f"{muscle_names()[start.label]['name']} is locked (completed); unlock it to propagate it")
+        for start in starts:
+            if start.label in locked:
+                raise InputError(f"{muscle_names()[start.label]['name']} is locked (completed); unlock it to propagate it")
         current = geometry.to_canonical(before, s.volume)
         seg = s.segmenter
         started = time.perf_counter()
         earlier = s.earlier_windows()
+        names = prompts.walk_names(starts, seg.shape[2])
+        shown = lambda k: geometry.stored_slice_index(s.volume, k)  # noqa: E731
 
         def work(cancel):
-            res = propagate_box(seg.predict_box, start, seg.shape[0], direction=direction, max_steps=max_steps,
-                                cancel=cancel, slice_shape=seg.shape[1:],
-                                min_iou_pred=seg.ensemble.spec.propagation_min_iou_pred)
-            boxes = [p.box for p in res.predictions]
+            walks = [propagate_box(seg.predict_box, start, seg.shape[0], direction=direction, max_steps=max_steps,
+                                   cancel=cancel, slice_shape=seg.shape[1:],
+                                   min_iou_pred=seg.ensemble.spec.propagation_min_iou_pred) for start in starts]
+            boxes = [p.box for res in walks for p in res.predictions]
             if not boxes:
-                stop = next(iter(res.stops.values()))
-                raise InputError("propagation found nothing to keep: "
-                                 + stop.summary(geometry.stored_slice_index(s.volume, stop.stopped_at)))
-            return segment_volume(seg, boxes, current=current, locked=locked, cancel=cancel, earlier=earlier), res
+                raise InputError("propagation found nothing to keep: " + "; ".join(
+                    name + next(iter(res.stops.values())).summary(shown(next(iter(res.stops.values())).stopped_at))
+                    for name, res in zip(names, walks)))
+            return segment_volume(seg, boxes, current=current, locked=locked, cancel=cancel, earlier=earlier), walks
 
         def finish(out) -> RunOutcome:
-            result, res = out
-            stops = {d: st.summary(geometry.stored_slice_index(s.volume, st.stopped_at)) for d, st in res.stops.items()}
-            return self._apply(volume_node, seg_node, s, before, [p.box for p in res.predictions], result, stops, started)
+            result, walks = out
+            stops = {d: "; ".join(name + res.stops[d].summary(shown(res.stops[d].stopped_at))
+                                  for name, res in zip(names, walks) if d in res.stops)
+                     for d in (1, -1) if any(d in res.stops for res in walks)}
+            boxes = [p.box for res in walks for p in res.predictions]
+            return self._apply(volume_node, seg_node, s, before, boxes, result, stops, started)
 
         future, cancel = self.worker.submit(work)
         self._job = Job(future, cancel, finish, self._close, what="propagation")
         return self._job
 
-    def propagate(self, volume_node: Any, box: Prompt, segmentation_node: Any | None = None, direction: int = 0,
-                  max_steps: int | None = None, pump: Callable[[], Any] | None = None) -> RunOutcome:
-        """Propagate ``box`` and write the result (blocking; ``pump`` keeps a UI responsive)."""
+    def propagate(self, volume_node: Any, box: Prompt | Sequence[Prompt], segmentation_node: Any | None = None,
+                  direction: int = 0, max_steps: int | None = None, pump: Callable[[], Any] | None = None) -> RunOutcome:
+        """Propagate ``box`` (or several, see :meth:`start_propagate`) and write the result (blocking; ``pump``
+        keeps a UI responsive)."""
         job = self.start_propagate(volume_node, box, segmentation_node, direction, max_steps)
         job.wait(pump)
         return job.finish()

@@ -16,7 +16,7 @@ boxes JSON file with the same corners gives the same box.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -205,11 +205,39 @@ def new_box_roi(scene: Any, label: Any, center: Sequence[float] | None = None, s
     return roi
 
 
-def propagation_start(pending: Sequence[Any], last_used: Mapping[int, Any], label: Any) -> Any | None:
-    """The box Propagate starts from for muscle ``label``: its newest pending box (BoxPrompt or ROI node), else
-    the last box a run used for it. Runs consume pending boxes, so Propagate right after Segment still has one
-    (both front ends follow this rule)."""
+def propagation_starts(pending: Sequence[Any], last_used: Mapping[int, Sequence[BoxPrompt]], label: Any,
+                       box_of: Callable[[Any], BoxPrompt] | None = None) -> tuple[list[Any], list[BoxPrompt]]:
+    """The boxes Propagate walks from for muscle ``label`` (the rule both front ends use): (pending items it
+    uses, their boxes). Its pending boxes (BoxPrompts, or ROI nodes that ``box_of`` turns into boxes) on the
+    slice of its newest one, so one box per leg walks each leg; without a pending box, the boxes the last run
+    used for it (``last_used``, kept by :func:`last_run_boxes`). Runs consume pending boxes, so Propagate right
+    after Segment still has them."""
     lab = parse_label(label)
-    mine = [item for item in pending
-            if (item.label if isinstance(item, BoxPrompt) else roi_label(item)) == lab]
-    return mine[-1] if mine else last_used.get(lab)
+    mine = [item for item in pending if (item.label if isinstance(item, BoxPrompt) else roi_label(item)) == lab]
+    if not mine:
+        return [], list(last_used.get(lab, ()))
+    boxes = [item if isinstance(item, BoxPrompt) else box_of(item) for item in mine]
+    newest = boxes[-1].slice
+    keep = [i for i, b in enumerate(boxes) if b.slice == newest]
+    return [mine[i] for i in keep], [boxes[i] for i in keep]
+
+
+def last_run_boxes(boxes: Sequence[BoxPrompt]) -> dict[int, list[BoxPrompt]]:
+    """{label: that muscle's boxes of a run on the slice of its last one}: what Propagate walks next for it
+    (both legs' boxes when the run had both)."""
+    out: dict[int, list[BoxPrompt]] = {}
+    for label in dict.fromkeys(b.label for b in boxes):
+        mine = [b for b in boxes if b.label == label]
+        out[label] = [b for b in mine if b.slice == mine[-1].slice]
+    return out
+
+
+def walk_names(boxes: Sequence[BoxPrompt], cols: int) -> list[str]:
+    """How stop notes name each of several propagation walks: "right side: " or "left side: " by where the box's
+    centre lies on the canonical slice (columns run patient right -> left), numbered when two share a side;
+    "" for a single walk."""
+    if len(boxes) < 2:
+        return [""] * len(boxes)
+    sides = ["right side" if (b.xyxy[0] + b.xyxy[2]) / 2 < cols / 2 else "left side" for b in boxes]
+    return [f"{side} box {sides[:i + 1].count(side)}: " if sides.count(side) > 1 else f"{side}: "
+            for i, side in enumerate(sides)]

@@ -44,7 +44,7 @@ class WebController(RunActions, ClickActions, LearningActions):
         self.editing = Editing(views.app)
         self.volume_node: Any = None
         self.pending: list[tuple[BoxPrompt, Any]] = []  # drawn boxes not segmented yet, with their ROI nodes
-        self.last_box: dict[int, BoxPrompt] = {}
+        self.last_box: dict[int, list[BoxPrompt]] = {}  # what Propagate walks next per muscle (last_run_boxes)
         self.exports: dict[str, Path] = {}  # download name -> complete zip
         self.learn_bundles: list[tuple[Path, Path]] = []  # (bundle folder, its image file) exported in this session
         self.image_file: Path | None = None  # the open image's file (learning reads it again)
@@ -120,7 +120,8 @@ class WebController(RunActions, ClickActions, LearningActions):
         with self.state:
             self.logic.use_ensemble(loaded)
             spec = loaded.ensemble.spec
-            self.state.msam_ensemble = f"{spec.name} ({spec.kind}, {loaded.ensemble.members} members)"
+            views = " x 2 views" if spec.mirror_view else ""
+            self.state.msam_ensemble = f"{spec.name} ({spec.kind}, {loaded.ensemble.members} members{views})"
             self.state.msam_device = str(loaded.ensemble.device)
             self.state.msam_on_cpu = self.logic.on_cpu
             self._refresh_ready()

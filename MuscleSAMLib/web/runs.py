@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from ..engine.types import BoxPrompt
 from ..errors import InputError
-from ..scene_bridge import propagation_start
+from ..scene_bridge import last_run_boxes, propagation_starts
 from .box_rois import remove_rois
 from .job_watch import wait_for_job
 from .messages import muscle_name, reported, run_summary
@@ -34,16 +34,17 @@ class RunActions:
 
     @reported
     def propagate(self) -> None:
-        """Propagate the chosen muscle's latest box through the neighbouring slices."""
+        """Propagate the chosen muscle's boxes on its newest box's slice (one per leg) through the neighbouring slices."""
         volume_node = self._require_volume()
         self._require_idle("propagate")
         label = self._label()
-        mine = [(b, roi) for b, roi in self.pending if b.label == label]
-        box = propagation_start([b for b, _ in mine], self.last_box, label)
-        if box is None:
+        used, boxes = propagation_starts([b for b, _ in self.pending], self.last_box, label)
+        if not boxes:
             raise InputError(f"no box for {muscle_name(label)} yet: draw one around it on the axial view, then Propagate")
-        job = self.logic.start_propagate(volume_node, box)
-        self._start_job(job, f"propagating {muscle_name(label)}", mine[-1:], [box])
+        job = self.logic.start_propagate(volume_node, boxes)
+        kept = {id(b) for b in used}
+        self._start_job(job, f"propagating {muscle_name(label)}", [(b, roi) for b, roi in self.pending if id(b) in kept],
+                        boxes)
 
     def _start_job(self, job: Any, text: str, used: list[tuple[BoxPrompt, Any]], remember: list[BoxPrompt]) -> None:
         """Show progress and finish ``job`` from the event loop; ``used`` pending boxes go, ``remember`` stay for Propagate."""
@@ -75,7 +76,7 @@ class RunActions:
         remove_rois(self.views.scene, [roi for _, roi in used])
         self.pending = [(b, roi) for b, roi in self.pending if id(b) not in used_ids]
         self._publish_boxes()
-        self.last_box.update({b.label: b for b in remember})
+        self.last_box.update(last_run_boxes(remember))
         seg = outcome.segmentation_node
         self.editing.attach(seg, self.volume_node, lambda labelmap, sid: self.logic.spare_locked(seg, labelmap, sid))
         self.editing.clear_history()

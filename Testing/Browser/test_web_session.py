@@ -96,14 +96,16 @@ def test_realistic_session(server, browser, artifacts: Path) -> None:
     page.screenshot(path=str(artifacts / "01-segmented.png"))
     jump(server, k0)
     pick_muscle(page, 2)
-    page.keyboard.press("p")  # RF's latest box through the neighbouring slices
+    page.keyboard.press("p")  # RF's boxes on its newest box's slice (one per leg) through the neighbouring slices
     wait_message(page, "propagat", timeout_ms=LONG * 1000)
     done = server.wait(lambda s: not s["msam_busy"], timeout=LONG, what="propagation")
-    # the page says where each direction stopped (or why the start was not kept) and which check fired there
+    # the page says, for each leg's walk, where each direction stopped (or why the start was not kept) and
+    # which check fired there
     said = done["msam_message"]["text"]
-    assert re.search(r"(Propagation stopped: down: |found nothing to keep: )"
-                     r"(mask vanished|uncertainty jump|low expected quality|error) at slice \d+ \(", said) or \
-        re.search(r"Propagation stopped: down: volume edge at slice \d+", said), said
+    for side in ("right", "left"):
+        assert re.search(rf"(Propagation stopped: down: (right side: .*; )?|found nothing to keep: (right side: .*; )?)"
+                         rf"{side} side: (mask vanished|uncertainty jump|low expected quality|error) at slice \d+ \(",
+                         said) or re.search(rf"Propagation stopped: down: .*{side} side: volume edge at slice \d+", said), said
 
     # Corrections: one stroke for each of three muscles on the middle slice
     before = page_labels(server)

@@ -191,3 +191,47 @@ def test_a_click_after_one_legs_box_reruns_both_legs_boxes(legs, logic):
     out = logic.add_click(legs.node, VL, ras, positive=False, slice_index=logic.slice_number(legs.node, K))
     assert out.clicks == 1 and len(legs.s.label_probs[(K, VL)].boxes) == 2
     _other_leg_unchanged(before, legs.labels(), leg_other)
+
+
+def test_propagating_both_legs_boxes_walks_each_and_names_them_by_side(legs, logic, monkeypatch):
+    from MuscleSAMLib.scene_bridge import logic as logic_module
+
+    walked = []
+
+    def walk(predict, box, n_slices, **kw):  # each start box keeps its own leg's box on every slice
+        leg = [b.xyxy for b in legs.boxes[box.slice]].index(box.xyxy)
+        walked.append(leg)
+        preds = [predict(legs.boxes[k][leg]) for k in range(n_slices)]
+        stops = {1: DirectionStop(1, "volume edge", n_slices - 1, n_slices - 1, ""),
+                 -1: DirectionStop(-1, "low expected quality", 0, 0, f"leg {leg}")}
+        return PropagationResult(start=box, predictions=preds, stops=stops)
+
+    monkeypatch.setattr(logic_module, "propagate_box", walk)
+    out = logic.propagate(legs.node, legs.boxes[K])
+    assert walked == [0, 1] and sorted(out.slices) == [0, 1, 2]
+    for k in range(3):  # both legs on every slice, each from its own walk
+        assert [b.box.xyxy for b in legs.s.label_probs[(k, VL)].boxes] == [b.xyxy for b in legs.boxes[k]]
+    last = G.stored_slice_index(legs.s.volume, 2)
+    first = G.stored_slice_index(legs.s.volume, 0)
+    assert out.stop_notes == [  # canonical column order: leg 0 lies on the patient's right
+        f"down: right side: low expected quality at slice {first} (leg 0); left side: low expected quality at slice "
+        f"{first} (leg 1)",
+        f"up: right side: volume edge at slice {last}; left side: volume edge at slice {last}"]
+
+
+def test_propagation_that_keeps_nothing_on_either_leg_names_both(legs, logic, monkeypatch):
+    from MuscleSAMLib.scene_bridge import logic as logic_module
+    from MuscleSAMLib.errors import InputError
+
+    def nothing(predict, box, n_slices, **kw):
+        stop = DirectionStop(1, "mask vanished", box.slice, None, "")
+        return PropagationResult(start=box, predictions=[], stops={1: stop, -1: stop})
+
+    monkeypatch.setattr(logic_module, "propagate_box", nothing)
+    before = legs.labels()
+    with pytest.raises(InputError) as err:
+        logic.propagate(legs.node, legs.boxes[K])
+    k = G.stored_slice_index(legs.s.volume, K)
+    assert str(err.value) == (f"propagation found nothing to keep: right side: mask vanished at slice {k}; "
+                              f"left side: mask vanished at slice {k}")
+    assert np.array_equal(legs.labels(), before)
