@@ -396,7 +396,8 @@ class MuscleSAMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         def propagate():
             rois, boxes = propagation_starts(self._placedBoxes(), last, label,
-                                             lambda roi: self.logic.bridge.box_from_roi(volume, roi))
+                                             lambda roi: self.logic.bridge.box_from_roi(volume, roi),
+                                             lambda boxes: self.logic.bridge.standing_boxes(volume, boxes))
             if not boxes:
                 raise ValueError("no box for this muscle yet: place one (A) on an axial slice, then Propagate")
             used.extend(rois)  # placed ROIs: used by this run

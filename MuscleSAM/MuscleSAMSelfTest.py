@@ -58,7 +58,7 @@ def drive_widget(test) -> None:
     widget.ui.nextUncertainButton.click()  # the button jumps to the next one
     test.assertTrue(widget.ui.statusLabel.text.startswith("#2:"), widget.ui.statusLabel.text)
     widget.ui.muscleComboBox.currentIndex = widget.ui.muscleComboBox.findData(reference.MUSCLES[1])
-    widget.ui.propagateButton.click()  # right after Segment: that muscle's last box is used
+    widget.ui.propagateButton.click()  # right after Segment: that muscle's boxes there are used
     test.assertNotIn("no box", widget.ui.statusLabel.text)
     segment_id = seg.GetSegmentation().GetNthSegmentID(0)
     edited = slicer.util.arrayFromSegmentBinaryLabelmap(seg, segment_id, water)

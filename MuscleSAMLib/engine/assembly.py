@@ -186,17 +186,27 @@ def replaced_parts(label_map: np.ndarray, label: int, windows: Iterable[Window])
     return reached[parts]
 
 
-def untouched_boxes(boxes: Iterable[BoxPrediction], windows: Sequence[Window]) -> list[BoxPrediction]:
-    """The earlier box predictions a run with answer ``windows`` leaves standing: those whose own window
-    overlaps none of them (the other leg's box; see :func:`replaced_parts`)."""
-    return [b for b in boxes if not any(windows_overlap(b.window, w) for w in windows)]
-
-
 def run_reach(new_windows: Sequence[Window], earlier_windows: Iterable[Window] = ()) -> list[Window]:
     """Where a run of a muscle's boxes replaces that muscle on a slice: its new boxes' windows plus the
-    windows of the earlier boxes it replaces (those overlapping a new window), so a smaller new window
-    (a tighter box, a click taken back) leaves nothing of the earlier answer behind."""
-    return [*new_windows, *(w for w in earlier_windows if any(windows_overlap(w, n) for n in new_windows))]
+    windows of the earlier boxes it replaces, i.e. those overlapping a window of the reach, grown until no
+    earlier window is added (two overlapping boxes of one leg go together). So a smaller new window (a
+    tighter box, a click taken back) leaves nothing of the earlier answer behind."""
+    reach, rest = list(new_windows), list(earlier_windows)
+    grew = True
+    while grew:
+        grew = False
+        for w in list(rest):
+            if any(windows_overlap(w, r) for r in reach):
+                reach.append(w)
+                rest.remove(w)
+                grew = True
+    return reach
+
+
+def untouched_boxes(boxes: Iterable[BoxPrediction], reach: Sequence[Window]) -> list[BoxPrediction]:
+    """The earlier box predictions a run leaves standing: those whose window overlaps no window of its
+    :func:`run_reach` (the other leg's box; see :func:`replaced_parts`)."""
+    return [b for b in boxes if not any(windows_overlap(b.window, w) for w in reach)]
 
 
 def _label_dtype(max_label: int) -> type:

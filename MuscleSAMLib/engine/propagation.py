@@ -212,8 +212,9 @@ def propagate(
     ``direction``: +1, -1, or 0 for both (+1 first, then -1; the start is predicted once).
     ``max_steps``: most slices accepted beyond the start per direction (None = unlimited).
     ``slice_shape``: (rows, cols) of a slice, to clip derived boxes.
-    ``min_iou_pred``: pass ``-inf`` to ignore the model's quality score (an untrained IoU head's output is
-    not bounded to [0, 1]).
+    ``min_iou_pred``: the default is the limit measured for the shipped recipe's ensembles; the scene bridge
+    passes each ensemble's own (its manifest entry's, -inf without one). Pass ``-inf`` to ignore the model's
+    quality score (an untrained IoU head's output is not bounded to [0, 1]).
     """
     if direction not in (-1, 0, 1):
         raise ValueError(f"direction must be +1, -1 or 0, not {direction!r}")

@@ -240,6 +240,7 @@ class Segmenter:
         mirrored.click_update = self.click_update
         cols = self.shape[2]
         views = mirrored.predict_slice(k, [mirror_box(p.box, cols) for p in result.boxes], cancel)
+        self.stats.boxes -= len(views.boxes)  # shared counters: the same boxes, answered twice, count once
         if views.rejected or len(views.boxes) != len(result.boxes):  # a mirrored box is as valid as its original
             raise RuntimeError(f"slice {k}: the mirrored view refused {[why for _, why in views.rejected]}")
         for p, q in zip(result.boxes, views.boxes):
@@ -311,14 +312,19 @@ class Segmenter:
         return answer
 
     def followed_last_click(self, box: BoxPrompt) -> bool | None:
-        """Whether the model followed ``box``'s last click (None: no clicks, or not answered here yet)."""
+        """Whether the model followed ``box``'s last click (None: no clicks, or not answered here yet); with the
+        mirrored view, only when both views followed it."""
         if not box.points:
             return None
         key = self._answer_key(box.slice, box, len(box.points))
         with self._lock:
             if key not in self._answers:
                 return None
-            return key not in self.unfollowed
+            followed = key not in self.unfollowed
+        if self._mirrored is not None:
+            other = self._mirrored.followed_last_click(mirror_box(box, self.shape[2]))
+            followed = followed and other is not False
+        return followed
 
     def _lowres_rc(self, geo, x: float, y: float) -> tuple[int, int]:
         """A slice (or crop) pixel -> (row, col) on the ensemble's low-resolution logit grid."""

@@ -110,16 +110,17 @@ class Session:
             ran = result.predicted_labels.get(k, frozenset(result.combined.get(k, {})))
             predicted.update((k, int(label)) for label in ran)
             layer = self.prediction[k]
-            new_windows = {label: [bp.window for bp in pred.boxes if bp.box.label == label] for label in ran}
+            reach: dict[int, list[Window]] = {}
             for label in sorted(ran):  # the parts the run reaches; the other leg keeps its prediction
                 old = self.label_probs.get((k, label))
-                reach = run_reach(new_windows[label], [b.window for b in old.boxes] if old is not None else ())
-                layer[replaced_parts(layer, label, reach)] = 0
+                reach[label] = run_reach([bp.window for bp in pred.boxes if bp.box.label == label],
+                                         [b.window for b in old.boxes] if old is not None else ())
+                layer[replaced_parts(layer, label, reach[label])] = 0
             mine = model[k] > 0
             layer[mine] = model[k][mine]
             for label, per in result.combined.get(k, {}).items():
                 if label in ran:
-                    merged = self._with_untouched_boxes(k, label, per, new_windows[label])
+                    merged = self._with_untouched_boxes(k, label, per, reach[label])
                     self.label_probs[(k, label)] = merged
                     self.member_windows[(k, label)] = member_window(merged)
                     if merged is not per:
@@ -146,12 +147,12 @@ class Session:
         return {key: [b.window for b in lp.boxes] for key, lp in self.label_probs.items()}
 
     def _with_untouched_boxes(self, k: int, label: int, new: LabelProbabilities,
-                              new_windows: list) -> LabelProbabilities:
-        """``label``'s prediction on slice ``k`` after a run whose answer for it is ``new``: the run's boxes plus
-        the earlier boxes it left standing (the other leg's; ``assembly.untouched_boxes``), combined as one run
-        of all of them would combine them."""
+                              reach: list[Window]) -> LabelProbabilities:
+        """``label``'s prediction on slice ``k`` after a run whose answer for it is ``new`` and whose reach is
+        ``reach``: the run's boxes plus the earlier boxes it left standing (the other leg's;
+        ``assembly.untouched_boxes``), combined as one run of all of them would combine them."""
         old = self.label_probs.get((k, label))
-        kept = untouched_boxes(old.boxes, new_windows) if old is not None else []
+        kept = untouched_boxes(old.boxes, reach) if old is not None else []
         return combine_label_predictions([*kept, *new.boxes])[label] if kept else new
 
     def _recompose(self, k: int) -> None:

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from ..biomarkers import midline_column
 from ..engine.embedding_cache import EmbeddingCache
 from ..engine.propagation import propagate as propagate_box
 from ..engine.review import FLAG_UNCERTAINTY_NATS
@@ -113,6 +114,13 @@ class MuscleSAMLogic:
         """What a session is valid for: the node ID, its voxels (image MTime) and its geometry."""
         return (volume_node.GetID(), volume_node.GetImageData().GetMTime(),
                 tuple(np.round(geometry.ijk_to_world(volume_node).ravel(), 6)))
+
+    def standing_boxes(self, volume_node: Any, boxes: Sequence[BoxPrompt]) -> list[BoxPrompt]:
+        """The boxes whose answers stand now for the muscle of ``boxes`` (a run's boxes of one muscle on one slice)
+        on that slice: after one run per leg, both legs' boxes; ``boxes`` when the session has none there."""
+        s = self._existing_session(volume_node)
+        lp = s.label_probs.get((boxes[-1].slice, boxes[-1].label)) if s is not None and boxes else None
+        return [p.box for p in lp.boxes] if lp is not None else list(boxes)
 
     def _existing_session(self, volume_node: Any) -> Session | None:
         """The session built from this very volume, or None (none yet, or another case under the same ID)."""
@@ -324,7 +332,7 @@ class MuscleSAMLogic:
         seg = s.segmenter
         started = time.perf_counter()
         earlier = s.earlier_windows()
-        names = prompts.walk_names(starts, seg.shape[2])
+        names = prompts.walk_names(starts, midline_column(s.prediction, s.volume.canonical_array))
         shown = lambda k: geometry.stored_slice_index(s.volume, k)  # noqa: E731
 
         def work(cancel):

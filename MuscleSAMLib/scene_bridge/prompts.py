@@ -206,16 +206,20 @@ def new_box_roi(scene: Any, label: Any, center: Sequence[float] | None = None, s
 
 
 def propagation_starts(pending: Sequence[Any], last_used: Mapping[int, Sequence[BoxPrompt]], label: Any,
-                       box_of: Callable[[Any], BoxPrompt] | None = None) -> tuple[list[Any], list[BoxPrompt]]:
+                       box_of: Callable[[Any], BoxPrompt] | None = None,
+                       standing: Callable[[list[BoxPrompt]], list[BoxPrompt]] | None = None
+                       ) -> tuple[list[Any], list[BoxPrompt]]:
     """The boxes Propagate walks from for muscle ``label`` (the rule both front ends use): (pending items it
     uses, their boxes). Its pending boxes (BoxPrompts, or ROI nodes that ``box_of`` turns into boxes) on the
     slice of its newest one, so one box per leg walks each leg; without a pending box, the boxes the last run
-    used for it (``last_used``, kept by :func:`last_run_boxes`). Runs consume pending boxes, so Propagate right
-    after Segment still has them."""
+    used for it (``last_used``, kept by :func:`last_run_boxes`) as ``standing`` gives them now: the boxes whose
+    answers stand for that muscle on that slice (``MuscleSAMLogic.standing_boxes``: both legs when the legs
+    were segmented one run each). Runs consume pending boxes, so Propagate right after Segment still has them."""
     lab = parse_label(label)
     mine = [item for item in pending if (item.label if isinstance(item, BoxPrompt) else roi_label(item)) == lab]
     if not mine:
-        return [], list(last_used.get(lab, ()))
+        last = list(last_used.get(lab, ()))
+        return [], (standing(last) if standing is not None and last else last)
     boxes = [item if isinstance(item, BoxPrompt) else box_of(item) for item in mine]
     newest = boxes[-1].slice
     keep = [i for i, b in enumerate(boxes) if b.slice == newest]
@@ -232,12 +236,15 @@ def last_run_boxes(boxes: Sequence[BoxPrompt]) -> dict[int, list[BoxPrompt]]:
     return out
 
 
-def walk_names(boxes: Sequence[BoxPrompt], cols: int) -> list[str]:
+def walk_names(boxes: Sequence[BoxPrompt], midline: float | None) -> list[str]:
     """How stop notes name each of several propagation walks: "right side: " or "left side: " by where the box's
-    centre lies on the canonical slice (columns run patient right -> left), numbered when two share a side;
-    "" for a single walk."""
+    centre lies against the column between the legs (``biomarkers.midline_column``; canonical columns run
+    patient right -> left), numbered when two share a side, "box 1: ", "box 2: " ... when the legs cannot be
+    told apart (``midline`` None); "" for a single walk."""
     if len(boxes) < 2:
         return [""] * len(boxes)
-    sides = ["right side" if (b.xyxy[0] + b.xyxy[2]) / 2 < cols / 2 else "left side" for b in boxes]
+    if midline is None:
+        return [f"box {i + 1}: " for i in range(len(boxes))]
+    sides = ["right side" if (b.xyxy[0] + b.xyxy[2] - 1) / 2 < midline else "left side" for b in boxes]
     return [f"{side} box {sides[:i + 1].count(side)}: " if sides.count(side) > 1 else f"{side}: "
             for i, side in enumerate(sides)]

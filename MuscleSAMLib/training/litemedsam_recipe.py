@@ -285,9 +285,9 @@ def publish(run_dir: str | os.PathLike, manifest: str | os.PathLike, name: str, 
                                 metadata={"base_sha256": CHECKPOINT_SHA256, "arch": recipe.arch, "temperature": str(t)},
                                 keep_identical=True)
     b = logit_offset if logit_offset is not None else float(record.get("final", {}).get("logit_offset", 0.0))
-    # propagation's IoU limit, measured on this recipe's cross-validated folds (engine/propagation.py)
-    info = dict(record, temperature=t, logit_offset=b, published_from=fold or "final",
-                propagation_min_iou_pred=DEFAULT_MIN_IOU_PRED)
+    info = dict(record, temperature=t, logit_offset=b, published_from=fold or "final")
+    if recipe.iou_loss_weight > 0:  # propagation's IoU limit, measured on this recipe's folds (engine/propagation.py)
+        info["propagation_min_iou_pred"] = DEFAULT_MIN_IOU_PRED
     spec = ensemble_spec(name, shared, members, manifest_folder=dest, recipe=recipe, record=info,
                          default=default, version=version, description=description, licence=licence)
     add_entry(manifest, spec, replace=True)

@@ -38,7 +38,8 @@ class RunActions:
         volume_node = self._require_volume()
         self._require_idle("propagate")
         label = self._label()
-        used, boxes = propagation_starts([b for b, _ in self.pending], self.last_box, label)
+        used, boxes = propagation_starts([b for b, _ in self.pending], self.last_box, label,
+                                         standing=lambda last: self.logic.standing_boxes(volume_node, last))
         if not boxes:
             raise InputError(f"no box for {muscle_name(label)} yet: draw one around it on the axial view, then Propagate")
         job = self.logic.start_propagate(volume_node, boxes)

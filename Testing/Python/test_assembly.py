@@ -155,6 +155,10 @@ def test_a_tighter_box_leaves_nothing_of_the_earlier_answer_of_that_leg():
     kept = assemble_slice([tight], SHAPE, current=current)  # without the earlier windows the island stays
     assert np.all(kept.labels[15:19, 15:19] == 2)
     assert run_reach([Window(0, 10, 0, 10)], earlier[2]) == [Window(0, 10, 0, 10), Window(0, 20, 0, 20)]
+    # an earlier box overlapping only a replaced earlier box goes too (the reach grows until nothing joins)
+    chain = [Window(25, 38, 25, 48), Window(15, 30, 15, 30), Window(0, 20, 0, 20), Window(30, 40, 50, 60)]
+    assert run_reach([Window(0, 10, 0, 10)], chain) == [Window(0, 10, 0, 10), Window(0, 20, 0, 20),
+                                                          Window(15, 30, 15, 30), Window(25, 38, 25, 48)]
 
 
 def test_replaced_parts_are_the_eight_connected_parts_a_window_reaches():

@@ -219,6 +219,13 @@ def test_propagating_both_legs_boxes_walks_each_and_names_them_by_side(legs, log
         f"up: right side: volume edge at slice {last}; left side: volume edge at slice {last}"]
 
 
+def test_after_one_run_per_leg_the_standing_boxes_are_both_legs(legs, logic):
+    legs.redraw(1, grow=2)  # the latest run boxed leg 1 only
+    ran = [b.box for b in legs.s.label_probs[(K, VL)].boxes if b.box.source == "leg 1"]
+    assert [b.xyxy for b in logic.standing_boxes(legs.node, ran)] == [legs.boxes[K][0].xyxy, ran[0].xyxy]
+    assert logic.standing_boxes(legs.node, [BoxPrompt(RF, K, (1, 1, 9, 9))]) == [BoxPrompt(RF, K, (1, 1, 9, 9))]
+
+
 def test_propagation_that_keeps_nothing_on_either_leg_names_both(legs, logic, monkeypatch):
     from MuscleSAMLib.scene_bridge import logic as logic_module
     from MuscleSAMLib.errors import InputError

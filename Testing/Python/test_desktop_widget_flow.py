@@ -2,7 +2,7 @@
 
 Desktop Slicer cannot run here. MuscleSAM.py is loaded with stand-ins for what slicer-core lacks (qt,
 parameterNodeWrapper, ScriptedLoadableModule, message boxes) and its handlers are called as the buttons
-would: Segment, then Propagate right after it (the last box of the chosen muscle), an undo state before a
+would: Segment, then Propagate right after it (the chosen muscle's boxes of that run), an undo state before a
 run writes, scene close forgetting the boxes, export into a Windows-safe bundle folder.
 """
 
@@ -105,7 +105,7 @@ def _place(widget, scene, label: int):
     return roi
 
 
-def test_propagate_right_after_segment_uses_that_muscles_last_box(desktop, monkeypatch):
+def test_propagate_right_after_segment_uses_that_muscles_boxes(desktop, monkeypatch):
     from MuscleSAMLib.scene_bridge import logic as logic_module
 
     module, widget, scene, messages = desktop

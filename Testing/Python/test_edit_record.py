@@ -102,12 +102,14 @@ class Record:
             for label in sorted({b.label for b in on}):
                 new = [_window(b) for b in on if b.label == label]
                 old = self.boxes.get((k, label), [])
-                reach = new + [w for w in old if any(_meet(w, n) for n in new)]
+                reach = list(new)
+                while any(w not in reach and any(_meet(w, r) for r in reach) for w in old):  # earlier boxes chain
+                    reach += [w for w in old if w not in reach and any(_meet(w, r) for r in reach)]
                 for layer in (self.S, self.R):
                     parts, _ = ndimage.label(layer[k] == label, structure=np.ones((3, 3)))
                     hit = {int(v) for r0, r1, c0, c1 in reach for v in np.unique(parts[r0:r1, c0:c1])} - {0}
                     layer[k][np.isin(parts, sorted(hit))] = 0
-                self.boxes[(k, label)] = [w for w in old if not any(_meet(w, n) for n in new)] + new
+                self.boxes[(k, label)] = [w for w in old if not any(_meet(w, r) for r in reach)] + new
             for layer in (self.S, self.R):
                 layer[k][model > 0] = model[model > 0]
         idx = np.flatnonzero(S_before != self.S)
@@ -338,3 +340,26 @@ def test_drawn_boxes_past_the_image_or_in_air_are_refused():
         P.drawn_box(vol, "SA", ras(2, 2), ras(60, 60))  # a corner of the field of view
     with pytest.raises(GeometryError, match="in air"):
         P.drawn_box(vol, "SA", ras(cols // 2 - 15, rows // 2 - 30), ras(cols // 2 + 15, rows // 2 + 30))  # between the legs
+
+
+def test_a_tighter_box_replaces_both_overlapping_earlier_boxes_of_its_leg(logic):
+    """Boxes A and B of one leg overlap; a new box overlapping only A replaces A and, through A, B: nothing of
+    either stays in the segmentation, the prediction or the muscle's boxes (which a click would re-run)."""
+    h = headless_scene()
+    try:
+        image = (np.arange(np.prod(SHAPE)).reshape(SHAPE) % 97 + 10).astype(np.int16)
+        node = G.add_volume_node(h.scene, volume_from_array(image, spacing=(0.8, 0.9, 5.0), source="v"), "v")
+        session = logic.session(node)
+        session.segmenter.predict = fake_predict(SHAPE)
+        vol = session.volume
+        # A and B overlap (one connected part); B's window misses the tight box's, A's does not
+        seg = logic.segment(node, [BoxPrompt(3, 1, (2, 2, 16, 14), "A"), BoxPrompt(3, 1, (14, 2, 30, 14), "B"),
+                                   BoxPrompt(3, 1, (40, 30, 52, 44), "other leg")]).segmentation_node
+        logic.segment(node, [BoxPrompt(3, 1, (2, 2, 8, 8), "tight")], seg)  # overlaps A's window only
+        assert sorted(p.box.source for p in session.label_probs[(1, 3)].boxes) == ["other leg", "tight"]
+        labels = G.to_canonical(S.read_labels(seg, node), vol)[1]
+        want = np.zeros(SHAPE[1:], bool)
+        want[2:8, 2:8] = want[30:44, 40:52] = True
+        assert np.array_equal(labels == 3, want) and np.array_equal(session.prediction[1] == 3, want)
+    finally:
+        h.scene.Clear(1)

@@ -43,8 +43,24 @@ def test_after_a_run_consumed_the_boxes_its_boxes_of_that_muscle_walk():
     assert propagation_starts([], last, 5) == ([], [])  # never another muscle's box
 
 
-def test_walks_are_named_by_the_side_of_the_image_their_box_lies_on():
-    assert walk_names([_box(3, 1, 10)], 256) == [""]
-    assert walk_names([_box(3, 1, 10), _box(3, 1, 200)], 256) == ["right side: ", "left side: "]
-    assert walk_names([_box(3, 1, 10), _box(3, 1, 50), _box(3, 1, 200)], 256) == [
+def test_without_pending_boxes_the_boxes_standing_now_walk():
+    ran = [_box(3, 7, 200)]  # the last run boxed one leg; an earlier run boxed the other
+    both = [_box(3, 7, 10), _box(3, 7, 200)]
+    asked = []
+
+    def standing(last):
+        asked.append(last)
+        return both
+
+    assert propagation_starts([], last_run_boxes(ran), 3, standing=standing) == ([], both)
+    assert asked == [ran]
+    assert propagation_starts([], {}, 3, standing=standing) == ([], []) and len(asked) == 1  # nothing to ask about
+
+
+def test_walks_are_named_by_the_side_of_the_midline_their_box_lies_on():
+    assert walk_names([_box(3, 1, 10)], 128.0) == [""]
+    assert walk_names([_box(3, 1, 10), _box(3, 1, 200)], 128.0) == ["right side: ", "left side: "]
+    assert walk_names([_box(3, 1, 10), _box(3, 1, 50), _box(3, 1, 200)], 128.0) == [
         "right side box 1: ", "right side box 2: ", "left side: "]
+    assert walk_names([_box(3, 1, 10), _box(3, 1, 200)], 5.0) == ["left side box 1: ", "left side box 2: "]
+    assert walk_names([_box(3, 1, 10), _box(3, 1, 200)], None) == ["box 1: ", "box 2: "]  # legs not told apart

@@ -167,6 +167,15 @@ def test_the_mirrored_view_is_the_same_members_on_the_mirrored_slice_mirrored_ba
         np.testing.assert_array_equal(g.member_probs[:2], p.member_probs)
         np.testing.assert_allclose(g.member_probs[2:], m.member_probs[:, :, ::-1], atol=1e-6)
         np.testing.assert_allclose(g.iou_pred, np.concatenate([p.iou_pred, m.iou_pred]), atol=1e-6)
+    assert both.stats.boxes == 3  # the same boxes, answered in both views, count once
+    clicked = got[1].box
+    mirrored_followed = Segmenter(ens, np.ascontiguousarray(phantom.water[:, :, ::-1]))
+    mirrored_followed.predict_slice(1, [mirror_box(clicked, cols)])
+    plain_followed = Segmenter(ens, phantom.water)
+    plain_followed.predict_slice(1, [clicked])
+    expect = (plain_followed.followed_last_click(clicked)
+              and mirrored_followed.followed_last_click(mirror_box(clicked, cols)))
+    assert both.followed_last_click(clicked) == expect  # followed only when both views followed the click
     if geometry == "slice":
         assert both.stats.encoder_calls == 2  # the slice and its mirror image; the second box reuses both
         both.predict_slice(1, boxes[:1])
