@@ -77,7 +77,7 @@ class Segmenter:
         self.image = normalize_mri(image, self.window) if _normalised is None else _normalised
         self.volume_id = volume_id
         self.spacing = tuple(float(v) for v in spacing)  # canonical (slice, row, col) mm, for volumes
-        self.cache = cache or EmbeddingCache()
+        self.cache = cache if cache is not None else EmbeddingCache()  # an empty cache is falsy: share it anyway
         self._worker = worker
         self._lock = threading.RLock()  # one model call at a time (the worker and the caller share it)
         self.stats = EngineStats()

@@ -180,6 +180,20 @@ def test_the_mirrored_view_is_the_same_members_on_the_mirrored_slice_mirrored_ba
         assert both.stats.encoder_calls == 2  # the slice and its mirror image; the second box reuses both
         both.predict_slice(1, boxes[:1])
         assert both.stats.encoder_calls == 2
+        both.cache.clear()  # one cache holds both views: clearing it (a new ensemble, memory) drops both
+        both.predict_slice(1, boxes[:1])
+        assert both.stats.encoder_calls == 4
+
+
+def test_a_segmenter_uses_the_cache_it_is_given_even_while_empty(phantom, ensemble):
+    from MuscleSAMLib.engine.embedding_cache import EmbeddingCache
+
+    shared = EmbeddingCache()
+    assert len(shared) == 0
+    one, two = Segmenter(ensemble, phantom.water, "a", cache=shared), Segmenter(ensemble, phantom.water, "b", cache=shared)
+    assert one.cache is shared and two.cache is shared  # one memory budget for every open volume
+    one.predict_slice(1, boxes_from_labels(phantom.labels, slices=[1])[:1])
+    assert len(shared) == 1
 
 
 def test_mirror_box_maps_pixels_and_half_open_columns():
