@@ -1,9 +1,10 @@
 """What MuscleSAM remembers about one volume between runs (pure numpy; no MRML).
 
 Each run predicts only its own boxes (so a user's edits of other muscles, and of the same muscle on
-the other leg, are never re-predicted away). Its maps are merged into the session's canonical maps inside the windows its predictions
-covered; its review scores replace the scores of the same (slice, muscle). The review queue and the
-"visited" set follow from the merged scores; muscle volumes come from the prediction label map (:meth:`biomarkers`).
+the other leg, are never re-predicted away). Its maps are merged into the session's canonical maps
+inside the windows its predictions covered; its review scores replace the scores of the same (slice,
+muscle). The review queue and the "visited" set follow from the merged scores; muscle volumes come from
+the prediction label map (:meth:`biomarkers`).
 """
 
 from __future__ import annotations
