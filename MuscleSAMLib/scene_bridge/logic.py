@@ -333,7 +333,9 @@ class MuscleSAMLogic:
         started = time.perf_counter()
         earlier = s.earlier_windows()
         names = prompts.walk_names(starts, midline_column(s.prediction, s.volume.canonical_array))
-        shown = lambda k: geometry.stored_slice_index(s.volume, k)  # noqa: E731
+
+        def note(name: str, stop) -> str:  # one walk's stop, at the slice number the user sees
+            return name + stop.summary(geometry.stored_slice_index(s.volume, stop.stopped_at))
 
         def work(cancel):
             walks = [propagate_box(seg.predict_box, start, seg.shape[0], direction=direction, max_steps=max_steps,
@@ -342,16 +344,14 @@ class MuscleSAMLogic:
             boxes = [p.box for res in walks for p in res.predictions]
             if not boxes:
                 raise InputError("propagation found nothing to keep: " + "; ".join(
-                    name + next(iter(res.stops.values())).summary(shown(next(iter(res.stops.values())).stopped_at))
-                    for name, res in zip(names, walks)))
-            return segment_volume(seg, boxes, current=current, locked=locked, cancel=cancel, earlier=earlier), walks
+                    note(name, next(iter(res.stops.values()))) for name, res in zip(names, walks)))
+            result = segment_volume(seg, boxes, current=current, locked=locked, cancel=cancel, earlier=earlier)
+            return result, walks, boxes
 
         def finish(out) -> RunOutcome:
-            result, walks = out
-            stops = {d: "; ".join(name + res.stops[d].summary(shown(res.stops[d].stopped_at))
-                                  for name, res in zip(names, walks) if d in res.stops)
+            result, walks, boxes = out
+            stops = {d: "; ".join(note(name, res.stops[d]) for name, res in zip(names, walks) if d in res.stops)
                      for d in (1, -1) if any(d in res.stops for res in walks)}
-            boxes = [p.box for res in walks for p in res.predictions]
             return self._apply(volume_node, seg_node, s, before, boxes, result, stops, started)
 
         future, cancel = self.worker.submit(work)

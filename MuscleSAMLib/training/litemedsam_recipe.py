@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..atomic import write_json_atomic
+from ..engine.propagation import DEFAULT_MIN_IOU_PRED
 from ..errors import InputError
 from ..models.architectures import build_sam
 from ..models.litemedsam import CHECKPOINT_SHA256, checkpoint_path
@@ -34,7 +35,6 @@ from ..models.safe_load import load_state_dict, save_safetensors_atomic
 from ..volumes import check_same_grid, read_volume
 from .decoder_finetune import (DecoderRecipe, TrainingSet, _decoder, _ensemble, decoder_trained_prefixes, recipe_dict,
                                stored_slices, train_decoder, train_heads, validation_dsc_by_offset)
-from ..engine.propagation import DEFAULT_MIN_IOU_PRED
 from .embedding_store import DixonCase, precompute
 from .encoder_tail import precompute_features, tail_prefixes, write_tail_embeddings
 from .validate import bake_temperature

@@ -347,10 +347,7 @@ def test_a_tighter_box_replaces_both_overlapping_earlier_boxes_of_its_leg(logic)
     either stays in the segmentation, the prediction or the muscle's boxes (which a click would re-run)."""
     h = headless_scene()
     try:
-        image = (np.arange(np.prod(SHAPE)).reshape(SHAPE) % 97 + 10).astype(np.int16)
-        node = G.add_volume_node(h.scene, volume_from_array(image, spacing=(0.8, 0.9, 5.0), source="v"), "v")
-        session = logic.session(node)
-        session.segmenter.predict = fake_predict(SHAPE)
+        node, session = _scene_with_fake_model(logic, h)
         vol = session.volume
         # A and B overlap (one connected part); B's window misses the tight box's, A's does not
         seg = logic.segment(node, [BoxPrompt(3, 1, (2, 2, 16, 14), "A"), BoxPrompt(3, 1, (14, 2, 30, 14), "B"),
