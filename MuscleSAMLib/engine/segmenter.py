@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from ..intensity import IntensityWindow, intensity_window, normalize_mri
+from ..leg_layout import LegLayout, leg_layout
 from ..models.decode_result import DecodeResult
 from ..models.ensemble import Ensemble
 from ..slice_geometry import box_window
@@ -64,12 +65,16 @@ class Segmenter:
     ``image`` is the canonical (slices, rows, cols) MRI array (any intensity scale; it is normalised
     here per METHODS.md). ``volume_id`` names the volume in the shared cache. ``mirror``: also answer every
     box on the left-right mirrored slice (default: the ensemble's ``mirror_view``; see :meth:`members`).
+    An ensemble of the "legs" prompt geometry answers each box in its leg's crop (one encoder pass per leg and
+    slice, shared by that leg's boxes; its probabilities are kept as with whole slices): ``layout`` gives the
+    crops, by default :func:`~MuscleSAMLib.leg_layout.leg_layout` of ``image``.
     """
 
     def __init__(self, ensemble: Ensemble, image: np.ndarray, volume_id: str = "volume",
                  cache: EmbeddingCache | None = None, worker: PersistentWorker | None = None,
                  window: IntensityWindow | None = None, spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
-                 mirror: bool | None = None, _normalised: np.ndarray | None = None) -> None:
+                 mirror: bool | None = None, layout: LegLayout | None = None,
+                 _normalised: np.ndarray | None = None) -> None:
         if image.ndim != 3:
             raise ValueError(f"expected a canonical (slices, rows, cols) volume, got shape {image.shape}")
         self.ensemble = ensemble
@@ -90,9 +95,17 @@ class Segmenter:
         #: The same ensemble on the left-right mirrored volume (its own cache keys; this one's lock, worker
         #: and counters), whose answers, mirrored back, are this segmenter's members M..2M-1.
         self._mirrored: Segmenter | None = None
+        #: "legs" geometry: each leg's crop window (None: whole slices, also when the legs are not told apart).
+        self.layout: LegLayout | None = None
+        if ensemble.spec.prompt_geometry == "legs":
+            self.layout = leg_layout(self.image) if layout is None else layout
+            if self.layout is None:
+                self.stats.extra["geometry"] = ("no gap between the thighs: whole slices are used, at a scale "
+                                                "this ensemble was not trained on")
         if ensemble.spec.mirror_view if mirror is None else mirror:
             m = Segmenter(ensemble, image, f"{volume_id} (mirrored)", self.cache, worker, self.window, spacing,
-                          mirror=False, _normalised=np.ascontiguousarray(self.image[:, :, ::-1]))
+                          mirror=False, layout=None if self.layout is None else self.layout.mirrored(self.shape[2]),
+                          _normalised=np.ascontiguousarray(self.image[:, :, ::-1]))
             m._lock, m.stats = self._lock, self.stats
             self._mirrored = m
 
@@ -115,23 +128,32 @@ class Segmenter:
         r0, r1, c0, c1 = box_window(box.xyxy, self.shape[1:], margin=self.ensemble.spec.crop_margin)
         return Window(r0, r1, c0, c1)
 
-    def _click_reason(self, box: BoxPrompt) -> str | None:
-        """Why a box's clicks cannot run here: box-crop ensembles see only the box's crop window."""
-        if not self.crops or not box.points:
-            return None
-        w = self._crop_window(box)
-        for n, (x, y, _) in enumerate(box.points):
-            if not (w.c0 <= x < w.c1 and w.r0 <= y < w.r1):
-                return (f"{box.source or 'click'} point #{n + 1} ({x}, {y}) lies outside the box's neighbourhood "
-                        f"(columns {w.c0}-{w.c1 - 1}, rows {w.r0}-{w.r1 - 1}) that this box-crop ensemble sees; "
-                        "draw a larger box")
+    def _view(self, box: BoxPrompt) -> Window | None:
+        """The crop a box is answered in (None: the whole slice): its own crop (box_crop) or its leg's (legs)."""
+        if self.crops:
+            return self._crop_window(box)
+        if self.layout is not None:
+            return Window(*self.layout.window_of(box.xyxy))
         return None
 
-    def _store_window(self, box: BoxPrompt) -> Window:
-        """Where a box's probabilities are kept (whole-slice geometry): the box and its clicks, grown by
-        STORE_MARGIN."""
-        r0, r1, c0, c1 = box_window(_hull(box), self.shape[1:], margin=STORE_MARGIN)
-        return Window(r0, r1, c0, c1)
+    def _click_reason(self, box: BoxPrompt) -> str | None:
+        """Why a box's clicks cannot run here: a crop-based ensemble sees only the box's crop window."""
+        w = self._view(box) if box.points else None
+        if w is None:
+            return None
+        seen = "the box's neighbourhood" if self.crops else "the box's leg"
+        fix = "draw a larger box" if self.crops else "click on the leg the box is on"
+        for n, (x, y, _) in enumerate(box.points):
+            if not (w.c0 <= x < w.c1 and w.r0 <= y < w.r1):
+                return (f"{box.source or 'click'} point #{n + 1} ({x}, {y}) lies outside {seen} "
+                        f"(columns {w.c0}-{w.c1 - 1}, rows {w.r0}-{w.r1 - 1}) that this ensemble sees; {fix}")
+        return None
+
+    def _store_window(self, box: BoxPrompt, view: Window | None = None) -> Window:
+        """Where a box's probabilities are kept (whole-slice and legs geometry): the box and its clicks,
+        grown by STORE_MARGIN, inside the crop it is answered in (``view``; the model sees nothing outside)."""
+        w = Window(*box_window(_hull(box), self.shape[1:], margin=STORE_MARGIN))
+        return w if view is None else w.intersect(view)
 
     # ------------------------------------------------------------------ encoder with cache
     def _cache_key(self, k: int, crop: Window | None) -> tuple:
@@ -211,16 +233,24 @@ class Segmenter:
                 result.boxes.append(BoxPrediction(b, crop, probs[n], iou[:, n]))
                 self._remember(self._answer_key(k, b, 0), lowres[:, n:n + 1], iou[:, n:n + 1])
         elif plain:
-            _check_cancel(cancel)
-            emb, geo = self.embedding(k)
-            _check_cancel(cancel)
-            xyxy = np.array([b.xyxy for b in plain], dtype=np.float64)
-            out = self._decode(emb, geo, xyxy)
-            for n, b in enumerate(plain):
-                win = self._store_window(b)
-                result.boxes.append(BoxPrediction(b, win, out.probs_window(n, win.r0, win.r1, win.c0, win.c1),
-                                                  out.iou_pred[:, n]))
-                self._remember(self._answer_key(k, b, 0), out.logits_lowres[:, n:n + 1], out.iou_pred[:, n:n + 1])
+            views: dict[Window | None, list[BoxPrompt]] = {}
+            for b in plain:  # whole slice: one group; legs: one group (one encoder pass) per leg
+                views.setdefault(self._view(b), []).append(b)
+            for view, group in views.items():
+                _check_cancel(cancel)
+                emb, geo = self.embedding(k, view)
+                _check_cancel(cancel)
+                dx, dy = (0, 0) if view is None else (view.c0, view.r0)
+                xyxy = np.array([b.xyxy for b in group], dtype=np.float64) - np.array([dx, dy, dx, dy], np.float64)
+                out = self._decode(emb, geo, xyxy)
+                for n, b in enumerate(group):
+                    win = self._store_window(b, view)
+                    probs = out.probs_window(n, win.r0 - dy, win.r1 - dy, win.c0 - dx, win.c1 - dx)
+                    result.boxes.append(BoxPrediction(b, win, probs, out.iou_pred[:, n]))
+                    self._remember(self._answer_key(k, b, 0), out.logits_lowres[:, n:n + 1], out.iou_pred[:, n:n + 1])
+            if len(views) > 1:  # keep the caller's box order
+                order = {id(b): i for i, b in enumerate(plain)}
+                result.boxes.sort(key=lambda p: order[id(p.box)])
         for b in clicked:
             _check_cancel(cancel)
             result.boxes.append(self._clicked_prediction(k, b))
@@ -253,14 +283,15 @@ class Segmenter:
     # ------------------------------------------------------------------ clicks
     def _clicked_prediction(self, k: int, box: BoxPrompt) -> BoxPrediction:
         """The answer after the box and all its clicks (see the module docstring), as a BoxPrediction."""
-        crop = self._crop_window(box) if self.crops else None
-        emb, geo = self.embedding(k, crop)
-        logits, iou = self._answer(k, box, emb, geo, crop, len(box.points))
+        view = self._view(box)
+        emb, geo = self.embedding(k, view)
+        logits, iou = self._answer(k, box, emb, geo, view, len(box.points))
         res = DecodeResult(logits, iou, geo=geo)
-        if crop is not None:
-            return BoxPrediction(box, crop, res.probs[:, 0], iou[:, 0])
-        win = self._store_window(box)
-        return BoxPrediction(box, win, res.probs_window(0, win.r0, win.r1, win.c0, win.c1), iou[:, 0])
+        if self.crops:
+            return BoxPrediction(box, view, res.probs[:, 0], iou[:, 0])
+        win = self._store_window(box, view)
+        dx, dy = (0, 0) if view is None else (view.c0, view.r0)
+        return BoxPrediction(box, win, res.probs_window(0, win.r0 - dy, win.r1 - dy, win.c0 - dx, win.c1 - dx), iou[:, 0])
 
     def _answer_key(self, k: int, box: BoxPrompt, n_clicks: int) -> tuple:
         """Cache key of the answer to ``box`` and its first ``n_clicks`` clicks on slice ``k``."""
@@ -276,7 +307,8 @@ class Segmenter:
 
     def _answer(self, k: int, box: BoxPrompt, emb, geo, crop: Window | None, n_clicks: int
                 ) -> tuple[np.ndarray, np.ndarray]:
-        """Member logits (M, 1, L, L) and IoU (M, 1) after the box and its first ``n_clicks`` clicks."""
+        """Member logits (M, 1, L, L) and IoU (M, 1) after the box and its first ``n_clicks`` clicks
+        (``crop``: the window the box is answered in, None for the whole slice)."""
         clicks = box.points[:n_clicks]
         key = self._answer_key(k, box, n_clicks)
         with self._lock:
@@ -293,7 +325,7 @@ class Segmenter:
         pts = [np.array([(x - dx, y - dy, s) for x, y, s in clicks], np.float64).reshape(-1, 3)] if clicks else None
         with self._lock:
             t0 = time.perf_counter()
-            if crop is None:
+            if not self.crops:  # whole slice, or a leg's crop: the slice path with crop-local coordinates
                 out = self.ensemble.decode(emb, geo, xyxy, prompt, pts)
                 answer = (out.logits_lowres, out.iou_pred)
             else:
@@ -378,8 +410,14 @@ class Segmenter:
             self._worker = PersistentWorker()
         return self._worker
 
+    def _views(self) -> list[Window | None]:
+        """Every crop a slice is encoded in, box-independent: the whole slice, or each leg's window."""
+        if self.layout is None:
+            return [None]
+        return [Window(*w) for w in self.layout.windows]
+
     def precompute(self, center: int, radius: int = 1) -> tuple[Future, threading.Event]:
-        """Encode slice ``center`` and its neighbours in the background (whole-slice geometry only)."""
+        """Encode slice ``center`` and its neighbours in the background (whole-slice or legs geometry)."""
         order = [center] + [center + s * d for d in range(1, radius + 1) for s in (1, -1)]
         order = [k for k in order if 0 <= k < self.shape[0]]
 
@@ -388,11 +426,12 @@ class Segmenter:
             if self.crops:
                 return done  # crops depend on the box: nothing to precompute
             for k in order:
-                _check_cancel(cancel)
-                self.embedding(k)
-                if self._mirrored is not None:
-                    _check_cancel(cancel)
-                    self._mirrored.embedding(k)
+                for seg in (self, self._mirrored):
+                    if seg is None:
+                        continue
+                    for view in seg._views():
+                        _check_cancel(cancel)
+                        seg.embedding(k, view)
                 done.append(k)
             return done
 

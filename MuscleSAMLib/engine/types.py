@@ -50,6 +50,10 @@ class Window:
     def shape(self) -> tuple[int, int]:
         return (self.r1 - self.r0, self.c1 - self.c0)
 
+    def intersect(self, other: "Window") -> "Window":
+        """The part of this window inside ``other`` (may be empty: r1 <= r0 or c1 <= c0)."""
+        return Window(max(self.r0, other.r0), min(self.r1, other.r1), max(self.c0, other.c0), min(self.c1, other.c1))
+
 
 @dataclass
 class BoxPrediction:

@@ -558,6 +558,9 @@ class Ensemble:
         if self.spec.prompt_geometry == "slice":
             img, geo = self.preprocess(s)
             return self.decode(self.encode(img), geo, boxes_xyxy, mask_prompts, points)
+        if self.spec.prompt_geometry == "legs":
+            raise InputError(f"{self.spec.name}: the 'legs' prompt geometry crops each leg as the whole volume "
+                             "shows it; run it through MuscleSAMLib.engine.Segmenter, not one slice at a time")
         if s.ndim != 2:
             raise InputError(f"expected a 2D slice, got shape {s.shape}")
         rows, cols = s.shape

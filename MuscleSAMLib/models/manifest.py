@@ -25,7 +25,9 @@ from .safe_load import sha256_file
 
 FORMAT_VERSION = 1
 KINDS = ("decoder", "lora", "full")
-PROMPT_GEOMETRIES = ("slice", "box_crop")
+#: "slice": the whole slice; "box_crop": a crop around each box; "legs": each thigh's crop, one per leg
+#: and volume (MuscleSAMLib.leg_layout), shared by that leg's boxes.
+PROMPT_GEOMETRIES = ("slice", "box_crop", "legs")
 DEFAULT_BOX_MASK_LOGIT = 4.0
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")

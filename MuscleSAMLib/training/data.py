@@ -9,6 +9,7 @@ flip swaps nothing), brightness/contrast/gamma.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -19,11 +20,12 @@ import torch.nn.functional as F
 from ..engine.boxes import boxes_from_labels
 from ..errors import InputError
 from ..intensity import normalize_mri
+from ..leg_layout import LegLayout, leg_layout
 from ..slice_geometry import box_window, resize_pad
 from ..volumes import check_same_grid, read_volume
 from .augment import MILD, augment_slice
 from .config import CaseSpec, TrainConfig
-from .model_io import normalise_input
+from .model_io import crop_for_box, normalise_input
 
 
 @dataclass
@@ -34,6 +36,12 @@ class Case:
     image: np.ndarray
     labels: np.ndarray
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    @functools.cached_property
+    def legs(self) -> LegLayout | None:
+        """Each leg's crop window (the "legs" prompt geometry), cut from this normalised image as the engine
+        cuts it; None when the legs are not told apart."""
+        return leg_layout(self.image)
 
 
 @dataclass(frozen=True)
@@ -127,8 +135,9 @@ def render(case: Case, s: Sample, cfg: TrainConfig, img_size: int, grid: int, me
         if rng is not None and cfg.aug_scale:
             margin = max(margin * (1.0 + rng.uniform(-cfg.aug_scale, cfg.aug_scale)), 0.0)
         r0, r1, c0, c1 = box_window(box, sl.shape, margin=margin)
-    else:
-        r0, r1, c0, c1 = 0, sl.shape[0], 0, sl.shape[1]
+    else:  # the leg's crop (legs geometry) or the whole slice, as inference cuts it for the tight box
+        _, (r0, r1, c0, c1) = crop_for_box(sl, s.box, 0.0, cfg.prompt_geometry, case.legs)
+        box = (max(box[0], c0), max(box[1], r0), min(box[2], c1), min(box[3], r1))  # jitter stays in the crop
     pix = sl[r0:r1, c0:c1]
     tgt = target_full[r0:r1, c0:c1]
     lb = np.array([box[0] - c0, box[1] - r0, box[2] - c0, box[3] - r0], np.float64)

@@ -107,6 +107,7 @@ class DecoderRecipe:
     encoder_stages: int = 0  # > 0: TinyViT's last N stages + neck train too (their input features cached)
     encoder_lr: float = 5e-5  # ... at this learning rate (same schedule)
     augment: float = 0.0  # with encoder_stages: share of steps on a random intensity variant (.augment)
+    prompt_geometry: str = "slice"  # "legs": each leg's crop (MuscleSAMLib.leg_layout), as inference cuts it
 
 
 @dataclass

@@ -14,14 +14,14 @@ inference feeds (:meth:`~MuscleSAMLib.models.ensemble.Ensemble.preprocess`).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 
-from ..intensity import normalize_mri
+from ..intensity import IntensityWindow, intensity_window, normalize_mri
 
 #: Contrast variants a Dixon pair gives for free, and their mirrored twins (suffix "_flip").
 DIXON_CONTRASTS = ("water", "fat", "inphase", "outphase")
@@ -36,20 +36,49 @@ class DixonCase:
     fat: np.ndarray
     labels: np.ndarray
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    #: Intensity window per contrast, when the arrays are crops of a larger volume (:meth:`legs`): the
+    #: whole volume's window, as inference normalises the whole volume before it crops.
+    windows: dict[str, IntensityWindow] = field(default_factory=dict)
+
+    def raw_contrast(self, base: str) -> np.ndarray:
+        """One contrast's raw intensities (water, fat, in-phase W + F, out-of-phase |W - F|)."""
+        w, f = self.water.astype(np.float32), self.fat.astype(np.float32)
+        raw = {"water": w, "fat": f, "inphase": w + f, "outphase": np.abs(w - f)}.get(base)
+        if raw is None:
+            raise ValueError(f"unknown contrast variant {base!r}; known: {', '.join(DIXON_CONTRASTS)} (+ _flip)")
+        return raw
 
     def contrast(self, variant: str) -> np.ndarray:
         """0..255 volume of one contrast (normalised per volume like every model input)."""
         base = variant.replace("_flip", "")
-        w, f = self.water.astype(np.float32), self.fat.astype(np.float32)
-        raw = {"water": w, "fat": f, "inphase": w + f, "outphase": np.abs(w - f)}.get(base)
-        if raw is None:
-            raise ValueError(f"unknown contrast variant {variant!r}; known: {', '.join(DIXON_CONTRASTS)} (+ _flip)")
-        vol = normalize_mri(raw)
+        vol = normalize_mri(self.raw_contrast(base), self.windows.get(base))
         return vol[:, :, ::-1].copy() if variant.endswith("_flip") else vol
 
     def labels_for(self, variant: str) -> np.ndarray:
         """Label map matching a variant (mirrored for "_flip"; muscle values are per muscle, not per side)."""
         return self.labels[:, :, ::-1].copy() if variant.endswith("_flip") else self.labels
+
+    def legs(self) -> "DixonCase":
+        """This case in the "legs" prompt geometry (:mod:`MuscleSAMLib.leg_layout`): every slice's two leg
+        crops, cut by the rule inference uses on the water image, stacked along the slice axis (the first
+        leg's slices, then the second's; both crops have one shape). Each crop keeps its whole image but
+        only the labels on its own side of the midline, as a box there is answered in that crop alone.
+        Raises ValueError when the legs are not told apart."""
+        from ..leg_layout import leg_layout
+
+        layout = leg_layout(self.contrast("water"))
+        if layout is None:
+            raise ValueError(f"{self.name}: no gap between the thighs, so the legs geometry cannot crop it")
+        cols = np.arange(self.labels.shape[2])
+        own = (cols <= layout.midline + 0.5, cols > layout.midline + 0.5)
+        parts: dict[str, list[np.ndarray]] = {"water": [], "fat": [], "labels": []}
+        for (r0, r1, c0, c1), side in zip(layout.windows, own):
+            parts["water"].append(self.water[:, r0:r1, c0:c1])
+            parts["fat"].append(self.fat[:, r0:r1, c0:c1])
+            parts["labels"].append(np.where(side[None, None, c0:c1], self.labels[:, r0:r1, c0:c1], 0))
+        return DixonCase(self.name, *(np.concatenate(parts[k], 0) for k in ("water", "fat", "labels")),
+                         spacing=self.spacing,
+                         windows={c: intensity_window(self.raw_contrast(c)) for c in DIXON_CONTRASTS})
 
     def labelled_slices(self) -> list[int]:
         """Axial slices holding at least one muscle label."""

@@ -161,6 +161,10 @@ def run_recipe(config: str | os.PathLike, out: str | os.PathLike, progress=print
     torch.set_num_threads(int(extra.get("threads", torch.get_num_threads())))
     t0 = time.time()
     cases = [load_dixon_case(s["name"], s["water"], s["fat"], s["labels"]) for s in subjects]
+    if recipe.prompt_geometry == "legs":  # each leg's crop, as inference cuts it (MuscleSAMLib.leg_layout)
+        cases = [c.legs() for c in cases]
+    elif recipe.prompt_geometry != "slice":
+        raise ValueError(f"{config}: prompt_geometry must be 'slice' or 'legs', got {recipe.prompt_geometry!r}")
     base = load_state_dict(checkpoint_path(), CHECKPOINT_SHA256)
     pretrained = _ensemble(recipe.arch, base, [{}])  # inference's own preprocessing and encoder
     precompute(cases, recipe.variants, emb_dir, pretrained.preprocess, pretrained.encode, progress=lambda m: None)
@@ -246,7 +250,7 @@ def ensemble_spec(name: str, shared: Path, members: Sequence[Path], *, manifest_
     training = {"recipe": recipe_dict(recipe), **{k: v for k, v in record.items() if k != "recipe"}}
     return EnsembleSpec(name=name, kind="decoder", arch=a, arch_name=recipe.arch, input_size=a.img_size,
                         pixel_mean=a.pixel_mean, pixel_std=a.pixel_std, base=base, shared=wf(shared),
-                        members=tuple(wf(m) for m in members), prompt_geometry="slice", box_mask_prompt=False,
+                        members=tuple(wf(m) for m in members), prompt_geometry=recipe.prompt_geometry, box_mask_prompt=False,
                         training=training, licence=licence, version=version, description=description,
                         default=default)
 

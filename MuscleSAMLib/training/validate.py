@@ -30,7 +30,7 @@ def predict_boxes(models: Sequence[Sam], case: Case, boxes, geometry: str, margi
     size = m0.image_encoder.img_size
     mean, std = m0.pixel_mean.flatten().cpu(), m0.pixel_std.flatten().cpu()
     dev = next(m0.parameters()).device
-    prep = [prepare_box(case.image[b.slice], b.xyxy, size, margin, geometry, mean, std) for b in boxes]
+    prep = [prepare_box(case.image[b.slice], b.xyxy, size, margin, geometry, mean, std, case.legs) for b in boxes]
     out = []
     for s in range(0, len(prep), chunk):
         part = prep[s:s + chunk]
@@ -141,7 +141,7 @@ def _predict_shared(models, case, boxes, geometry, margin, box_mask, box_mask_lo
     mean, std = m0.pixel_mean.flatten().cpu(), m0.pixel_std.flatten().cpu()
     out = []
     with torch.no_grad():
-        prep = [prepare_box(case.image[b.slice], b.xyxy, size, margin, geometry, mean, std) for b in boxes]
+        prep = [prepare_box(case.image[b.slice], b.xyxy, size, margin, geometry, mean, std, case.legs) for b in boxes]
         for s in range(0, len(prep), 64):
             part = prep[s:s + 64]
             x = torch.stack([p[0] for p in part])

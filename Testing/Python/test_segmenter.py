@@ -144,7 +144,7 @@ def test_segment_cli_writes_outputs_on_the_input_grid(tmp_path, phantom, orienta
     assert report["per_muscle"]["3"]["interval_minmax_ml"][0] <= report["per_muscle"]["3"]["interval_minmax_ml"][1]
 
 
-@pytest.mark.parametrize("geometry", ["slice", "box_crop"])
+@pytest.mark.parametrize("geometry", ["slice", "box_crop", "legs"])
 def test_the_mirrored_view_is_the_same_members_on_the_mirrored_slice_mirrored_back(phantom, geometry):
     """Members M..2M-1 are exactly what the plain engine answers for the mirrored box on the mirrored volume,
     mirrored back; members 0..M-1 are the plain answer. Clicks mirror with their box; the mirrored view costs
@@ -160,7 +160,8 @@ def test_the_mirrored_view_is_the_same_members_on_the_mirrored_slice_mirrored_ba
     assert both.members == 4 and Segmenter(ens, phantom.water).members == 2
     got = both.predict_slice(1, boxes).boxes
     plain = Segmenter(ens, phantom.water).predict_slice(1, boxes).boxes
-    mirrored = Segmenter(ens, np.ascontiguousarray(phantom.water[:, :, ::-1])).predict_slice(
+    both_layout = None if both.layout is None else both.layout.mirrored(cols)  # legs: the mirrored crops
+    mirrored = Segmenter(ens, np.ascontiguousarray(phantom.water[:, :, ::-1]), layout=both_layout).predict_slice(
         1, [mirror_box(b, cols) for b in boxes]).boxes
     for g, p, m in zip(got, plain, mirrored):
         assert g.box is p.box and g.window == p.window and g.member_probs.shape == (4, *p.window.shape)
@@ -169,7 +170,7 @@ def test_the_mirrored_view_is_the_same_members_on_the_mirrored_slice_mirrored_ba
         np.testing.assert_allclose(g.iou_pred, np.concatenate([p.iou_pred, m.iou_pred]), atol=1e-6)
     assert both.stats.boxes == 3  # the same boxes, answered in both views, count once
     clicked = got[1].box
-    mirrored_followed = Segmenter(ens, np.ascontiguousarray(phantom.water[:, :, ::-1]))
+    mirrored_followed = Segmenter(ens, np.ascontiguousarray(phantom.water[:, :, ::-1]), layout=both_layout)
     mirrored_followed.predict_slice(1, [mirror_box(clicked, cols)])
     plain_followed = Segmenter(ens, phantom.water)
     plain_followed.predict_slice(1, [clicked])
