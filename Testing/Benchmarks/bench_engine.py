@@ -3,7 +3,8 @@
 Naive way (what SAM plugins do): one upstream ``segment_anything.SamPredictor`` per ensemble member,
 each a complete model (the shipped LiteMedSAM base + shared decoder + that member's heads), run one
 after another: a box on a new slice costs M x (set_image + predict), a box on a slice already set
-M x predict. Engine: one encoder pass per slice (cached), the decoder trunk once per box for all
+M x predict. The image set is the one the ensemble answers a box in: the slice, or for the "legs" prompt
+geometry the box's leg crop (the cached box is then one on the same leg). Engine: one encoder pass per slice (cached), the decoder trunk once per box for all
 members (``models/shared_trunk.py``), member heads on top. Same weights, image, boxes and threads.
 
 These machines are shared (METHODS.md "Benchmarks on a shared machine"): the two sides are interleaved
@@ -85,21 +86,24 @@ def run_bench(ensemble: str | None = None, repeats: int = 5, threads: int | None
     water = read_volume(case.water).canonical_array
     labels = read_volume(case.labels, allow_labels=True).canonical_array.astype(np.uint8)
     slice_boxes = boxes_from_labels(labels, slices=[slice_index])
-    first, second = slice_boxes[0], slice_boxes[1]
+    seg_first = Segmenter(ens, water, cache=EmbeddingCache())
+    layout = seg_first.layout  # legs geometry: the image a box is answered in is its leg's crop
+    first = slice_boxes[0]
+    second = next(b for b in slice_boxes[1:] if layout is None or layout.side_of(b.xyxy) == layout.side_of(first.xyxy))
     image_255 = normalize_mri(water)
-    rgb = np.repeat(np.clip(image_255[slice_index], 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+    r0, r1, c0, c1 = (0, water.shape[1], 0, water.shape[2]) if layout is None else layout.window_of(first.xyxy)
+    rgb = np.repeat(np.clip(image_255[slice_index, r0:r1, c0:c1], 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+    shift = np.array([c0, r0, c0, r0], float)  # naive side: slice pixels -> the set image's pixels
     predictors = [SamPredictor(m) for m in member_models(loaded)]
 
     def naive_first() -> None:
         for p in predictors:
             p.set_image(rgb)
-            p.predict(box=np.array(first.xyxy, float), multimask_output=False)
+            p.predict(box=np.array(first.xyxy, float) - shift, multimask_output=False)
 
     def naive_cached() -> None:
         for p in predictors:
-            p.predict(box=np.array(second.xyxy, float), multimask_output=False)
-
-    seg_first = Segmenter(ens, water, cache=EmbeddingCache())
+            p.predict(box=np.array(second.xyxy, float) - shift, multimask_output=False)
 
     def engine_first() -> None:
         seg_first.cache.clear()  # a new slice: nothing cached
@@ -126,8 +130,8 @@ def run_bench(ensemble: str | None = None, repeats: int = 5, threads: int | None
     def naive_click() -> None:
         x, y = spots[0]
         for p, prev in zip(predictors, naive_prev):
-            p.predict(point_coords=np.array([[x, y]], float), point_labels=np.array([1]),
-                      box=np.array(second.xyxy, float), mask_input=prev, multimask_output=False)
+            p.predict(point_coords=np.array([[x - c0, y - r0]], float), point_labels=np.array([1]),
+                      box=np.array(second.xyxy, float) - shift, mask_input=prev, multimask_output=False)
 
     def engine_click_on_screen() -> None:  # one more click: its prefix is cached, one decoder call
         x, y = next(next_spot)
@@ -145,7 +149,7 @@ def run_bench(ensemble: str | None = None, repeats: int = 5, threads: int | None
 
     with torch.inference_mode():
         naive_first(), engine_first(), naive_cached(), engine_cached()  # warm-up both
-        naive_prev += [p.predict(box=np.array(second.xyxy, float), multimask_output=False)[2] for p in predictors]
+        naive_prev += [p.predict(box=np.array(second.xyxy, float) - shift, multimask_output=False)[2] for p in predictors]
         first_box = interleaved(naive_first, engine_first, repeats)
         cached_box = interleaved(naive_cached, engine_cached, repeats)
         latency = statistics.median(_time(engine_cached_on_screen) for _ in range(repeats))
@@ -153,7 +157,7 @@ def run_bench(ensemble: str | None = None, repeats: int = 5, threads: int | None
         first_click = statistics.median(_time(engine_first_click_on_screen) for _ in range(repeats))
         all_boxes = statistics.median(_time(lambda: seg_cached.predict_slice(slice_index, slice_boxes))
                                       for _ in range(max(1, repeats // 2)))
-        x, _ = ens.preprocess(image_255[slice_index])
+        x, _ = ens.preprocess(image_255[slice_index, r0:r1, c0:c1])
         encoder_s = statistics.median(_time(lambda: ens.encode(x)) for _ in range(repeats))
         sample_s, sample_boxes = float("nan"), 0
         if volume:
@@ -169,6 +173,7 @@ def run_bench(ensemble: str | None = None, repeats: int = 5, threads: int | None
         "decoder_sharing": type(ens._heads).__name__,
         "threads": torch.get_num_threads(),
         "input_size": ens.input_size,
+        "prompt_geometry": ens.spec.prompt_geometry,
         "boxes_on_slice": len(slice_boxes),
         "naive_first_box_s": first_box["naive_s"],
         "engine_first_box_s": first_box["engine_s"],
@@ -198,7 +203,8 @@ def run_bench(ensemble: str | None = None, repeats: int = 5, threads: int | None
 def print_table(r: dict) -> None:
     """Human-readable table of :func:`run_bench`'s result."""
     print(f"MuscleSAM engine benchmark: {r['ensemble']} ({r['arch']}, {r['members']} members, {r['decoder_sharing']}), "
-          f"input {r['input_size']}, {r['threads']} threads, real sample slice, {r['repeats']} interleaved pairs")
+          f"input {r['input_size']} ({r['prompt_geometry']} geometry), {r['threads']} threads, real sample slice, "
+          f"{r['repeats']} interleaved pairs")
     print(f"{'case':30s} {'naive (s)':>10s} {'engine (s)':>11s} {'speed-up (median, range)':>26s}")
     for key, name in (("first_box", "first box on a new slice"), ("cached_box", "next box on a cached slice"),
                       ("click", "next click on a cached slice")):

