@@ -167,3 +167,33 @@ def test_fine_tuned_encoder_stages_ship_in_the_shared_file_and_change_the_embedd
     x, _ = tuned.preprocess(np.full((96, 144), 100.0, np.float32))
     assert not torch.allclose(tuned.encode(x), plain.encode(x))  # one encoder, with its trained last stage
     assert (out / "features_last1").is_dir() and any((out / "final" / "embeddings").iterdir())
+
+
+def test_a_legs_recipe_trains_on_each_legs_crop_and_publishes_the_geometry(tmp_path):
+    """prompt_geometry "legs": the folds train and validate on each leg's crop (two training slices for each
+    labelled slice), and the published entry makes the engine answer boxes in those crops."""
+    from MuscleSAMLib.engine.segmenter import Segmenter
+
+    subjects = []
+    for i in range(2):
+        ph = make_thigh_phantom(seed=60 + i, shape=(2, 96, 144), spacing=(8.0, 1.5, 1.5), muscles=(1, 2))
+        subjects.append({"name": f"L{i}", "water": _write(ph.water.astype(np.float32), tmp_path / f"l{i}_water.nii.gz"),
+                         "fat": _write(ph.fat.astype(np.float32), tmp_path / f"l{i}_fat.nii.gz"),
+                         "labels": _write(ph.labels.astype(np.uint8), tmp_path / f"l{i}_labels.nii.gz")})
+    recipe = {"variants": ["water"], "steps": 1, "val_every": 1, "boxes_per_step": 2, "members": 1, "member_steps": 1,
+              "final_steps": 1, "save_every": 1, "prompt_geometry": "legs"}
+    cfg = tmp_path / "legs.json"
+    cfg.write_text(json.dumps({"name": "legs", "subjects": subjects, "threads": 1, "recipe": recipe}))
+    logs: list[str] = []
+    record = run_recipe(cfg, tmp_path / "run", progress=logs.append)
+    assert record["recipe"]["prompt_geometry"] == "legs"
+    assert "fold_L0_to_L1: 4 training slices" in logs  # 2 labelled slices x 2 legs
+    manifest = tmp_path / "weights" / "manifest.json"
+    publish(tmp_path / "run", manifest, "legs", default=True, version="1", description="test", licence="Apache-2.0")
+    ens = load_ensemble(None, manifest, "cpu").ensemble
+    assert ens.spec.prompt_geometry == "legs" and json.loads(manifest.read_text())["ensembles"][0]["prompt_geometry"] == "legs"
+    ph = make_thigh_phantom(seed=60, shape=(2, 96, 144), spacing=(8.0, 1.5, 1.5), muscles=(1, 2))
+    assert Segmenter(ens, ph.water).layout is not None
+    cfg.write_text(json.dumps({"name": "legs", "subjects": subjects, "recipe": {**recipe, "prompt_geometry": "crops"}}))
+    with pytest.raises(ValueError, match="prompt_geometry must be 'slice' or 'legs'"):
+        run_recipe(cfg, tmp_path / "run2", progress=lambda m: None)
