@@ -170,6 +170,9 @@ def plan_learning(bundles: Sequence[str | os.PathLike], base_ensemble: str, mani
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
     man = load_manifest(manifest)
     base = man.get(base_ensemble)
+    if base.join:
+        raise InputError(f"ensemble {base.name!r} joins {', '.join(base.join)}: learning from corrections fine-tunes "
+                         "one ensemble; choose one of them as the base")
     if base.kind != "decoder":
         raise InputError(f"ensemble {base.name!r} is kind {base.kind}; learning from corrections fine-tunes "
                          "kind decoder ensembles only (shared encoder + member heads)")

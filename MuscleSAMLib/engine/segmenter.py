@@ -3,7 +3,9 @@
 One :class:`Segmenter` per loaded volume and ensemble. It normalises the volume once, encodes slices
 (or box crops) through the ensemble with an :class:`EmbeddingCache` so a second box on a slice runs
 only the decoders, precomputes the current slice and its neighbours on ONE persistent worker thread
-(cancellable), and batches all boxes of a slice (all members) into one decoder call.
+(cancellable), and batches all boxes of a slice (all members) into one decoder call. An ensemble may
+also answer on the mirrored slice (``mirror_view``) and be joined by other ensembles (``join``): their
+member maps follow its own in every answer.
 
 A box with clicks (``BoxPrompt.points``) is answered as the interactive tool answered it: the box
 alone, then one re-decode per click with every click so far and, for an ensemble trained with clicks
@@ -74,7 +76,7 @@ class Segmenter:
                  cache: EmbeddingCache | None = None, worker: PersistentWorker | None = None,
                  window: IntensityWindow | None = None, spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
                  mirror: bool | None = None, layout: LegLayout | None = None,
-                 _normalised: np.ndarray | None = None) -> None:
+                 _normalised: np.ndarray | None = None, _inner: bool = False) -> None:
         if image.ndim != 3:
             raise ValueError(f"expected a canonical (slices, rows, cols) volume, got shape {image.shape}")
         self.ensemble = ensemble
@@ -95,6 +97,9 @@ class Segmenter:
         #: The same ensemble on the left-right mirrored volume (its own cache keys; this one's lock, worker
         #: and counters), whose answers, mirrored back, are this segmenter's members M..2M-1.
         self._mirrored: Segmenter | None = None
+        #: The joined ensembles (``Ensemble.joined``) on this volume, each with its own weights, geometry and
+        #: calibration (this one's lock, worker and counters): their members follow this one's (and the mirror's).
+        self._joined: list[Segmenter] = []
         #: "legs" geometry: each leg's crop window (None: whole slices, also when the legs are not told apart).
         self.layout: LegLayout | None = None
         if ensemble.spec.prompt_geometry == "legs":
@@ -105,14 +110,21 @@ class Segmenter:
         if ensemble.spec.mirror_view if mirror is None else mirror:
             m = Segmenter(ensemble, image, f"{volume_id} (mirrored)", self.cache, worker, self.window, spacing,
                           mirror=False, layout=None if self.layout is None else self.layout.mirrored(self.shape[2]),
-                          _normalised=np.ascontiguousarray(self.image[:, :, ::-1]))
+                          _normalised=np.ascontiguousarray(self.image[:, :, ::-1]), _inner=True)
             m._lock, m.stats = self._lock, self.stats
             self._mirrored = m
+        for other in () if _inner else ensemble.joined:  # one level: inner segmenters answer alone
+            j = Segmenter(other, image, volume_id, self.cache, worker, self.window, spacing, mirror=False,
+                          _normalised=self.image, _inner=True)
+            j._lock, j.stats = self._lock, self.stats
+            self._joined.append(j)
 
     @property
     def members(self) -> int:
-        """Member maps in every answer: the ensemble's M, twice with the mirrored view (M heads x 2 views)."""
-        return self.ensemble.members * (2 if self._mirrored is not None else 1)
+        """Member maps in every answer: the ensemble's M (twice with the mirrored view: M heads x 2 views),
+        then the joined ensembles' members."""
+        own = self.ensemble.members * (2 if self._mirrored is not None else 1)
+        return own + sum(j.members for j in self._joined)
 
     # ------------------------------------------------------------------ geometry
     @property
@@ -259,6 +271,8 @@ class Segmenter:
             result.boxes.sort(key=lambda p: order[id(p.box)])
         if self._mirrored is not None:
             self._add_mirrored_view(k, result, cancel)
+        for joined in self._joined:
+            self._add_joined(joined, k, result, cancel)
         result.timings["seconds"] = time.perf_counter() - t0
         self.stats.boxes += len(good)
         return result
@@ -278,6 +292,19 @@ class Segmenter:
             if Window(w.r0, w.r1, cols - w.c1, cols - w.c0) != p.window:
                 raise RuntimeError(f"slice {k}: mirrored window {w} does not mirror {p.window}")
             p.member_probs = np.concatenate([p.member_probs, q.member_probs[:, :, ::-1]], axis=0)
+            p.iou_pred = np.concatenate([np.asarray(p.iou_pred), np.asarray(q.iou_pred)])
+
+    def _add_joined(self, joined: "Segmenter", k: int, result: SlicePrediction, cancel: threading.Event | None) -> None:
+        """Append a joined ensemble's members to each answer, on this answer's window (its own window may be
+        cut differently by its geometry: outside it, that ensemble's probability is 0, as stored)."""
+        joined.click_update = self.click_update
+        answers = joined.predict_slice(k, [p.box for p in result.boxes], cancel)
+        self.stats.boxes -= len(answers.boxes)  # shared counters: the same boxes count once
+        if answers.rejected or len(answers.boxes) != len(result.boxes):  # same boxes, same checks
+            raise RuntimeError(f"slice {k}: joined ensemble {joined.ensemble.spec.name} refused "
+                               f"{[why for _, why in answers.rejected]}")
+        for p, q in zip(result.boxes, answers.boxes):
+            p.member_probs = np.concatenate([p.member_probs, _recut(q.member_probs, q.window, p.window)], axis=0)
             p.iou_pred = np.concatenate([np.asarray(p.iou_pred), np.asarray(q.iou_pred)])
 
     # ------------------------------------------------------------------ clicks
@@ -345,7 +372,7 @@ class Segmenter:
 
     def followed_last_click(self, box: BoxPrompt) -> bool | None:
         """Whether the model followed ``box``'s last click (None: no clicks, or not answered here yet); with the
-        mirrored view, only when both views followed it."""
+        mirrored view or joined ensembles, only when every one of them followed it."""
         if not box.points:
             return None
         key = self._answer_key(box.slice, box, len(box.points))
@@ -356,6 +383,8 @@ class Segmenter:
         if self._mirrored is not None:
             other = self._mirrored.followed_last_click(mirror_box(box, self.shape[2]))
             followed = followed and other is not False
+        for joined in self._joined:
+            followed = followed and joined.followed_last_click(box) is not False
         return followed
 
     def _lowres_rc(self, geo, x: float, y: float) -> tuple[int, int]:
@@ -426,7 +455,7 @@ class Segmenter:
             if self.crops:
                 return done  # crops depend on the box: nothing to precompute
             for k in order:
-                for seg in (self, self._mirrored):
+                for seg in (self, self._mirrored, *self._joined):
                     if seg is None:
                         continue
                     for view in seg._views():
@@ -453,6 +482,19 @@ def mirror_box(box: BoxPrompt, cols: int) -> BoxPrompt:
     x0, y0, x1, y1 = box.xyxy
     return BoxPrompt(box.label, box.slice, (cols - x1, y0, cols - x0, y1), box.source,
                      tuple((cols - 1 - x, y, sign) for x, y, sign in box.points))
+
+
+def _recut(probs: np.ndarray, src: Window, dst: Window) -> np.ndarray:
+    """(M, h, w) probabilities stored on window ``src`` -> the same maps on window ``dst`` (0 where ``src``
+    did not reach)."""
+    if src == dst:
+        return probs
+    out = np.zeros((probs.shape[0], *dst.shape), np.float32)
+    both = src.intersect(dst)
+    if both.r1 > both.r0 and both.c1 > both.c0:
+        out[:, both.r0 - dst.r0:both.r1 - dst.r0, both.c0 - dst.c0:both.c1 - dst.c0] = \
+            probs[:, both.r0 - src.r0:both.r1 - src.r0, both.c0 - src.c0:both.c1 - src.c0]
+    return out
 
 
 def _hull(box: BoxPrompt) -> tuple[int, int, int, int]:

@@ -48,6 +48,7 @@ from .box_prompt import box_mask_prompt
 from .point_prompt import point_prompt, previous_answer_prompt
 from .decode_result import DecodeResult, slice_resize_matrices  # noqa: F401 - re-exported
 from .member_stack import MemberStack, PromptHead
+from .weight_deltas import decode_int8_deltas, holds_deltas
 
 #: "auto" batch mode uses vmap over members up to this many boxes, a member loop above (CPU timings:
 #: vmap wins for a single box, per-member batched calls win from ~5 boxes on).
@@ -133,6 +134,9 @@ class Ensemble:
         self.arch: ArchSpec = spec.arch
         self.kind: str = spec.kind
         self.members: int = heads.count
+        #: Ensembles whose members join this one's in every answer (the manifest's ``join``, attached by
+        #: :func:`~MuscleSAMLib.models.loading.load_spec`); each keeps its own weights, geometry and calibration.
+        self.joined: tuple["Ensemble", ...] = ()
         self.device = device
         self.group_key = group_key
         self.batch_mode = batch_mode
@@ -345,6 +349,12 @@ class Ensemble:
         return cls.from_states(spec, base, mstates, device=device, batch_mode=batch_mode)
 
     # ---------------------------------------------------------------- inference
+
+    @property
+    def member_maps(self) -> int:
+        """Member maps in each answer of the engine by default: M (x 2 with the mirrored view), then the
+        members of the joined ensembles."""
+        return self.members * (2 if self.spec.mirror_view else 1) + sum(e.members for e in self.joined)
 
     @property
     def input_size(self) -> int:
@@ -600,6 +610,8 @@ def spec_states(spec: EnsembleSpec) -> tuple[dict[str, torch.Tensor], list[dict[
     if spec.shared is not None:  # weights common to all members, on top of the base (decoder; may hold
         # fine-tuned image-encoder stages: still one encoder, one pass per slice, for every member)
         shared = load_state_dict(spec.shared.resolved(), spec.shared.sha256)
+        if holds_deltas(shared):  # stored as int8 differences from the base (models/weight_deltas.py)
+            shared = decode_int8_deltas(shared, base, f"shared weights file {spec.shared.path}")
         if spec.kind != "decoder" and any(k.startswith(_ENC_PREFIX) for k in shared):
             raise WeightsError(f"shared weights file {spec.shared.path} overrides image-encoder weights; only a "
                                f"decoder ensemble (one shared encoder) may carry fine-tuned encoder stages")

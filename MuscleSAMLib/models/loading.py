@@ -36,17 +36,22 @@ def read_manifest(manifest: str | os.PathLike[str] | None = None) -> Manifest:
 
 
 def installed_spec(manifest: Manifest, name: str | None = None) -> EnsembleSpec:
-    """Entry ``name`` (the default when None) of ``manifest``; WeightsError naming the files not installed."""
+    """Entry ``name`` (the default when None) of ``manifest``; WeightsError naming the files not installed
+    (its own and those of the entries it joins)."""
     spec = manifest.get(name)
-    missing = spec.missing_files()
+    missing = spec.missing_files() + [p for other in spec.join for p in manifest.get(other).missing_files()]
     if missing:
         raise WeightsError(f"ensemble '{spec.name}' is not installed: missing {', '.join(str(p) for p in missing)}")
     return spec
 
 
 def load_spec(manifest: Manifest, spec: EnsembleSpec, device: str | torch.device | None = None) -> LoadedEnsemble:
-    """Read ``spec``'s weights (checksums verified) onto ``device`` (a name or torch.device; None = auto)."""
-    return LoadedEnsemble(Ensemble.from_spec(spec, device=resolve_device(device)), manifest.path, manifest.sha256)
+    """Read ``spec``'s weights (checksums verified) onto ``device`` (a name or torch.device; None = auto),
+    with the ensembles it joins attached (``Ensemble.joined``)."""
+    dev = resolve_device(device)
+    ensemble = Ensemble.from_spec(spec, device=dev)
+    ensemble.joined = tuple(Ensemble.from_spec(manifest.get(other), device=dev) for other in spec.join)
+    return LoadedEnsemble(ensemble, manifest.path, manifest.sha256)
 
 
 def load_ensemble(name: str | None = None, manifest: str | os.PathLike[str] | None = None,

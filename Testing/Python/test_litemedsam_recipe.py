@@ -172,6 +172,7 @@ def test_fine_tuned_encoder_stages_ship_in_the_shared_file_and_change_the_embedd
 def test_a_legs_recipe_trains_on_each_legs_crop_and_publishes_the_geometry(tmp_path):
     """prompt_geometry "legs": the folds train and validate on each leg's crop (two training slices for each
     labelled slice), and the published entry makes the engine answer boxes in those crops."""
+    from MuscleSAMLib.engine.boxes import boxes_from_labels
     from MuscleSAMLib.engine.segmenter import Segmenter
 
     subjects = []
@@ -194,6 +195,15 @@ def test_a_legs_recipe_trains_on_each_legs_crop_and_publishes_the_geometry(tmp_p
     assert ens.spec.prompt_geometry == "legs" and json.loads(manifest.read_text())["ensembles"][0]["prompt_geometry"] == "legs"
     ph = make_thigh_phantom(seed=60, shape=(2, 96, 144), spacing=(8.0, 1.5, 1.5), muscles=(1, 2))
     assert Segmenter(ens, ph.water).layout is not None
+    publish(tmp_path / "run", manifest, "legs8", default=False, version="1", description="test", licence="Apache-2.0",
+            int8_deltas=True)  # the trunk as int8 differences from the packaged base: half the bytes, same answers
+    small, full = (manifest.parent / f"{n}_shared.safetensors" for n in ("legs8", "legs"))
+    assert small.stat().st_size < 0.6 * full.stat().st_size
+    box = boxes_from_labels(ph.labels, slices=[0])[:2]
+    a = Segmenter(load_ensemble("legs8", manifest, "cpu").ensemble, ph.water).predict_slice(0, box).boxes
+    b = Segmenter(ens, ph.water).predict_slice(0, box).boxes
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x.member_probs, y.member_probs, atol=0.01)
     cfg.write_text(json.dumps({"name": "legs", "subjects": subjects, "recipe": {**recipe, "prompt_geometry": "crops"}}))
     with pytest.raises(ValueError, match="prompt_geometry must be 'slice' or 'legs'"):
         run_recipe(cfg, tmp_path / "run2", progress=lambda m: None)
