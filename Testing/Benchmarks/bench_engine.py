@@ -4,7 +4,8 @@ Naive way (what SAM plugins do): one upstream ``segment_anything.SamPredictor`` 
 each a complete model (the shipped LiteMedSAM base + shared decoder + that member's heads), run one
 after another: a box on a new slice costs M x (set_image + predict), a box on a slice already set
 M x predict. The image set is the one the ensemble answers a box in: the slice, or for the "legs" prompt
-geometry the box's leg crop (the cached box is then one on the same leg). Engine: one encoder pass per slice (cached), the decoder trunk once per box for all
+geometry the box's leg crop (the cached box is then one on the same leg). A joined ensemble's naive side
+is one predictor per member of every ensemble it joins, each on its own image. Engine: one encoder pass per slice (cached), the decoder trunk once per box for all
 members (``models/shared_trunk.py``), member heads on top. Same weights, image, boxes and threads.
 
 These machines are shared (METHODS.md "Benchmarks on a shared machine"): the two sides are interleaved
@@ -36,6 +37,7 @@ from MuscleSAMLib.engine.segmenter import Segmenter
 from MuscleSAMLib.engine.types import BoxPrompt
 from MuscleSAMLib.engine.volume_run import segment_volume
 from MuscleSAMLib.intensity import normalize_mri
+from MuscleSAMLib.leg_layout import leg_layout
 from MuscleSAMLib.models.architectures import build_sam
 from MuscleSAMLib.models.loading import load_ensemble
 from MuscleSAMLib.models.ensemble import spec_states
@@ -61,9 +63,10 @@ def interleaved(naive: Callable[[], object], engine: Callable[[], object], repea
             "speedup": statistics.median(ratios), "speedup_min": min(ratios), "speedup_max": max(ratios)}
 
 
-def member_models(loaded) -> list[torch.nn.Module]:
-    """Each member as a complete SAM-family model (base + shared decoder + its heads), for the naive side."""
-    spec = loaded.ensemble.spec
+def member_models(ensemble) -> list[torch.nn.Module]:
+    """Each member of ``ensemble`` as a complete SAM-family model (base + shared decoder + its heads), for the
+    naive side."""
+    spec = ensemble.spec
     base, members = spec_states(spec)
     models = []
     for member in members:
@@ -87,22 +90,27 @@ def run_bench(ensemble: str | None = None, repeats: int = 5, threads: int | None
     labels = read_volume(case.labels, allow_labels=True).canonical_array.astype(np.uint8)
     slice_boxes = boxes_from_labels(labels, slices=[slice_index])
     seg_first = Segmenter(ens, water, cache=EmbeddingCache())
-    layout = seg_first.layout  # legs geometry: the image a box is answered in is its leg's crop
-    first = slice_boxes[0]
-    second = next(b for b in slice_boxes[1:] if layout is None or layout.side_of(b.xyxy) == layout.side_of(first.xyxy))
     image_255 = normalize_mri(water)
-    r0, r1, c0, c1 = (0, water.shape[1], 0, water.shape[2]) if layout is None else layout.window_of(first.xyxy)
-    rgb = np.repeat(np.clip(image_255[slice_index, r0:r1, c0:c1], 0, 255).astype(np.uint8)[..., None], 3, axis=2)
-    shift = np.array([c0, r0, c0, r0], float)  # naive side: slice pixels -> the set image's pixels
-    predictors = [SamPredictor(m) for m in member_models(loaded)]
+    layout = leg_layout(image_255)  # legs geometry: the image a box is answered in is its leg's crop
+    legs = layout is not None and any(e.spec.prompt_geometry == "legs" for e in (ens, *ens.joined))
+    first = slice_boxes[0]
+    second = next(b for b in slice_boxes[1:] if not legs or layout.side_of(b.xyxy) == layout.side_of(first.xyxy))
+    naive: list[tuple[SamPredictor, np.ndarray, np.ndarray]] = []  # (predictor, its image, slice -> image shift)
+    for member_of in (ens, *ens.joined):  # one predictor per member, of every joined ensemble too
+        crop = layout is not None and member_of.spec.prompt_geometry == "legs"
+        r0, r1, c0, c1 = layout.window_of(first.xyxy) if crop else (0, water.shape[1], 0, water.shape[2])
+        rgb = np.repeat(np.clip(image_255[slice_index, r0:r1, c0:c1], 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+        naive += [(SamPredictor(m), rgb, np.array([c0, r0, c0, r0], float)) for m in member_models(member_of)]
+        if member_of is ens:
+            primary_image = image_255[slice_index, r0:r1, c0:c1]  # what the engine's first encoder pass sees
 
     def naive_first() -> None:
-        for p in predictors:
+        for p, rgb, shift in naive:
             p.set_image(rgb)
             p.predict(box=np.array(first.xyxy, float) - shift, multimask_output=False)
 
     def naive_cached() -> None:
-        for p in predictors:
+        for p, _, shift in naive:
             p.predict(box=np.array(second.xyxy, float) - shift, multimask_output=False)
 
     def engine_first() -> None:
@@ -129,8 +137,8 @@ def run_bench(ensemble: str | None = None, repeats: int = 5, threads: int | None
 
     def naive_click() -> None:
         x, y = spots[0]
-        for p, prev in zip(predictors, naive_prev):
-            p.predict(point_coords=np.array([[x - c0, y - r0]], float), point_labels=np.array([1]),
+        for (p, _, shift), prev in zip(naive, naive_prev):
+            p.predict(point_coords=np.array([[x, y]], float) - shift[:2], point_labels=np.array([1]),
                       box=np.array(second.xyxy, float) - shift, mask_input=prev, multimask_output=False)
 
     def engine_click_on_screen() -> None:  # one more click: its prefix is cached, one decoder call
@@ -149,7 +157,7 @@ def run_bench(ensemble: str | None = None, repeats: int = 5, threads: int | None
 
     with torch.inference_mode():
         naive_first(), engine_first(), naive_cached(), engine_cached()  # warm-up both
-        naive_prev += [p.predict(box=np.array(second.xyxy, float) - shift, multimask_output=False)[2] for p in predictors]
+        naive_prev += [p.predict(box=np.array(second.xyxy, float) - shift, multimask_output=False)[2] for p, _, shift in naive]
         first_box = interleaved(naive_first, engine_first, repeats)
         cached_box = interleaved(naive_cached, engine_cached, repeats)
         latency = statistics.median(_time(engine_cached_on_screen) for _ in range(repeats))
@@ -157,7 +165,7 @@ def run_bench(ensemble: str | None = None, repeats: int = 5, threads: int | None
         first_click = statistics.median(_time(engine_first_click_on_screen) for _ in range(repeats))
         all_boxes = statistics.median(_time(lambda: seg_cached.predict_slice(slice_index, slice_boxes))
                                       for _ in range(max(1, repeats // 2)))
-        x, _ = ens.preprocess(image_255[slice_index, r0:r1, c0:c1])
+        x, _ = ens.preprocess(primary_image)
         encoder_s = statistics.median(_time(lambda: ens.encode(x)) for _ in range(repeats))
         sample_s, sample_boxes = float("nan"), 0
         if volume:
@@ -170,6 +178,8 @@ def run_bench(ensemble: str | None = None, repeats: int = 5, threads: int | None
         "arch": ens.arch.name,
         "ensemble": ens.spec.name,
         "members": ens.members,
+        "member_maps": seg_first.members,
+        "joined": [e.spec.name for e in ens.joined],
         "decoder_sharing": type(ens._heads).__name__,
         "threads": torch.get_num_threads(),
         "input_size": ens.input_size,
