@@ -6,6 +6,9 @@ own (its body extent, grown by ``margin`` per side, made square) lets the same 2
 thigh at about full resolution, while all the boxes of one leg still share one encoder pass per slice:
 the crop depends on the volume, not on the box. Training and inference take the windows from this one
 rule (:func:`leg_layout`), so a model never sees crops cut differently from those it was trained on.
+Training takes the layout from the water image and applies it to every contrast; the engine takes it
+from the volume being segmented, so a fat image (whose body extent differs by a few percent: a 268 px
+square instead of 278 px on the sample) is cropped at a slightly different scale than training saw.
 
 Array convention: canonical (slices, rows, cols) volumes on the model's 0..255 scale; windows are
 (r0, r1, c0, c1) half-open slice pixels, like :func:`~MuscleSAMLib.slice_geometry.box_window`.
@@ -36,11 +39,16 @@ class LegLayout:
 
     midline: float
     windows: tuple[Window, Window]
+    #: A box centred exactly on the midline belongs to leg 1 (True) or leg 0 (False); the mirrored layout
+    #: flips it, so that a box and its mirror image always land in mirrored windows.
+    ties_high: bool = False
 
     def side_of(self, box_xyxy) -> int:
-        """0 or 1: the leg whose side of the midline holds the box's centre column."""
+        """0 or 1: the leg whose side of the midline holds the box's centre column (half-open pixel
+        coordinates: the midline column's centre is at ``midline + 0.5``)."""
         x0, _, x1, _ = box_xyxy
-        return 0 if (x0 + x1) / 2.0 <= self.midline + 0.5 else 1
+        centre, boundary = (x0 + x1) / 2.0, self.midline + 0.5
+        return 0 if centre < boundary or (centre == boundary and not self.ties_high) else 1
 
     def window_of(self, box_xyxy) -> Window:
         """The crop a box is answered in: its leg's window."""
@@ -51,7 +59,7 @@ class LegLayout:
         rule run on the mirrored volume may place a window one column differently where a centre falls
         between two pixels; the engine's mirrored view uses this exact mirror.)"""
         flip = tuple((r0, r1, cols - c1, cols - c0) for r0, r1, c0, c1 in reversed(self.windows))
-        return LegLayout(cols - 1 - self.midline, flip)  # type: ignore[arg-type]
+        return LegLayout(cols - 1 - self.midline, flip, not self.ties_high)  # type: ignore[arg-type]
 
 
 def leg_layout(image: np.ndarray, margin: float = LEG_MARGIN) -> LegLayout | None:

@@ -76,7 +76,7 @@ class Segmenter:
                  cache: EmbeddingCache | None = None, worker: PersistentWorker | None = None,
                  window: IntensityWindow | None = None, spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
                  mirror: bool | None = None, layout: LegLayout | None = None,
-                 _normalised: np.ndarray | None = None, _inner: bool = False) -> None:
+                 _normalised: np.ndarray | None = None, _inner: str = "") -> None:
         if image.ndim != 3:
             raise ValueError(f"expected a canonical (slices, rows, cols) volume, got shape {image.shape}")
         self.ensemble = ensemble
@@ -103,19 +103,21 @@ class Segmenter:
         #: "legs" geometry: each leg's crop window (None: whole slices, also when the legs are not told apart).
         self.layout: LegLayout | None = None
         if ensemble.spec.prompt_geometry == "legs":
-            self.layout = leg_layout(self.image) if layout is None else layout
+            # the mirrored view takes the mirror of its segmenter's layout, even none (_inner "mirror")
+            self.layout = layout if layout is not None or _inner == "mirror" else leg_layout(self.image)
             if self.layout is None:
                 self.stats.extra["geometry"] = ("no gap between the thighs: whole slices are used, at a scale "
                                                 "this ensemble was not trained on")
         if ensemble.spec.mirror_view if mirror is None else mirror:
             m = Segmenter(ensemble, image, f"{volume_id} (mirrored)", self.cache, worker, self.window, spacing,
                           mirror=False, layout=None if self.layout is None else self.layout.mirrored(self.shape[2]),
-                          _normalised=np.ascontiguousarray(self.image[:, :, ::-1]), _inner=True)
+                          _normalised=np.ascontiguousarray(self.image[:, :, ::-1]), _inner="mirror")
             m._lock, m.stats = self._lock, self.stats
             self._mirrored = m
         for other in () if _inner else ensemble.joined:  # one level: inner segmenters answer alone
             j = Segmenter(other, image, volume_id, self.cache, worker, self.window, spacing, mirror=False,
-                          _normalised=self.image, _inner=True)
+                          _normalised=self.image, _inner="join")
+            self.stats.extra.update(j.stats.extra)  # e.g. its geometry note, before the counters are shared
             j._lock, j.stats = self._lock, self.stats
             self._joined.append(j)
 
@@ -148,11 +150,23 @@ class Segmenter:
             return Window(*self.layout.window_of(box.xyxy))
         return None
 
-    def _click_reason(self, box: BoxPrompt) -> str | None:
-        """Why a box's clicks cannot run here: a crop-based ensemble sees only the box's crop window."""
-        w = self._view(box) if box.points else None
+    def _view_reason(self, box: BoxPrompt) -> str | None:
+        """Why a box cannot run here, for this ensemble or one it joins: a crop-based ensemble sees only the
+        box's crop window (its neighbourhood, or its leg), so the box must reach into it and its clicks lie in it."""
+        for seg in (self, *self._joined):
+            reason = seg._own_view_reason(box)
+            if reason:
+                return reason
+        return None
+
+    def _own_view_reason(self, box: BoxPrompt) -> str | None:
+        w = self._view(box)
         if w is None:
             return None
+        x0, y0, x1, y1 = box.xyxy
+        if not self.crops and (min(x1, w.c1) <= max(x0, w.c0) or min(y1, w.r1) <= max(y0, w.r0)):
+            return (f"{box.source or 'box'} lies outside its leg's crop (columns {w.c0}-{w.c1 - 1}, rows "
+                    f"{w.r0}-{w.r1 - 1}), where there is no body to segment; draw it on the muscle")
         seen = "the box's neighbourhood" if self.crops else "the box's leg"
         fix = "draw a larger box" if self.crops else "click on the leg the box is on"
         for n, (x, y, _) in enumerate(box.points):
@@ -217,7 +231,7 @@ class Segmenter:
         good: list[BoxPrompt] = []
         for b in boxes:
             reason = validate_box(b, self.shape) if b.slice == k else f"box is on slice {b.slice}, not {k}"
-            reason = reason or self._click_reason(b)
+            reason = reason or self._view_reason(b)
             if reason:
                 result.rejected.append((b, reason))
             else:
@@ -253,7 +267,7 @@ class Segmenter:
                 emb, geo = self.embedding(k, view)
                 _check_cancel(cancel)
                 dx, dy = (0, 0) if view is None else (view.c0, view.r0)
-                xyxy = np.array([b.xyxy for b in group], dtype=np.float64) - np.array([dx, dy, dx, dy], np.float64)
+                xyxy = np.array([_local_box(b.xyxy, view) for b in group], dtype=np.float64)
                 out = self._decode(emb, geo, xyxy)
                 for n, b in enumerate(group):
                     win = self._store_window(b, view)
@@ -348,7 +362,7 @@ class Segmenter:
         if previous is not None and self.ensemble.trained_for_clicks:
             prompt = self.ensemble.answer_prompt(previous[0])
         dx, dy = (crop.c0, crop.r0) if crop is not None else (0, 0)
-        xyxy = np.array([[box.xyxy[0] - dx, box.xyxy[1] - dy, box.xyxy[2] - dx, box.xyxy[3] - dy]], np.float64)
+        xyxy = np.array([_local_box(box.xyxy, crop)], np.float64)
         pts = [np.array([(x - dx, y - dy, s) for x, y, s in clicks], np.float64).reshape(-1, 3)] if clicks else None
         with self._lock:
             t0 = time.perf_counter()
@@ -450,14 +464,13 @@ class Segmenter:
         order = [center] + [center + s * d for d in range(1, radius + 1) for s in (1, -1)]
         order = [k for k in order if 0 <= k < self.shape[0]]
 
+        # box crops depend on the box: nothing to precompute for such an ensemble
+        encoders = [seg for seg in (self, self._mirrored, *self._joined) if seg is not None and not seg.crops]
+
         def job(cancel: threading.Event) -> list[int]:
             done = []
-            if self.crops:
-                return done  # crops depend on the box: nothing to precompute
-            for k in order:
-                for seg in (self, self._mirrored, *self._joined):
-                    if seg is None:
-                        continue
+            for k in order if encoders else ():
+                for seg in encoders:
                     for view in seg._views():
                         _check_cancel(cancel)
                         seg.embedding(k, view)
@@ -482,6 +495,17 @@ def mirror_box(box: BoxPrompt, cols: int) -> BoxPrompt:
     x0, y0, x1, y1 = box.xyxy
     return BoxPrompt(box.label, box.slice, (cols - x1, y0, cols - x0, y1), box.source,
                      tuple((cols - 1 - x, y, sign) for x, y, sign in box.points))
+
+
+def _local_box(xyxy: tuple[int, int, int, int], view: Window | None) -> tuple[int, int, int, int]:
+    """A box in the coordinates of the crop it is answered in, clipped to it as training clips its boxes
+    (``training/data.py``); unchanged for the whole slice. A box crop always holds its box."""
+    if view is None:
+        return tuple(xyxy)  # type: ignore[return-value]
+    x0, y0, x1, y1 = xyxy
+    h, w = view.shape
+    return (min(max(x0 - view.c0, 0), w), min(max(y0 - view.r0, 0), h),
+            min(max(x1 - view.c0, 0), w), min(max(y1 - view.r0, 0), h))
 
 
 def _recut(probs: np.ndarray, src: Window, dst: Window) -> np.ndarray:

@@ -35,11 +35,16 @@ def read_manifest(manifest: str | os.PathLike[str] | None = None) -> Manifest:
     return load_manifest(manifest or DEFAULT_MANIFEST)
 
 
+def missing_files(manifest: Manifest, spec: EnsembleSpec) -> list[Path]:
+    """Files an entry needs that are not on disk: its own and those of the entries it joins."""
+    return spec.missing_files() + [p for other in spec.join for p in manifest.get(other).missing_files()]
+
+
 def installed_spec(manifest: Manifest, name: str | None = None) -> EnsembleSpec:
     """Entry ``name`` (the default when None) of ``manifest``; WeightsError naming the files not installed
-    (its own and those of the entries it joins)."""
+    (:func:`missing_files`)."""
     spec = manifest.get(name)
-    missing = spec.missing_files() + [p for other in spec.join for p in manifest.get(other).missing_files()]
+    missing = missing_files(manifest, spec)
     if missing:
         raise WeightsError(f"ensemble '{spec.name}' is not installed: missing {', '.join(str(p) for p in missing)}")
     return spec

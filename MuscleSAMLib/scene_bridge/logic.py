@@ -31,7 +31,7 @@ from ..engine.worker import PersistentWorker
 from ..errors import InputError, MuscleSAMError
 from ..file_names import safe_file_name
 from ..models.device import resolve_device
-from ..models.loading import LoadedEnsemble, installed_spec, load_spec, read_manifest
+from ..models.loading import LoadedEnsemble, installed_spec, load_spec, missing_files, read_manifest
 from ..labels import parse_label
 from ..sample_data import muscle_names
 from . import click_markers, clicks, geometry, overlays, prompts, review_table, segments
@@ -64,8 +64,11 @@ class MuscleSAMLogic:
         """Entries of the manifest (the shipped one by default) for the ensemble selector."""
         m = read_manifest(manifest)
         default = m.get(None).name
-        return [EnsembleChoice(e.name, e.name == default, not e.missing_files(), e.licence, e.description,
-                               tuple(str(p) for p in e.missing_files())) for e in m.ensembles]
+        choices = []
+        for e in m.ensembles:  # installed: its files and those of the entries it joins are there
+            missing = tuple(str(p) for p in missing_files(m, e))
+            choices.append(EnsembleChoice(e.name, e.name == default, not missing, e.licence, e.description, missing))
+        return choices
 
     def load_ensemble(self, name: str | None = None, manifest: str | Path | None = None, device: str | None = None,
                       pump: Callable[[], Any] | None = None) -> LoadedEnsemble:

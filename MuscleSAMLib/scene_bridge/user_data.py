@@ -30,8 +30,8 @@ def user_manifest(folder: str | os.PathLike, shipped: str | os.PathLike = SHIPPE
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         base = load_manifest(shipped)
-        copies = [replace_spec(e, base=_absolute(e.base), members=tuple(_absolute(m) for m in e.members))
-                  for e in base.ensembles]
+        copies = [replace_spec(e, base=_absolute(e.base), shared=_absolute(e.shared),
+                               members=tuple(_absolute(m) for m in e.members)) for e in base.ensembles]
 
         def refresh(current: list[EnsembleSpec]) -> list[EnsembleSpec]:
             own = [e for e in current if e.name not in base.names]

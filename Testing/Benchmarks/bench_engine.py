@@ -94,7 +94,9 @@ def run_bench(ensemble: str | None = None, repeats: int = 5, threads: int | None
     layout = leg_layout(image_255)  # legs geometry: the image a box is answered in is its leg's crop
     legs = layout is not None and any(e.spec.prompt_geometry == "legs" for e in (ens, *ens.joined))
     first = slice_boxes[0]
-    second = next(b for b in slice_boxes[1:] if not legs or layout.side_of(b.xyxy) == layout.side_of(first.xyxy))
+    second = next((b for b in slice_boxes[1:] if not legs or layout.side_of(b.xyxy) == layout.side_of(first.xyxy)), None)
+    if second is None:
+        raise ValueError(f"sample slice {slice_index} has no second box on the first box's leg; choose another slice")
     naive: list[tuple[SamPredictor, np.ndarray, np.ndarray]] = []  # (predictor, its image, slice -> image shift)
     for member_of in (ens, *ens.joined):  # one predictor per member, of every joined ensemble too
         crop = layout is not None and member_of.spec.prompt_geometry == "legs"

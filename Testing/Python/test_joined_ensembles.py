@@ -111,3 +111,40 @@ def test_learning_from_corrections_refuses_a_joined_base(manifest, tmp_path):
     bundle.mkdir()
     with pytest.raises(InputError, match="joins legs: learning from corrections fine-tunes one ensemble"):
         plan_learning([bundle], "both", manifest)
+
+
+def test_a_box_or_click_the_legs_partner_cannot_see_is_refused_alone_with_its_reason(phantom, manifest):
+    """The whole-slice entry would take a click on the other leg, its legs partner cannot: only that box is
+    refused (named), the slice's other boxes still run."""
+    both = Segmenter(load_ensemble("both", manifest, "cpu").ensemble, phantom.water)
+    layout = both._joined[0].layout
+    box = next(b for b in boxes_from_labels(phantom.labels, slices=[1]) if layout.side_of(b.xyxy) == 0)
+    other_leg = int(layout.windows[0][3]) + 3
+    clicked = BoxPrompt(box.label, 1, box.xyxy, "box #2", ((other_leg, box.xyxy[1], 1),))
+    in_air = BoxPrompt(box.label, 1, (2, 0, 8, 4), "box #3")  # above both legs' crops on this phantom
+    assert in_air.xyxy[3] <= min(w[0] for w in layout.windows) or in_air.xyxy[2] <= min(w[2] for w in layout.windows)
+    res = both.predict_slice(1, [box, clicked, in_air])
+    assert [p.box for p in res.boxes] == [box]
+    reasons = {b.source: why for b, why in res.rejected}
+    assert "outside the box's leg" in reasons["box #2"]
+    assert "lies outside its leg's crop" in reasons["box #3"]
+
+
+def test_the_partners_geometry_note_reaches_the_joined_segmenter(manifest):
+    img = np.zeros((2, 64, 64), np.float32)
+    img[:, 10:54, 8:56] = 200.0  # no gap between the legs: the legs partner falls back to whole slices
+    seg = Segmenter(load_ensemble("both", manifest, "cpu").ensemble, img)
+    assert "no gap between the thighs" in seg.stats.extra.get("geometry", "")
+
+
+def test_the_selector_calls_a_joined_entry_not_installed_when_its_partner_is_missing(manifest, tmp_path):
+    import shutil
+
+    from MuscleSAMLib.scene_bridge.logic import MuscleSAMLogic
+
+    copy = tmp_path / "copy"
+    shutil.copytree(manifest.parent, copy)
+    (copy / "b" / "member2.safetensors").unlink()
+    choices = {c.name: c for c in MuscleSAMLogic.ensemble_choices(copy / "manifest.json")}
+    assert choices["slice"].installed and not choices["legs"].installed and not choices["both"].installed
+    assert any(p.endswith("member2.safetensors") for p in choices["both"].missing)

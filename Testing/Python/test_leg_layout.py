@@ -157,3 +157,27 @@ def test_the_small_trainer_renders_a_box_in_its_legs_crop_as_validation_prepares
     x2, bm2, geo, win = prepare_box(case.image[1], box.xyxy, 64, 0.0, "legs", mean, std, case.legs)
     assert win == case.legs.windows[1] and (geo.rows, geo.cols) == (win[1] - win[0], win[3] - win[2])
     assert torch.equal(x, x2) and torch.allclose(bm, bm2)
+
+
+def test_a_box_centred_on_the_midline_is_answered_in_mirrored_crops_by_both_views(phantom, legs_ensemble):
+    seg = Segmenter(legs_ensemble, phantom.water, mirror=True)
+    mid = seg.layout.midline
+    x0 = int(mid) - 5
+    box = BoxPrompt(1, 1, (x0, 40, int(2 * mid + 1) - x0, 60), "centred")  # centre exactly mid + 0.5
+    assert (box.xyxy[0] + box.xyxy[2]) / 2 == mid + 0.5
+    cols = phantom.water.shape[2]
+    m = seg.layout.mirrored(cols)
+    assert m.window_of(mirror_box(box, cols).xyxy) == m.windows[1 - seg.layout.side_of(box.xyxy)]
+    got = seg.predict_slice(1, [box]).boxes[0]  # no "mirrored window does not mirror" error
+    assert got.member_probs.shape[0] == 4
+
+
+def test_a_box_reaching_past_its_legs_crop_is_clipped_to_it_as_in_training(phantom, legs_ensemble):
+    seg = Segmenter(legs_ensemble, phantom.water)
+    r0, r1, c0, c1 = seg.layout.windows[0]
+    inside = BoxPrompt(1, 1, (c0 + 5, r0 + 5, c0 + 30, r0 + 30))
+    past = BoxPrompt(1, 1, (c0 + 5, max(r0 - 6, 0), c0 + 30, r0 + 30)) if r0 > 0 else \
+        BoxPrompt(1, 1, (c0 + 5, r0 + 5, c0 + 30, min(r1 + 6, phantom.water.shape[1])))
+    a, b = seg.predict_slice(1, [inside, past]).boxes
+    assert a.window.r0 >= r0 and b.window.r0 >= r0 and b.window.r1 <= r1  # kept inside the crop
+    assert np.isfinite(b.member_probs).all() and b.member_probs.shape[1:] == b.window.shape

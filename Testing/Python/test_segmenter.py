@@ -158,6 +158,7 @@ def test_the_mirrored_view_is_the_same_members_on_the_mirrored_slice_mirrored_ba
     boxes[1] = BoxPrompt(boxes[1].label, 1, boxes[1].xyxy, "clicked", ((boxes[1].xyxy[0] + 2, boxes[1].xyxy[1] + 3, 0),))
     both = Segmenter(ens, phantom.water, mirror=True)
     assert both.members == 4 and Segmenter(ens, phantom.water).members == 2
+    assert (both.layout is not None) == (geometry == "legs")  # legs: answered in the legs' crops, not whole slices
     got = both.predict_slice(1, boxes).boxes
     plain = Segmenter(ens, phantom.water).predict_slice(1, boxes).boxes
     both_layout = None if both.layout is None else both.layout.mirrored(cols)  # legs: the mirrored crops

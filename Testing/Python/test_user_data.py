@@ -45,3 +45,18 @@ def test_a_folder_that_cannot_be_written_is_one_clear_error(tmp_path, install):
     blocked.write_text("not a folder")
     with pytest.raises(OutputWriteError, match="choose another folder"):
         user_manifest(blocked / "MuscleSAM", install)
+
+
+def test_every_shipped_entry_is_installed_through_the_user_manifest(tmp_path):
+    """The shipped entries' shared trunks and the joined entry's partner are found from the user's folder."""
+    from MuscleSAMLib.models.loading import missing_files
+    from MuscleSAMLib.paths import DEFAULT_MANIFEST
+
+    manifest = load_manifest(user_manifest(tmp_path / "MuscleSAM"))
+    shipped = load_manifest(DEFAULT_MANIFEST)
+    assert set(shipped.names) <= set(manifest.names)
+    for name in shipped.names:
+        spec = manifest.get(name)
+        assert missing_files(manifest, spec) == [], name
+        if spec.shared is not None:
+            assert os.path.isabs(spec.shared.file) and spec.shared.sha256 == shipped.get(name).shared.sha256
