@@ -99,15 +99,19 @@ def run_recipe_command(args: argparse.Namespace) -> int:
     if args.config is not None:
         raise InputError("give --recipe or --config, not both")
     _, _, extra = load_recipe_config(args.recipe)  # every config problem before any work
+    for key in ("default", "int8_deltas"):  # how the trained ensemble is published
+        if not isinstance(extra.get(key, False), bool):
+            raise InputError(f"{args.recipe}: '{key}' must be true or false, got {extra[key]!r}")
+    default = extra.get("default", True)
     out = Path(args.out or Path("runs") / str(extra.get("name", "litemedsam")))
     t0 = time.time()
     say = (lambda m: None) if args.quiet else (lambda m: print(f"[{time.time() - t0:7.0f} s] {m}", file=sys.stderr, flush=True))
     record = run_recipe(args.recipe, out, progress=say)
     if args.manifest:
-        publish(out, args.manifest, str(extra.get("name", "litemedsam")), default=True,
+        publish(out, args.manifest, str(extra.get("name", "litemedsam")), default=default,
                 version=str(extra.get("version", "1.0.0")), description=str(extra.get("description", "")),
-                licence=str(extra.get("licence", "Apache-2.0")))
-        say(f"added {extra.get('name')} to {args.manifest} as the default ensemble")
+                licence=str(extra.get("licence", "Apache-2.0")), int8_deltas=extra.get("int8_deltas", False))
+        say(f"added {extra.get('name')} to {args.manifest}" + (" as the default ensemble" if default else ""))
     print(json.dumps({"out": str(out), "folds": {k: {"best_val_dsc": v.get("best_val_dsc"),
                                                       "temperature": v.get("temperature_fitted_on_val")}
                                                   for k, v in record.get("folds", {}).items()},

@@ -207,3 +207,17 @@ def test_a_legs_recipe_trains_on_each_legs_crop_and_publishes_the_geometry(tmp_p
     cfg.write_text(json.dumps({"name": "legs", "subjects": subjects, "recipe": {**recipe, "prompt_geometry": "crops"}}))
     with pytest.raises(ValueError, match="prompt_geometry must be 'slice' or 'legs'"):
         run_recipe(cfg, tmp_path / "run2", progress=lambda m: None)
+
+
+def test_the_train_command_refuses_a_publishing_flag_that_is_not_true_or_false(tmp_path):
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "recipe.json"
+    cfg.write_text(json.dumps({"name": "x", "subjects": [{"name": "A"}, {"name": "B"}], "recipe": {},
+                               "int8_deltas": "yes"}))
+    proc = subprocess.run([sys.executable, "-m", "MuscleSAMLib.cli", "train", "--recipe", str(cfg), "--out",
+                           str(tmp_path / "run")], cwd=Path(__file__).resolve().parents[2], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode != 0 and "'int8_deltas' must be true or false, got 'yes'" in proc.stderr
+    assert not (tmp_path / "run").exists()  # refused before any work
