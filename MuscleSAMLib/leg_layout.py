@@ -5,8 +5,7 @@ half resolution, and each embedding token covers 8 x 8 slice pixels (6 mm). Crop
 own (its body extent, grown by ``margin`` per side, made square) lets the same 256-pixel model see a
 thigh at about full resolution, while all the boxes of one leg still share one encoder pass per slice:
 the crop depends on the volume, not on the box. Training and inference take the windows from this one
-rule (:func:`leg_layout`), so a model never sees crops cut differently from those it was trained on.
-Training takes the layout from the water image and applies it to every contrast; the engine takes it
+rule (:func:`leg_layout`). Training takes the layout from the water image and applies it to every contrast; the engine takes it
 from the volume being segmented, so a fat image (whose body extent differs by a few percent: a 268 px
 square instead of 278 px on the sample) is cropped at a slightly different scale than training saw.
 
