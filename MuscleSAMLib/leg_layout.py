@@ -49,6 +49,12 @@ class LegLayout:
         centre, boundary = (x0 + x1) / 2.0, self.midline + 0.5
         return 0 if centre < boundary or (centre == boundary and not self.ties_high) else 1
 
+    def columns_of(self, leg: int, cols: int) -> np.ndarray:
+        """Boolean (cols,) mask of the columns on ``leg``'s side, by :meth:`side_of`'s rule for a one-pixel box
+        (column c's centre is c + 0.5)."""
+        c = np.arange(cols)
+        return np.array([self.side_of((x, 0, x + 1, 1)) == leg for x in c], bool)
+
     def window_of(self, box_xyxy) -> Window:
         """The crop a box is answered in: its leg's window."""
         return self.windows[self.side_of(box_xyxy)]

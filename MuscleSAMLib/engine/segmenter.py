@@ -266,13 +266,10 @@ class Segmenter:
                 _check_cancel(cancel)
                 emb, geo = self.embedding(k, view)
                 _check_cancel(cancel)
-                dx, dy = (0, 0) if view is None else (view.c0, view.r0)
                 xyxy = np.array([_local_box(b.xyxy, view) for b in group], dtype=np.float64)
                 out = self._decode(emb, geo, xyxy)
                 for n, b in enumerate(group):
-                    win = self._store_window(b, view)
-                    probs = out.probs_window(n, win.r0 - dy, win.r1 - dy, win.c0 - dx, win.c1 - dx)
-                    result.boxes.append(BoxPrediction(b, win, probs, out.iou_pred[:, n]))
+                    result.boxes.append(self._stored(b, out, n, view))
                     self._remember(self._answer_key(k, b, 0), out.logits_lowres[:, n:n + 1], out.iou_pred[:, n:n + 1])
             if len(views) > 1:  # keep the caller's box order
                 order = {id(b): i for i, b in enumerate(plain)}
@@ -294,30 +291,33 @@ class Segmenter:
     def _add_mirrored_view(self, k: int, result: SlicePrediction, cancel: threading.Event | None) -> None:
         """Append each answer's mirrored-view members: the mirrored box (and clicks) answered on the mirrored
         slice, mirrored back. Windows mirror exactly (box_window is symmetric), so the maps line up voxel by voxel."""
-        mirrored = self._mirrored
-        mirrored.click_update = self.click_update
         cols = self.shape[2]
-        views = mirrored.predict_slice(k, [mirror_box(p.box, cols) for p in result.boxes], cancel)
-        self.stats.boxes -= len(views.boxes)  # shared counters: the same boxes, answered twice, count once
-        if views.rejected or len(views.boxes) != len(result.boxes):  # a mirrored box is as valid as its original
-            raise RuntimeError(f"slice {k}: the mirrored view refused {[why for _, why in views.rejected]}")
-        for p, q in zip(result.boxes, views.boxes):
+        views = self._inner_answers(self._mirrored, k, [mirror_box(p.box, cols) for p in result.boxes], cancel,
+                                    "the mirrored view")
+        for p, q in zip(result.boxes, views):
             w = q.window
             if Window(w.r0, w.r1, cols - w.c1, cols - w.c0) != p.window:
                 raise RuntimeError(f"slice {k}: mirrored window {w} does not mirror {p.window}")
             p.member_probs = np.concatenate([p.member_probs, q.member_probs[:, :, ::-1]], axis=0)
             p.iou_pred = np.concatenate([np.asarray(p.iou_pred), np.asarray(q.iou_pred)])
 
+    def _inner_answers(self, inner: "Segmenter", k: int, boxes: list[BoxPrompt], cancel: threading.Event | None,
+                       what: str) -> list[BoxPrediction]:
+        """``inner`` (the mirrored view or a joined ensemble) answers ``boxes``, each of which this segmenter
+        already accepted and checked for it (:meth:`_view_reason`), so a refusal is a bug, not a user error."""
+        inner.click_update = self.click_update
+        answers = inner.predict_slice(k, boxes, cancel)
+        self.stats.boxes -= len(answers.boxes)  # shared counters: the same boxes, answered twice, count once
+        if answers.rejected or len(answers.boxes) != len(boxes):
+            raise RuntimeError(f"slice {k}: {what} refused {[why for _, why in answers.rejected]}")
+        return answers.boxes
+
     def _add_joined(self, joined: "Segmenter", k: int, result: SlicePrediction, cancel: threading.Event | None) -> None:
         """Append a joined ensemble's members to each answer, on this answer's window (its own window may be
         cut differently by its geometry: outside it, that ensemble's probability is 0, as stored)."""
-        joined.click_update = self.click_update
-        answers = joined.predict_slice(k, [p.box for p in result.boxes], cancel)
-        self.stats.boxes -= len(answers.boxes)  # shared counters: the same boxes count once
-        if answers.rejected or len(answers.boxes) != len(result.boxes):  # same boxes, same checks
-            raise RuntimeError(f"slice {k}: joined ensemble {joined.ensemble.spec.name} refused "
-                               f"{[why for _, why in answers.rejected]}")
-        for p, q in zip(result.boxes, answers.boxes):
+        answers = self._inner_answers(joined, k, [p.box for p in result.boxes], cancel,
+                                      f"joined ensemble {joined.ensemble.spec.name}")
+        for p, q in zip(result.boxes, answers):
             p.member_probs = np.concatenate([p.member_probs, _recut(q.member_probs, q.window, p.window)], axis=0)
             p.iou_pred = np.concatenate([np.asarray(p.iou_pred), np.asarray(q.iou_pred)])
 
@@ -330,9 +330,15 @@ class Segmenter:
         res = DecodeResult(logits, iou, geo=geo)
         if self.crops:
             return BoxPrediction(box, view, res.probs[:, 0], iou[:, 0])
+        return self._stored(box, res, 0, view)
+
+    def _stored(self, box: BoxPrompt, res: DecodeResult, n: int, view: Window | None) -> BoxPrediction:
+        """Answer ``n`` of a decode in ``view`` (None: the whole slice) as kept: its probabilities on the box's
+        store window (:meth:`_store_window`), in slice coordinates."""
         win = self._store_window(box, view)
         dx, dy = (0, 0) if view is None else (view.c0, view.r0)
-        return BoxPrediction(box, win, res.probs_window(0, win.r0 - dy, win.r1 - dy, win.c0 - dx, win.c1 - dx), iou[:, 0])
+        return BoxPrediction(box, win, res.probs_window(n, win.r0 - dy, win.r1 - dy, win.c0 - dx, win.c1 - dx),
+                             res.iou_pred[:, n])
 
     def _answer_key(self, k: int, box: BoxPrompt, n_clicks: int) -> tuple:
         """Cache key of the answer to ``box`` and its first ``n_clicks`` clicks on slice ``k``."""

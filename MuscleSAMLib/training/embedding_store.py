@@ -69,8 +69,7 @@ class DixonCase:
         layout = leg_layout(self.contrast("water"))
         if layout is None:
             raise ValueError(f"{self.name}: no gap between the thighs, so the legs geometry cannot crop it")
-        cols = np.arange(self.labels.shape[2])
-        own = (cols <= layout.midline, cols > layout.midline)  # a pixel's side, as LegLayout.side_of puts a box
+        own = [layout.columns_of(leg, self.labels.shape[2]) for leg in (0, 1)]
         parts: dict[str, list[np.ndarray]] = {"water": [], "fat": [], "labels": []}
         for (r0, r1, c0, c1), side in zip(layout.windows, own):
             parts["water"].append(self.water[:, r0:r1, c0:c1])
