@@ -112,19 +112,27 @@ class Segmenter:
             m = Segmenter(ensemble, image, f"{volume_id} (mirrored)", self.cache, worker, self.window, spacing,
                           mirror=False, layout=None if self.layout is None else self.layout.mirrored(self.shape[2]),
                           _normalised=np.ascontiguousarray(self.image[:, :, ::-1]), _inner="mirror")
-            m._lock, m.stats = self._lock, self.stats
             self._mirrored = m
-        for other in () if _inner else ensemble.joined:  # one level: inner segmenters answer alone
-            j = Segmenter(other, image, volume_id, self.cache, worker, self.window, spacing, mirror=False,
-                          _normalised=self.image, _inner="join")
+            self._share(m)
+        for other in () if _inner else ensemble.joined:  # one level: joined segmenters join nothing themselves
+            # ... but answer the mirrored view too when this one does, so every member map has both views
+            j = Segmenter(other, image, volume_id, self.cache, worker, self.window, spacing,
+                          mirror=self._mirrored is not None, _normalised=self.image, _inner="join")
             self.stats.extra.update(j.stats.extra)  # e.g. its geometry note, before the counters are shared
-            j._lock, j.stats = self._lock, self.stats
+            self._share(j)
             self._joined.append(j)
+
+    def _share(self, inner: "Segmenter") -> None:
+        """``inner`` (and its own mirrored view) take this segmenter's lock and counters: one model call at a
+        time, and each box counted once."""
+        for seg in (inner, inner._mirrored):
+            if seg is not None:
+                seg._lock, seg.stats = self._lock, self.stats
 
     @property
     def members(self) -> int:
         """Member maps in every answer: the ensemble's M (twice with the mirrored view: M heads x 2 views),
-        then the joined ensembles' members."""
+        then the joined ensembles' members (each in both views too, with the mirrored view)."""
         own = self.ensemble.members * (2 if self._mirrored is not None else 1)
         return own + sum(j.members for j in self._joined)
 
@@ -471,7 +479,8 @@ class Segmenter:
         order = [k for k in order if 0 <= k < self.shape[0]]
 
         # box crops depend on the box: nothing to precompute for such an ensemble
-        encoders = [seg for seg in (self, self._mirrored, *self._joined) if seg is not None and not seg.crops]
+        inner = [s for j in self._joined for s in (j, j._mirrored)]
+        encoders = [seg for seg in (self, self._mirrored, *inner) if seg is not None and not seg.crops]
 
         def job(cancel: threading.Event) -> list[int]:
             done = []

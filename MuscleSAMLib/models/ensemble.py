@@ -352,9 +352,9 @@ class Ensemble:
 
     @property
     def member_maps(self) -> int:
-        """Member maps in each answer of the engine by default: M (x 2 with the mirrored view), then the
-        members of the joined ensembles."""
-        return self.members * (2 if self.spec.mirror_view else 1) + sum(e.members for e in self.joined)
+        """Member maps in each answer of the engine by default: M, then the members of the joined ensembles;
+        all of it twice with the mirrored view (every joined ensemble answers both views too)."""
+        return (self.members + sum(e.members for e in self.joined)) * (2 if self.spec.mirror_view else 1)
 
     @property
     def input_size(self) -> int:

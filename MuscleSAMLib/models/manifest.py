@@ -103,7 +103,8 @@ class EnsembleSpec:
     mirror_view: bool = False
     #: Other entries of the same manifest whose members join this entry's in every answer, each with its own
     #: weights, prompt geometry and calibration (``engine.segmenter``): an ensemble of different recipes, whose
-    #: members disagree where one recipe is wrong. One level deep; not combined with ``mirror_view``.
+    #: members disagree where one recipe is wrong. One level deep (a joined entry neither joins nor mirrors
+    #: itself); with this entry's ``mirror_view`` every joined ensemble answers the mirrored view too.
     join: tuple[str, ...] = ()
     training: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
     licence: str = ""
@@ -396,8 +397,6 @@ def parse_manifest(data: Any, path: str | os.PathLike[str], sha256: str = "") ->
     by_name = {s.name: s for s in specs}
     for spec in specs:
         ec = _Checker(p, repr(spec.name))
-        if spec.join and spec.mirror_view:
-            raise ec.fail("join and mirror_view cannot be combined (the joined ensembles would answer one view only)")
         for other in spec.join:
             if other == spec.name or other not in by_name:
                 raise ec.fail(f"join names {other!r}, which is not another entry of this manifest "

@@ -121,9 +121,9 @@ class WebController(RunActions, ClickActions, LearningActions):
             self.logic.use_ensemble(loaded)
             spec = loaded.ensemble.spec
             ens = loaded.ensemble
-            views = " x 2 views" if spec.mirror_view else ""
             joined = "".join(f" + {e.spec.name} ({e.members})" for e in ens.joined)
-            self.state.msam_ensemble = f"{spec.name} ({spec.kind}, {ens.members} members{views}{joined})"
+            views = (", all x 2 views" if ens.joined else " x 2 views") if spec.mirror_view else ""
+            self.state.msam_ensemble = f"{spec.name} ({spec.kind}, {ens.members} members{joined}{views})"
             self.state.msam_device = str(loaded.ensemble.device)
             self.state.msam_on_cpu = self.logic.on_cpu
             self._refresh_ready()

@@ -67,6 +67,36 @@ def test_a_joined_answer_is_each_ensembles_own_answer_on_the_primarys_window(pha
     assert res.predictions[2].boxes[0].member_probs.shape[0] == 5  # the volume run, uncertainty and scores use all
 
 
+def test_with_the_mirrored_view_every_joined_ensemble_answers_both_views(phantom, manifest, tmp_path):
+    """``mirror_view`` on a joined entry: its own members, their mirrored view, then each joined ensemble's
+    members and their mirrored view; each block is that ensemble's own answer (mirrored view included)."""
+    raw = json.loads(manifest.read_text())
+    raw["ensembles"][2]["mirror_view"] = True
+    path = manifest.parent / "mirrored_join.json"
+    path.write_text(json.dumps(raw))
+    both = load_ensemble("both", path, "cpu").ensemble
+    assert both.member_maps == 10
+    seg = Segmenter(both, phantom.water)
+    assert seg.members == 10
+    boxes = boxes_from_labels(phantom.labels, slices=[1])[:4]
+    got = seg.predict_slice(1, boxes).boxes
+    plain = Segmenter(load_ensemble("slice", manifest, "cpu").ensemble, phantom.water, mirror=True).predict_slice(1, boxes).boxes
+    legs = Segmenter(load_ensemble("legs", manifest, "cpu").ensemble, phantom.water, mirror=True).predict_slice(1, boxes).boxes
+    assert seg.stats.boxes == 4
+    for g, p, q in zip(got, plain, legs):
+        assert g.member_probs.shape == (10, *p.window.shape)
+        np.testing.assert_array_equal(g.member_probs[:4], p.member_probs)
+        w, v = g.window, q.window
+        np.testing.assert_allclose(g.member_probs[4:, v.r0 - w.r0:v.r1 - w.r0, v.c0 - w.c0:v.c1 - w.c0],
+                                   q.member_probs, atol=1e-6)
+        assert not np.allclose(q.member_probs[:3], q.member_probs[3:])  # the mirrored view is another look
+    pre = Segmenter(both, phantom.water)
+    assert pre.precompute(center=0, radius=0)[0].result(timeout=60) == [0]
+    assert pre.stats.encoder_calls == 6  # slice, mirrored slice, each leg's crop, each mirrored leg's crop
+    pre.predict_slice(0, boxes_from_labels(phantom.labels, slices=[0])[:3])
+    assert pre.stats.encoder_calls == 6
+
+
 def test_precompute_encodes_for_every_joined_ensemble(phantom, manifest):
     seg = Segmenter(load_ensemble("both", manifest, "cpu").ensemble, phantom.water)
     fut, _ = seg.precompute(center=0, radius=0)
@@ -81,7 +111,7 @@ def test_the_manifest_checks_join_names_before_any_weights_load(manifest, tmp_pa
     cases = [({2: {"join": ["nope"]}}, "join names 'nope', which is not another entry"),
              ({2: {"join": ["both"]}}, "join names 'both', which is not another entry"),
              ({1: {"join": ["slice"]}}, "join names 'legs', which joins or mirrors itself"),
-             ({2: {"mirror_view": True}}, "join and mirror_view cannot be combined"),
+             ({1: {"mirror_view": True}}, "join names 'legs', which joins or mirrors itself"),
              ({2: {"join": "legs"}}, "join must be a list of other entries' names"),
              ({2: {"join": ["legs", "legs"]}}, "join names an entry twice")]
     for i, (change, message) in enumerate(cases):
