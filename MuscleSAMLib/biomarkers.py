@@ -80,10 +80,20 @@ def midline_column(labels: np.ndarray, image: np.ndarray | None = None) -> float
     return at
 
 
+def side_of_column(centre, midline: float, ties_high: bool = False) -> np.ndarray:
+    """The one side-of-the-midline rule: 0 (the patient's right, canonical columns below the midline) or 1
+    (left) for each column position ``centre`` (array or scalar, pixel-index coordinates: column c's centre
+    is c, a box of half-open columns [x0, x1) is centred at (x0 + x1 - 1) / 2). A position exactly on the
+    midline goes to side 0, or to side 1 with ``ties_high`` (the mirrored leg layout flips it). Boxes
+    (their leg crop, their propagation walk's name), voxels (per-side biomarkers) and training labels
+    (each leg crop's own side) all follow it."""
+    c = np.asarray(centre, dtype=np.float64)
+    return np.where((c > midline) | ((c == midline) & ties_high), 1, 0)
+
+
 def side_mask(shape: tuple[int, int, int], side: str, midline: float) -> np.ndarray:
-    """Boolean mask of one side (``right`` = columns below the midline, canonical LPS)."""
-    cols = np.arange(shape[2])
-    keep = cols < midline if side == "right" else cols >= midline
+    """Boolean mask of one side (``right`` = side 0 of :func:`side_of_column`, canonical LPS)."""
+    keep = side_of_column(np.arange(shape[2]), midline) == SIDES.index(side)
     return np.broadcast_to(keep[None, None, :], shape)
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .biomarkers import midline_column
+from .biomarkers import midline_column, side_of_column
 
 #: Share of slices on which a pixel must be body for the body extent (ignores specks in one slice).
 BODY_SHARE = 0.2
@@ -43,17 +43,14 @@ class LegLayout:
     ties_high: bool = False
 
     def side_of(self, box_xyxy) -> int:
-        """0 or 1: the leg whose side of the midline holds the box's centre column (half-open pixel
-        coordinates: the midline column's centre is at ``midline + 0.5``)."""
+        """0 or 1: the leg whose side of the midline holds the box's centre column
+        (:func:`~MuscleSAMLib.biomarkers.side_of_column`, this layout's tie rule)."""
         x0, _, x1, _ = box_xyxy
-        centre, boundary = (x0 + x1) / 2.0, self.midline + 0.5
-        return 0 if centre < boundary or (centre == boundary and not self.ties_high) else 1
+        return int(side_of_column((x0 + x1 - 1) / 2.0, self.midline, self.ties_high))
 
     def columns_of(self, leg: int, cols: int) -> np.ndarray:
-        """Boolean (cols,) mask of the columns on ``leg``'s side, by :meth:`side_of`'s rule for a one-pixel box
-        (column c's centre is c + 0.5)."""
-        c = np.arange(cols)
-        return np.array([self.side_of((x, 0, x + 1, 1)) == leg for x in c], bool)
+        """Boolean (cols,) mask of the columns on ``leg``'s side, by the same rule."""
+        return side_of_column(np.arange(cols), self.midline, self.ties_high) == leg
 
     def window_of(self, box_xyxy) -> Window:
         """The crop a box is answered in: its leg's window."""

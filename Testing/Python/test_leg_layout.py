@@ -11,7 +11,7 @@ from MuscleSAMLib.engine.segmenter import Segmenter, mirror_box
 from MuscleSAMLib.engine.types import BoxPrompt, Window
 from MuscleSAMLib.errors import InputError
 from MuscleSAMLib.intensity import normalize_mri
-from MuscleSAMLib.leg_layout import leg_layout
+from MuscleSAMLib.leg_layout import LegLayout, leg_layout
 from MuscleSAMLib.models.ensemble import Ensemble
 from MuscleSAMLib.phantoms import make_thigh_phantom
 from MuscleSAMLib.training.embedding_store import DixonCase
@@ -181,3 +181,22 @@ def test_a_box_reaching_past_its_legs_crop_is_clipped_to_it_as_in_training(phant
     a, b = seg.predict_slice(1, [inside, past]).boxes
     assert a.window.r0 >= r0 and b.window.r0 >= r0 and b.window.r1 <= r1  # kept inside the crop
     assert np.isfinite(b.member_probs).all() and b.member_probs.shape[1:] == b.window.shape
+
+
+def test_boxes_voxels_and_walk_names_take_the_midline_column_to_the_same_side():
+    """One side rule (biomarkers.side_of_column) for a box's leg crop, its propagation walk's name and the
+    per-side biomarker voxels, the midline column itself included; the mirrored layout flips the tie."""
+    from MuscleSAMLib.biomarkers import SIDES, side_mask
+    from MuscleSAMLib.scene_bridge.prompts import walk_names
+
+    layout = LegLayout(50.0, ((0, 40, 0, 50), (0, 40, 51, 100)))
+    for x0, x1 in ((40, 61), (49, 52), (45, 55), (50, 51), (30, 40), (70, 81)):  # centres 50, 50, 49.5, 50, 34.5, 75
+        leg = layout.side_of((x0, 0, x1, 10))
+        name = walk_names([BoxPrompt(1, 0, (x0, 0, x1, 10)), BoxPrompt(2, 0, (0, 0, 5, 5))], layout.midline)[0]
+        assert name.startswith(SIDES[leg])
+        column = (x0 + x1 - 1) // 2 if (x0 + x1) % 2 else None  # a box one pixel wide at most tells a voxel
+        if column is not None:
+            assert side_mask((1, 1, 100), SIDES[leg], layout.midline)[0, 0, column]
+            assert layout.columns_of(leg, 100)[column]
+    assert layout.side_of((50, 0, 51, 1)) == 0 and layout.mirrored(101).side_of((50, 0, 51, 1)) == 1
+    assert side_mask((1, 1, 100), "right", 50.0)[0, 0, 50] and not side_mask((1, 1, 100), "left", 50.0)[0, 0, 50]
