@@ -31,6 +31,10 @@ the trained tail. With ``augment`` = a > 0, a share a of the steps instead runs 
 random intensity variant of the slice (:mod:`.augment`: bias field, gamma, inversion, noise, blur), so
 the trained stages see contrasts the Dixon images do not have; the heads train on the plain images.
 
+Loss and optimiser (METHODS.md steps 6-7, measured options): ``loss`` "umedsam" replaces Dice + BCE by
+U-MedSAM's automatically weighted terms in both stages; ``sam_rho`` > 0 takes each stage-1 step's gradient
+again at the sharpness-aware perturbed weights (twice the cost a step).
+
 Both stages checkpoint to ``out`` every ``save_every`` steps and resume from there.
 """
 
@@ -60,9 +64,11 @@ from ..slice_geometry import ResizePad, resize_pad
 from .data import jitter_box
 from .embedding_store import DixonCase, load_embedding
 from .augment import augment_slice
+from .config import LOSSES
 from .encoder_tail import head_features, load_features, run_tail, tail_parameters, tail_prefixes, write_tail_embeddings
-from .losses import dice_bce, iou_head_loss
+from .losses import AutoWeightedLoss, dice_bce, iou_head_loss, signed_distance
 from .schedule import lr_factor, set_lr
+from .sharpness_aware import SAMOptimizer
 
 DECODER_PREFIXES = ("prompt_encoder.", "mask_decoder.")
 #: Prompt-encoder parts a recipe may train with the decoder (``train_prompt``): the dense mask-prompt
@@ -108,6 +114,11 @@ class DecoderRecipe:
     encoder_lr: float = 5e-5  # ... at this learning rate (same schedule)
     augment: float = 0.0  # with encoder_stages: share of steps on a random intensity variant (.augment)
     prompt_geometry: str = "slice"  # "legs": each leg's crop (MuscleSAMLib.leg_layout), as inference cuts it
+    #: "dice_bce" (METHODS.md step 6), or "umedsam": U-MedSAM's automatically weighted pixel MSE + soft Dice +
+    #: BCE + boundary terms (losses.AutoWeightedLoss, its weights learned with the model), in both stages;
+    #: the IoU-head term is added to either
+    loss: str = "dice_bce"
+    sam_rho: float = 0.0  # > 0: stage 1 steps with Sharpness-Aware Minimisation around AdamW (twice the cost)
 
 
 @dataclass
@@ -236,11 +247,20 @@ def _batch(ts: TrainingSet, i: int, rng: np.random.Generator, recipe: DecoderRec
 
 
 def _train_step(sam: torch.nn.Module, opt: torch.optim.Optimizer, params: list, train: TrainingSet, i: int,
-                rng: np.random.Generator, recipe: DecoderRecipe, size: int) -> float:
-    """One optimiser step on entry ``i``: Dice + BCE (+ IoU-head MSE), gradient clip; returns the loss."""
+                rng: np.random.Generator, recipe: DecoderRecipe, size: int,
+                crit: AutoWeightedLoss | None = None) -> float:
+    """One optimiser step on entry ``i``: Dice + BCE, or ``crit`` (the "umedsam" loss), + IoU-head MSE,
+    gradient clip; with a :class:`SAMOptimizer` the gradient is taken again at the perturbed weights (the
+    same boxes, the embedding through the perturbed encoder tail). Returns the loss."""
     emb, boxes, targets = _batch(train, i, rng, recipe, size)
+    sdf = None if crit is None else torch.as_tensor(signed_distance(targets.numpy()))
+
+    def seg_loss(logits: torch.Tensor, iou: torch.Tensor) -> torch.Tensor:
+        main = dice_bce(logits, targets) if crit is None else crit(logits, targets, sdf)
+        return main + recipe.iou_loss_weight * iou_head_loss(iou, logits, targets)
+
     logits, iou = _decode(sam, emb, boxes)
-    loss = dice_bce(logits, targets) + recipe.iou_loss_weight * iou_head_loss(iou, logits, targets)
+    loss = seg_loss(logits, iou)
     if recipe.max_clicks > 0 and rng.random() < recipe.click_prob:
         logits2, iou2, prev = simulated_clicks(sam, emb, boxes, targets, logits, click_rounds(recipe, rng), rng, size)
         loss = loss + dice_bce(logits2, targets) + recipe.iou_loss_weight * iou_head_loss(iou2, logits2, targets)
@@ -250,7 +270,14 @@ def _train_step(sam: torch.nn.Module, opt: torch.optim.Optimizer, params: list, 
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(params, recipe.grad_clip)
-    opt.step()
+    if isinstance(opt, SAMOptimizer):
+        opt.first_step(zero_grad=True)
+        emb2 = train.tail(i) if train.tail is not None else emb  # stored features: no random variant (checked)
+        seg_loss(*_decode(sam, emb2, boxes)).backward()
+        torch.nn.utils.clip_grad_norm_(params, recipe.grad_clip)
+        opt.second_step(zero_grad=True)
+    else:
+        opt.step()
     return float(loss.detach())
 
 
@@ -391,6 +418,7 @@ def train_decoder(base: Mapping[str, torch.Tensor], train: TrainingSet, val_case
         raise ValueError(f"augment is a share of steps in 0..1, got {recipe.augment}")
     if recipe.augment and not recipe.encoder_stages:
         raise ValueError("augment needs encoder_stages > 0 (the augmented image must pass through trained encoder stages)")
+    _check_loss_options(recipe)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     size = get_arch(recipe.arch).img_size
@@ -419,7 +447,12 @@ def train_decoder(base: Mapping[str, torch.Tensor], train: TrainingSet, val_case
         feats = [load_features(feature_folder, train.cases[e.case].name, e.variant, e.k).to(torch.float16)
                  for e in train.entries]
         train.tail = _tail_input(enc, n, feats, train, recipe, preprocess, st["step"])
-    opt = torch.optim.AdamW(groups, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    crit = _criterion(recipe, st)
+    if crit is not None:
+        groups.append({"params": list(crit.parameters()), "base_lr": recipe.lr})
+        params = params + list(crit.parameters())
+    opt = (SAMOptimizer(groups, torch.optim.AdamW, rho=recipe.sam_rho, lr=recipe.lr, weight_decay=recipe.weight_decay)
+           if recipe.sam_rho > 0 else torch.optim.AdamW(groups, lr=recipe.lr, weight_decay=recipe.weight_decay))
     rng = np.random.default_rng(recipe.seed * 7919 + st["step"])
     torch.manual_seed(recipe.seed + st["step"])
 
@@ -450,7 +483,7 @@ def train_decoder(base: Mapping[str, torch.Tensor], train: TrainingSet, val_case
     step = st["step"]
     while step < recipe.steps:
         set_lr(opt, recipe.lr, lr_factor(step, recipe.steps, recipe.warmup_steps))
-        losses.append(_train_step(sam, opt, params, train, int(rng.integers(len(train))), rng, recipe, size))
+        losses.append(_train_step(sam, opt, params, train, int(rng.integers(len(train))), rng, recipe, size, crit))
         step += 1
         validating = step % recipe.val_every == 0 or step == recipe.steps
         if validating:
@@ -467,6 +500,8 @@ def train_decoder(base: Mapping[str, torch.Tensor], train: TrainingSet, val_case
         if validating or step % recipe.save_every == 0:
             save_safetensors_atomic(dec_state(), last_file)
             st["step"] = step
+            if crit is not None:  # the learned loss weights resume with the model
+                st["loss_log_vars"] = crit.log_vars.detach().tolist()
             write_json_atomic(state_file, st)
             if validating and st["bad"] >= recipe.patience:
                 progress(f"early stop at step {step}: best val DSC {st['best']:.4f} at step {st.get('best_step')}")
@@ -476,6 +511,27 @@ def train_decoder(base: Mapping[str, torch.Tensor], train: TrainingSet, val_case
     st["done"] = True
     write_json_atomic(state_file, st)
     return load_state_dict(best_file)
+
+
+def _check_loss_options(recipe: DecoderRecipe) -> None:
+    """The loss and optimiser options, refused before any step when they cannot be honoured."""
+    if recipe.loss not in LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {recipe.loss!r}")
+    if recipe.sam_rho < 0:
+        raise ValueError(f"sam_rho must be >= 0, got {recipe.sam_rho}")
+    if recipe.sam_rho > 0 and (recipe.augment or recipe.max_clicks and recipe.click_prob):
+        raise ValueError("sam_rho needs the same input twice a step: not with augment or simulated clicks")
+
+
+def _criterion(recipe: DecoderRecipe, st: Mapping | None = None) -> AutoWeightedLoss | None:
+    """The "umedsam" loss module (its learned weights restored from a resumed run's state), else None."""
+    if recipe.loss != "umedsam":
+        return None
+    crit = AutoWeightedLoss()
+    if st and st.get("loss_log_vars"):
+        with torch.no_grad():
+            crit.log_vars.copy_(torch.tensor(st["loss_log_vars"], dtype=torch.float32))
+    return crit
 
 
 def _tail_input(enc: torch.nn.Module, n: int, feats: Sequence[torch.Tensor], train: TrainingSet,
@@ -532,13 +588,15 @@ def train_heads(base: Mapping[str, torch.Tensor], decoder: Mapping[str, torch.Te
         params = list(head.parameters())
         for p in params:
             p.requires_grad_(True)
+        crit = _criterion(recipe)
+        params += list(crit.parameters()) if crit is not None else []
         opt = torch.optim.AdamW(params, lr=recipe.member_lr, weight_decay=recipe.weight_decay)
         pool = rng.integers(len(train), size=len(train)) if recipe.bootstrap else np.arange(len(train))
         sam.train()
         t0, losses = time.time(), []
         for step in range(recipe.member_steps):
             set_lr(opt, recipe.member_lr, lr_factor(step, recipe.member_steps, min(recipe.warmup_steps, 10)))
-            losses.append(_train_step(sam, opt, params, train, int(pool[rng.integers(len(pool))]), rng, recipe, size))
+            losses.append(_train_step(sam, opt, params, train, int(pool[rng.integers(len(pool))]), rng, recipe, size, crit))
         sam.eval()
         state = _head_state(sam)
         save_safetensors_atomic(state, path)

@@ -209,6 +209,38 @@ def test_a_legs_recipe_trains_on_each_legs_crop_and_publishes_the_geometry(tmp_p
         run_recipe(cfg, tmp_path / "run2", progress=lambda m: None)
 
 
+def test_the_umedsam_loss_and_sharpness_aware_minimisation_are_measured_recipe_options(tmp_path, monkeypatch):
+    """``loss`` "umedsam" trains U-MedSAM's weighted terms (their learned weights are kept for a resumed run);
+    ``sam_rho`` takes each stage-1 step's gradient again at the perturbed weights; options that cannot be
+    honoured are refused before any step."""
+    from MuscleSAMLib.training.sharpness_aware import SAMOptimizer
+
+    perturbed = []
+    first_step = SAMOptimizer.first_step
+    monkeypatch.setattr(SAMOptimizer, "first_step", lambda self, zero_grad=True: (perturbed.append(1), first_step(self, zero_grad)))
+    subjects = []
+    for i in range(2):
+        ph = make_thigh_phantom(seed=70 + i, shape=(2, 96, 144), spacing=(8.0, 1.5, 1.5), muscles=(1, 2))
+        subjects.append({"name": f"U{i}", "water": _write(ph.water.astype(np.float32), tmp_path / f"u{i}_water.nii.gz"),
+                         "fat": _write(ph.fat.astype(np.float32), tmp_path / f"u{i}_fat.nii.gz"),
+                         "labels": _write(ph.labels.astype(np.uint8), tmp_path / f"u{i}_labels.nii.gz")})
+    recipe = {"variants": ["water"], "steps": 2, "val_every": 2, "boxes_per_step": 2, "members": 1, "member_steps": 1,
+              "save_every": 1, "encoder_stages": 1, "loss": "umedsam", "sam_rho": 0.05}
+    cfg = tmp_path / "u.json"
+    cfg.write_text(json.dumps({"name": "u", "subjects": subjects, "threads": 1, "recipe": recipe}))
+    record = run_recipe(cfg, tmp_path / "run", progress=lambda m: None, only="fold_U0_to_U1")
+    assert record["recipe"]["loss"] == "umedsam" and record["recipe"]["sam_rho"] == 0.05
+    assert len(perturbed) == 2  # one perturbed second gradient per stage-1 step; the heads step plainly
+    state = json.loads((tmp_path / "run" / "fold_U0_to_U1" / "decoder_state.json").read_text())
+    assert len(state["loss_log_vars"]) == 4 and any(v != 0.0 for v in state["loss_log_vars"])
+    for i, (change, message) in enumerate([({"loss": "focal"}, "loss must be one of dice_bce, umedsam"),
+                                           ({"sam_rho": -1.0}, "sam_rho must be >= 0"),
+                                           ({"augment": 0.5}, "sam_rho needs the same input twice a step")]):
+        cfg.write_text(json.dumps({"name": "u", "subjects": subjects, "threads": 1, "recipe": {**recipe, **change}}))
+        with pytest.raises(ValueError, match=message):  # the other fold, on the stored embeddings
+            run_recipe(cfg, tmp_path / "run", progress=lambda m: None, only="fold_U1_to_U0")
+
+
 def test_the_train_command_refuses_a_publishing_flag_that_is_not_true_or_false(tmp_path):
     import subprocess
     import sys
