@@ -32,6 +32,18 @@ def _write(array: np.ndarray, path: Path) -> str:
     return path.name
 
 
+def _two_subjects(folder: Path, prefix: str, seed: int) -> list[dict]:
+    """Two small two-muscle phantom subjects written as NIfTI, as a recipe config lists them."""
+    subjects = []
+    for i in range(2):
+        ph = make_thigh_phantom(seed=seed + i, shape=(2, 96, 144), spacing=(8.0, 1.5, 1.5), muscles=(1, 2))
+        stem = folder / f"{prefix.lower()}{i}"
+        subjects.append({"name": f"{prefix}{i}", "water": _write(ph.water.astype(np.float32), Path(f"{stem}_water.nii.gz")),
+                         "fat": _write(ph.fat.astype(np.float32), Path(f"{stem}_fat.nii.gz")),
+                         "labels": _write(ph.labels.astype(np.uint8), Path(f"{stem}_labels.nii.gz"))})
+    return subjects
+
+
 @pytest.fixture(scope="module")
 def recipe_run(tmp_path_factory) -> tuple[Path, Path, dict]:
     folder = tmp_path_factory.mktemp("recipe")
@@ -175,12 +187,7 @@ def test_a_legs_recipe_trains_on_each_legs_crop_and_publishes_the_geometry(tmp_p
     from MuscleSAMLib.engine.boxes import boxes_from_labels
     from MuscleSAMLib.engine.segmenter import Segmenter
 
-    subjects = []
-    for i in range(2):
-        ph = make_thigh_phantom(seed=60 + i, shape=(2, 96, 144), spacing=(8.0, 1.5, 1.5), muscles=(1, 2))
-        subjects.append({"name": f"L{i}", "water": _write(ph.water.astype(np.float32), tmp_path / f"l{i}_water.nii.gz"),
-                         "fat": _write(ph.fat.astype(np.float32), tmp_path / f"l{i}_fat.nii.gz"),
-                         "labels": _write(ph.labels.astype(np.uint8), tmp_path / f"l{i}_labels.nii.gz")})
+    subjects = _two_subjects(tmp_path, "L", seed=60)
     recipe = {"variants": ["water"], "steps": 1, "val_every": 1, "boxes_per_step": 2, "members": 1, "member_steps": 1,
               "final_steps": 1, "save_every": 1, "prompt_geometry": "legs"}
     cfg = tmp_path / "legs.json"
@@ -218,12 +225,7 @@ def test_the_umedsam_loss_and_sharpness_aware_minimisation_are_measured_recipe_o
     perturbed = []
     first_step = SAMOptimizer.first_step
     monkeypatch.setattr(SAMOptimizer, "first_step", lambda self, zero_grad=True: (perturbed.append(1), first_step(self, zero_grad)))
-    subjects = []
-    for i in range(2):
-        ph = make_thigh_phantom(seed=70 + i, shape=(2, 96, 144), spacing=(8.0, 1.5, 1.5), muscles=(1, 2))
-        subjects.append({"name": f"U{i}", "water": _write(ph.water.astype(np.float32), tmp_path / f"u{i}_water.nii.gz"),
-                         "fat": _write(ph.fat.astype(np.float32), tmp_path / f"u{i}_fat.nii.gz"),
-                         "labels": _write(ph.labels.astype(np.uint8), tmp_path / f"u{i}_labels.nii.gz")})
+    subjects = _two_subjects(tmp_path, "U", seed=70)
     recipe = {"variants": ["water"], "steps": 2, "val_every": 2, "boxes_per_step": 2, "members": 1, "member_steps": 1,
               "save_every": 1, "encoder_stages": 1, "loss": "umedsam", "sam_rho": 0.05}
     cfg = tmp_path / "u.json"
