@@ -65,6 +65,7 @@ from .data import jitter_box
 from .embedding_store import DixonCase, load_embedding
 from .augment import augment_slice
 from .config import LOSSES
+from .encoder_lora import EncoderLoRA
 from .encoder_tail import head_features, load_features, run_tail, tail_parameters, tail_prefixes, write_tail_embeddings
 from .losses import AutoWeightedLoss, dice_bce, iou_head_loss, signed_distance
 from .schedule import lr_factor, set_lr
@@ -119,6 +120,9 @@ class DecoderRecipe:
     #: the IoU-head term is added to either
     loss: str = "dice_bce"
     sam_rho: float = 0.0  # > 0: stage 1 steps with Sharpness-Aware Minimisation around AdamW (twice the cost)
+    encoder_lora_stages: int = 0  # K > 0: the tail's first K stages stay frozen with q/v LoRA (.encoder_lora)
+    encoder_lora_rank: int = 4  # ... of this rank
+    encoder_lora_lr: float = 5e-4  # ... at this learning rate (same schedule)
 
 
 @dataclass
@@ -414,11 +418,7 @@ def train_decoder(base: Mapping[str, torch.Tensor], train: TrainingSet, val_case
     turns an augmented 0..255 slice into the encoder's input, as at inference); returns the best state
     (prompt_encoder.* + mask_decoder.* [+ the encoder tail]). Resumes from
     ``out/decoder_last.safetensors`` + ``decoder_state.json``."""
-    if not 0 <= recipe.augment <= 1:
-        raise ValueError(f"augment is a share of steps in 0..1, got {recipe.augment}")
-    if recipe.augment and not recipe.encoder_stages:
-        raise ValueError("augment needs encoder_stages > 0 (the augmented image must pass through trained encoder stages)")
-    _check_loss_options(recipe)
+    check_recipe_options(recipe)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     size = get_arch(recipe.arch).img_size
@@ -433,10 +433,17 @@ def train_decoder(base: Mapping[str, torch.Tensor], train: TrainingSet, val_case
     params = trainable_decoder_params(sam, recipe)
     groups = [{"params": params, "base_lr": recipe.lr}]
     prefixes = DECODER_PREFIXES
+    lora: EncoderLoRA | None = None
     if recipe.encoder_stages:
         # the encoder's last stages train too, from stored features of the frozen stages before them
         n, enc = recipe.encoder_stages, sam.image_encoder
         tail = tail_parameters(enc, n)
+        if recipe.encoder_lora_stages:  # the tail's first stages frozen, with q/v adapters instead
+            lora = _encoder_lora(enc, recipe)
+            frozen = {id(p) for i in lora.stages for p in enc.layers[i].parameters()}
+            tail = [p for p in tail if id(p) not in frozen]
+            groups.append({"params": list(lora.parameters()), "base_lr": recipe.encoder_lora_lr})
+            params = params + list(lora.parameters())
         for p in tail:
             p.requires_grad_(True)
         groups.append({"params": tail, "base_lr": recipe.encoder_lr})
@@ -457,7 +464,14 @@ def train_decoder(base: Mapping[str, torch.Tensor], train: TrainingSet, val_case
     torch.manual_seed(recipe.seed + st["step"])
 
     def dec_state() -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in sam.state_dict().items() if k.startswith(prefixes)}
+        state = {k: v.detach().clone() for k, v in sam.state_dict().items() if k.startswith(prefixes)}
+        return lora.merged(state) if lora is not None else state  # adapters folded in: what inference runs
+
+    def train_mode() -> None:
+        sam.train()
+        if lora is not None:  # frozen stages keep inference's batch-norm statistics
+            for i in lora.stages:
+                sam.image_encoder.layers[i].eval()
 
     def validate() -> float:
         sam.eval()
@@ -475,11 +489,11 @@ def train_decoder(base: Mapping[str, torch.Tensor], train: TrainingSet, val_case
             dsc = float(np.mean(curve))
         else:
             dsc = validation_dsc(ens, val_cases, folder)
-        sam.train()
+        train_mode()
         return dsc
 
     t0, losses = time.time(), []
-    sam.train()
+    train_mode()
     step = st["step"]
     while step < recipe.steps:
         set_lr(opt, recipe.lr, lr_factor(step, recipe.steps, recipe.warmup_steps))
@@ -513,14 +527,31 @@ def train_decoder(base: Mapping[str, torch.Tensor], train: TrainingSet, val_case
     return load_state_dict(best_file)
 
 
-def _check_loss_options(recipe: DecoderRecipe) -> None:
-    """The loss and optimiser options, refused before any step when they cannot be honoured."""
+def check_recipe_options(recipe: DecoderRecipe) -> None:
+    """Options that cannot be honoured together, refused before any work (the recipe config's loader and
+    :func:`train_decoder` both call this)."""
+    if not 0 <= recipe.augment <= 1:
+        raise ValueError(f"augment is a share of steps in 0..1, got {recipe.augment}")
+    if recipe.augment and not recipe.encoder_stages:
+        raise ValueError("augment needs encoder_stages > 0 (the augmented image must pass through trained encoder stages)")
+    if recipe.encoder_lora_stages and not 0 < recipe.encoder_lora_stages <= recipe.encoder_stages:
+        raise ValueError(f"encoder_lora_stages must be 1..encoder_stages ({recipe.encoder_stages}), "
+                         f"got {recipe.encoder_lora_stages}")
+    if recipe.encoder_lora_rank < 1:
+        raise ValueError(f"encoder_lora_rank must be >= 1, got {recipe.encoder_lora_rank}")
     if recipe.loss not in LOSSES:
         raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {recipe.loss!r}")
     if recipe.sam_rho < 0:
         raise ValueError(f"sam_rho must be >= 0, got {recipe.sam_rho}")
     if recipe.sam_rho > 0 and (recipe.augment or recipe.max_clicks and recipe.click_prob):
         raise ValueError("sam_rho needs the same input twice a step: not with augment or simulated clicks")
+
+
+def _encoder_lora(enc: torch.nn.Module, recipe: DecoderRecipe) -> EncoderLoRA:
+    """q/v adapters on the first ``encoder_lora_stages`` stages of the ``encoder_stages`` tail."""
+    k, n = recipe.encoder_lora_stages, recipe.encoder_stages
+    first = len(enc.layers) - n
+    return EncoderLoRA(enc, range(first, first + k), recipe.encoder_lora_rank, seed=recipe.seed)
 
 
 def _criterion(recipe: DecoderRecipe, st: Mapping | None = None) -> AutoWeightedLoss | None:

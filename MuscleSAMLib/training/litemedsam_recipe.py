@@ -34,7 +34,8 @@ from ..models.litemedsam import CHECKPOINT_SHA256, checkpoint_path
 from ..models.safe_load import load_state_dict, save_safetensors_atomic
 from ..models.weight_deltas import encode_int8_deltas
 from ..volumes import check_same_grid, read_volume
-from .decoder_finetune import (DecoderRecipe, TrainingSet, _decoder, _ensemble, decoder_trained_prefixes, recipe_dict,
+from .decoder_finetune import (DecoderRecipe, TrainingSet, _decoder, _ensemble, check_recipe_options,
+                               decoder_trained_prefixes, recipe_dict,
                                stored_slices, train_decoder, train_heads, validation_dsc_by_offset)
 from .embedding_store import DixonCase, precompute
 from .encoder_tail import precompute_features, tail_prefixes, write_tail_embeddings
@@ -74,7 +75,12 @@ def load_recipe_config(path: str | os.PathLike) -> tuple[list[dict], DecoderReci
         raise InputError(f"{p}: unknown recipe keys {unknown}; known: {sorted(known)}")
     raw = {k: (tuple(v) if k in _TUPLE_KEYS else v) for k, v in raw.items()}
     extra = {k: v for k, v in cfg.items() if k not in ("subjects", "recipe")}
-    return subjects, DecoderRecipe(**raw), extra
+    recipe = DecoderRecipe(**raw)
+    try:
+        check_recipe_options(recipe)
+    except ValueError as exc:
+        raise InputError(f"{p}: {exc}") from None
+    return subjects, recipe, extra
 
 
 def ensemble_predictions(ens, case: DixonCase, folder: str | os.PathLike, variant: str = "water"

@@ -220,3 +220,26 @@ def scene_state(scene) -> dict:
             state[seg.GetID() + " labels"] = S.read_labels(seg, owner).tobytes()
         state[seg.GetID() + " status"] = {lab: S.segment_status(seg, lab) for lab in S.muscle_segment_ids(seg)}
     return state
+
+
+def write_recipe_volume(array: np.ndarray, path: Path) -> str:
+    """A volume as a recipe config names it (NIfTI, 1.5 x 1.5 x 8 mm); returns the file name."""
+    img = sitk.GetImageFromArray(array)
+    img.SetSpacing((1.5, 1.5, 8.0))
+    sitk.WriteImage(img, str(path))
+    return path.name
+
+
+def two_recipe_subjects(folder: Path, prefix: str, seed: int) -> list[dict]:
+    """Two small two-muscle phantom subjects written as NIfTI, as a recipe config lists them."""
+    from MuscleSAMLib.phantoms import make_thigh_phantom
+
+    subjects = []
+    for i in range(2):
+        ph = make_thigh_phantom(seed=seed + i, shape=(2, 96, 144), spacing=(8.0, 1.5, 1.5), muscles=(1, 2))
+        stem = folder / f"{prefix.lower()}{i}"
+        subjects.append({"name": f"{prefix}{i}",
+                         "water": write_recipe_volume(ph.water.astype(np.float32), Path(f"{stem}_water.nii.gz")),
+                         "fat": write_recipe_volume(ph.fat.astype(np.float32), Path(f"{stem}_fat.nii.gz")),
+                         "labels": write_recipe_volume(ph.labels.astype(np.uint8), Path(f"{stem}_labels.nii.gz"))})
+    return subjects

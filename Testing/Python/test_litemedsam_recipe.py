@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 import torch
 
 from MuscleSAMLib.engine.propagation import DEFAULT_MIN_IOU_PRED
+from MuscleSAMLib.errors import InputError
 from MuscleSAMLib.models.architectures import build_sam
 from MuscleSAMLib.models.litemedsam import CHECKPOINT_SHA256, checkpoint_path
 from MuscleSAMLib.models.loading import load_ensemble
@@ -23,25 +23,7 @@ from MuscleSAMLib.slice_geometry import ResizePad
 from MuscleSAMLib.training.decoder_finetune import DecoderRecipe, _ensemble, click_rounds, trainable_decoder_params
 from MuscleSAMLib.training.litemedsam_recipe import (LOGIT_OFFSETS, TEMPERATURES, load_recipe_config, publish,
                                                      run_recipe)
-
-
-def _write(array: np.ndarray, path: Path) -> str:
-    img = sitk.GetImageFromArray(array)
-    img.SetSpacing((1.5, 1.5, 8.0))
-    sitk.WriteImage(img, str(path))
-    return path.name
-
-
-def _two_subjects(folder: Path, prefix: str, seed: int) -> list[dict]:
-    """Two small two-muscle phantom subjects written as NIfTI, as a recipe config lists them."""
-    subjects = []
-    for i in range(2):
-        ph = make_thigh_phantom(seed=seed + i, shape=(2, 96, 144), spacing=(8.0, 1.5, 1.5), muscles=(1, 2))
-        stem = folder / f"{prefix.lower()}{i}"
-        subjects.append({"name": f"{prefix}{i}", "water": _write(ph.water.astype(np.float32), Path(f"{stem}_water.nii.gz")),
-                         "fat": _write(ph.fat.astype(np.float32), Path(f"{stem}_fat.nii.gz")),
-                         "labels": _write(ph.labels.astype(np.uint8), Path(f"{stem}_labels.nii.gz"))})
-    return subjects
+from musclesam_test_helpers import two_recipe_subjects, write_recipe_volume
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +33,9 @@ def recipe_run(tmp_path_factory) -> tuple[Path, Path, dict]:
     for i in range(2):
         ph = make_thigh_phantom(seed=40 + i, shape=(2, 96, 144), spacing=(8.0, 1.5, 1.5), grade=("early", "severe")[i],
                                 muscles=(1, 2, 3))
-        subjects.append({"name": f"P{i}", "water": _write(ph.water.astype(np.float32), folder / f"p{i}_water.nii.gz"),
-                         "fat": _write(ph.fat.astype(np.float32), folder / f"p{i}_fat.nii.gz"),
-                         "labels": _write(ph.labels.astype(np.uint8), folder / f"p{i}_labels.nii.gz")})
+        subjects.append({"name": f"P{i}", "water": write_recipe_volume(ph.water.astype(np.float32), folder / f"p{i}_water.nii.gz"),
+                         "fat": write_recipe_volume(ph.fat.astype(np.float32), folder / f"p{i}_fat.nii.gz"),
+                         "labels": write_recipe_volume(ph.labels.astype(np.uint8), folder / f"p{i}_labels.nii.gz")})
     cfg = folder / "recipe.json"
     cfg.write_text(json.dumps({"name": "tiny", "subjects": subjects, "threads": 1,
                                "recipe": {"variants": ["water"], "steps": 2, "val_every": 2, "boxes_per_step": 2,
@@ -187,7 +169,7 @@ def test_a_legs_recipe_trains_on_each_legs_crop_and_publishes_the_geometry(tmp_p
     from MuscleSAMLib.engine.boxes import boxes_from_labels
     from MuscleSAMLib.engine.segmenter import Segmenter
 
-    subjects = _two_subjects(tmp_path, "L", seed=60)
+    subjects = two_recipe_subjects(tmp_path, "L", seed=60)
     recipe = {"variants": ["water"], "steps": 1, "val_every": 1, "boxes_per_step": 2, "members": 1, "member_steps": 1,
               "final_steps": 1, "save_every": 1, "prompt_geometry": "legs"}
     cfg = tmp_path / "legs.json"
@@ -225,7 +207,7 @@ def test_the_umedsam_loss_and_sharpness_aware_minimisation_are_measured_recipe_o
     perturbed = []
     first_step = SAMOptimizer.first_step
     monkeypatch.setattr(SAMOptimizer, "first_step", lambda self, zero_grad=True: (perturbed.append(1), first_step(self, zero_grad)))
-    subjects = _two_subjects(tmp_path, "U", seed=70)
+    subjects = two_recipe_subjects(tmp_path, "U", seed=70)
     recipe = {"variants": ["water"], "steps": 2, "val_every": 2, "boxes_per_step": 2, "members": 1, "member_steps": 1,
               "save_every": 1, "encoder_stages": 1, "loss": "umedsam", "sam_rho": 0.05}
     cfg = tmp_path / "u.json"
@@ -239,8 +221,10 @@ def test_the_umedsam_loss_and_sharpness_aware_minimisation_are_measured_recipe_o
                                            ({"sam_rho": -1.0}, "sam_rho must be >= 0"),
                                            ({"augment": 0.5}, "sam_rho needs the same input twice a step")]):
         cfg.write_text(json.dumps({"name": "u", "subjects": subjects, "threads": 1, "recipe": {**recipe, **change}}))
-        with pytest.raises(ValueError, match=message):  # the other fold, on the stored embeddings
+        with pytest.raises(InputError, match=message) as err:  # while reading the config, before any work
             run_recipe(cfg, tmp_path / "run", progress=lambda m: None, only="fold_U1_to_U0")
+        assert str(cfg) in str(err.value)
+    assert not (tmp_path / "run" / "fold_U1_to_U0").exists()
 
 
 def test_the_train_command_refuses_a_publishing_flag_that_is_not_true_or_false(tmp_path):
