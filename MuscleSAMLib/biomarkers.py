@@ -91,6 +91,12 @@ def side_of_column(centre, midline: float, ties_high: bool = False) -> np.ndarra
     return np.where((c > midline) | ((c == midline) & ties_high), 1, 0)
 
 
+def side_of_box(box_xyxy, midline: float, ties_high: bool = False) -> int:
+    """:func:`side_of_column` of a box's centre column (half-open columns [x0, x1): (x0 + x1 - 1) / 2)."""
+    x0, _, x1, _ = box_xyxy
+    return int(side_of_column((x0 + x1 - 1) / 2.0, midline, ties_high))
+
+
 def side_mask(shape: tuple[int, int, int], side: str, midline: float) -> np.ndarray:
     """Boolean mask of one side (``right`` = side 0 of :func:`side_of_column`, canonical LPS)."""
     keep = side_of_column(np.arange(shape[2]), midline) == SIDES.index(side)

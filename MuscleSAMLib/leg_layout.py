@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .biomarkers import midline_column, side_of_column
+from .biomarkers import midline_column, side_of_box, side_of_column
 
 #: Share of slices on which a pixel must be body for the body extent (ignores specks in one slice).
 BODY_SHARE = 0.2
@@ -45,8 +45,7 @@ class LegLayout:
     def side_of(self, box_xyxy) -> int:
         """0 or 1: the leg whose side of the midline holds the box's centre column
         (:func:`~MuscleSAMLib.biomarkers.side_of_column`, this layout's tie rule)."""
-        x0, _, x1, _ = box_xyxy
-        return int(side_of_column((x0 + x1 - 1) / 2.0, self.midline, self.ties_high))
+        return side_of_box(box_xyxy, self.midline, self.ties_high)
 
     def columns_of(self, leg: int, cols: int) -> np.ndarray:
         """Boolean (cols,) mask of the columns on ``leg``'s side, by the same rule."""

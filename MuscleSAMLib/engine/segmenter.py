@@ -76,7 +76,8 @@ class Segmenter:
                  cache: EmbeddingCache | None = None, worker: PersistentWorker | None = None,
                  window: IntensityWindow | None = None, spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
                  mirror: bool | None = None, layout: LegLayout | None = None,
-                 _normalised: np.ndarray | None = None, _inner: str = "") -> None:
+                 _normalised: np.ndarray | None = None, _normalised_mirror: np.ndarray | None = None,
+                 _inner: str = "") -> None:
         if image.ndim != 3:
             raise ValueError(f"expected a canonical (slices, rows, cols) volume, got shape {image.shape}")
         self.ensemble = ensemble
@@ -111,13 +112,15 @@ class Segmenter:
         if ensemble.spec.mirror_view if mirror is None else mirror:
             m = Segmenter(ensemble, image, f"{volume_id} (mirrored)", self.cache, worker, self.window, spacing,
                           mirror=False, layout=None if self.layout is None else self.layout.mirrored(self.shape[2]),
-                          _normalised=np.ascontiguousarray(self.image[:, :, ::-1]), _inner="mirror")
+                          _normalised=(np.ascontiguousarray(self.image[:, :, ::-1]) if _normalised_mirror is None
+                                       else _normalised_mirror), _inner="mirror")
             self._mirrored = m
             self._share(m)
         for other in () if _inner else ensemble.joined:  # one level: joined segmenters join nothing themselves
             # ... but answer the mirrored view too when this one does, so every member map has both views
             j = Segmenter(other, image, volume_id, self.cache, worker, self.window, spacing,
-                          mirror=self._mirrored is not None, _normalised=self.image, _inner="join")
+                          mirror=self._mirrored is not None, _normalised=self.image,
+                          _normalised_mirror=None if self._mirrored is None else self._mirrored.image, _inner="join")
             self.stats.extra.update(j.stats.extra)  # e.g. its geometry note, before the counters are shared
             self._share(j)
             self._joined.append(j)

@@ -352,8 +352,9 @@ class Ensemble:
 
     @property
     def member_maps(self) -> int:
-        """Member maps in each answer of the engine by default: M, then the members of the joined ensembles;
-        all of it twice with the mirrored view (every joined ensemble answers both views too)."""
+        """How many member maps each answer of the engine holds by default: M, then each joined ensemble's members;
+        with the mirrored view every part answers both views, in the order M, M mirrored, then each joined J,
+        J mirrored (so twice the count)."""
         return (self.members + sum(e.members for e in self.joined)) * (2 if self.spec.mirror_view else 1)
 
     @property

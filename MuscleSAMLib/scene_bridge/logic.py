@@ -335,7 +335,9 @@ class MuscleSAMLogic:
         seg = s.segmenter
         started = time.perf_counter()
         earlier = s.earlier_windows()
-        names = prompts.walk_names(starts, midline_column(s.prediction, s.volume.canonical_array))
+        # the midline the engine's leg crops use where it has them: each walk is named after its crop's side
+        midline = seg.layout.midline if seg.layout is not None else midline_column(s.prediction, s.volume.canonical_array)
+        names = prompts.walk_names(starts, midline)
 
         def note(name: str, stop) -> str:  # one walk's stop, at the slice number the user sees
             return name + stop.summary(geometry.stored_slice_index(s.volume, stop.stopped_at))

@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..biomarkers import SIDES, side_of_column
+from ..biomarkers import SIDES, side_of_box
 from ..engine.boxes import EDGE_TOL, air_reason, box_from_canonical_rect, box_from_physical_corners, nearest_slice, validate_box
 from ..engine.types import BoxPrompt
 from ..errors import GeometryError, InputError
@@ -239,13 +239,14 @@ def last_run_boxes(boxes: Sequence[BoxPrompt]) -> dict[int, list[BoxPrompt]]:
 
 def walk_names(boxes: Sequence[BoxPrompt], midline: float | None) -> list[str]:
     """How stop notes name each of several propagation walks: "right side: " or "left side: " by where the box's
-    centre lies against the column between the legs (``biomarkers.midline_column``, by the one rule
-    ``biomarkers.side_of_column``; canonical columns run patient right -> left), numbered when two share a side, "box 1: ", "box 2: " ... when the legs cannot be
+    centre lies against ``midline`` (the column between the legs that the engine's leg crops use, so a walk is
+    named after the crop that answers it), by the one rule ``biomarkers.side_of_box`` (canonical columns run
+    patient right -> left); numbered when two share a side; "box 1: ", "box 2: " ... when the legs cannot be
     told apart (``midline`` None); "" for a single walk."""
     if len(boxes) < 2:
         return [""] * len(boxes)
     if midline is None:
         return [f"box {i + 1}: " for i in range(len(boxes))]
-    sides = [f"{SIDES[int(side_of_column((b.xyxy[0] + b.xyxy[2] - 1) / 2, midline))]} side" for b in boxes]
+    sides = [f"{SIDES[side_of_box(b.xyxy, midline)]} side" for b in boxes]
     return [f"{side} box {sides[:i + 1].count(side)}: " if sides.count(side) > 1 else f"{side}: "
             for i, side in enumerate(sides)]

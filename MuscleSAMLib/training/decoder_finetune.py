@@ -44,7 +44,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -66,10 +66,11 @@ from .embedding_store import DixonCase, load_embedding
 from .augment import augment_slice
 from .config import LOSSES
 from .encoder_lora import EncoderLoRA
-from .encoder_tail import head_features, load_features, run_tail, tail_parameters, tail_prefixes, write_tail_embeddings
+from .encoder_tail import (TINYVIT_STAGES, first_tail_stage, head_features, load_features, run_tail, tail_parameters,
+                           tail_prefixes, write_tail_embeddings)
 from .losses import AutoWeightedLoss, dice_bce, iou_head_loss, signed_distance
 from .schedule import lr_factor, set_lr
-from .sharpness_aware import SAMOptimizer
+from .sharpness_aware import SAMOptimizer, frozen_batch_norm_statistics
 
 DECODER_PREFIXES = ("prompt_encoder.", "mask_decoder.")
 #: Prompt-encoder parts a recipe may train with the decoder (``train_prompt``): the dense mask-prompt
@@ -267,7 +268,7 @@ def _train_step(sam: torch.nn.Module, opt: torch.optim.Optimizer, params: list, 
     loss = seg_loss(logits, iou)
     if recipe.max_clicks > 0 and rng.random() < recipe.click_prob:
         logits2, iou2, prev = simulated_clicks(sam, emb, boxes, targets, logits, click_rounds(recipe, rng), rng, size)
-        loss = loss + dice_bce(logits2, targets) + recipe.iou_loss_weight * iou_head_loss(iou2, logits2, targets)
+        loss = loss + seg_loss(logits2, iou2)
         wrong = (prev > 0) != (targets > 0.5)
         if recipe.click_focus > 0 and bool(wrong.any()):
             loss = loss + recipe.click_focus * F.binary_cross_entropy_with_logits(logits2[wrong], targets[wrong])
@@ -276,8 +277,10 @@ def _train_step(sam: torch.nn.Module, opt: torch.optim.Optimizer, params: list, 
     torch.nn.utils.clip_grad_norm_(params, recipe.grad_clip)
     if isinstance(opt, SAMOptimizer):
         opt.first_step(zero_grad=True)
-        emb2 = train.tail(i) if train.tail is not None else emb  # stored features: no random variant (checked)
-        seg_loss(*_decode(sam, emb2, boxes)).backward()
+        with frozen_batch_norm_statistics(sam):  # the perturbed pass must not move the running statistics
+            emb2 = train.tail(i) if train.tail is not None else emb  # stored features: no random variant (checked)
+            loss2 = seg_loss(*_decode(sam, emb2, boxes))
+        loss2.backward()
         torch.nn.utils.clip_grad_norm_(params, recipe.grad_clip)
         opt.second_step(zero_grad=True)
     else:
@@ -456,7 +459,7 @@ def train_decoder(base: Mapping[str, torch.Tensor], train: TrainingSet, val_case
         train.tail = _tail_input(enc, n, feats, train, recipe, preprocess, st["step"])
     crit = _criterion(recipe, st)
     if crit is not None:
-        groups.append({"params": list(crit.parameters()), "base_lr": recipe.lr})
+        groups.append({"params": list(crit.parameters()), "base_lr": recipe.lr, "weight_decay": 0.0})
         params = params + list(crit.parameters())
     opt = (SAMOptimizer(groups, torch.optim.AdamW, rho=recipe.sam_rho, lr=recipe.lr, weight_decay=recipe.weight_decay)
            if recipe.sam_rho > 0 else torch.optim.AdamW(groups, lr=recipe.lr, weight_decay=recipe.weight_decay))
@@ -534,11 +537,20 @@ def check_recipe_options(recipe: DecoderRecipe) -> None:
         raise ValueError(f"augment is a share of steps in 0..1, got {recipe.augment}")
     if recipe.augment and not recipe.encoder_stages:
         raise ValueError("augment needs encoder_stages > 0 (the augmented image must pass through trained encoder stages)")
-    if recipe.encoder_lora_stages and not 0 < recipe.encoder_lora_stages <= recipe.encoder_stages:
-        raise ValueError(f"encoder_lora_stages must be 1..encoder_stages ({recipe.encoder_stages}), "
-                         f"got {recipe.encoder_lora_stages}")
-    if recipe.encoder_lora_rank < 1:
-        raise ValueError(f"encoder_lora_rank must be >= 1, got {recipe.encoder_lora_rank}")
+    _check_types(recipe)
+    if recipe.encoder_stages and (recipe.arch != "litemedsam" or not 0 < recipe.encoder_stages <= TINYVIT_STAGES):
+        raise ValueError(f"encoder_stages needs arch 'litemedsam' and 1..{TINYVIT_STAGES} (TinyViT's stages), "
+                         f"got {recipe.encoder_stages} with arch {recipe.arch!r}")
+    if recipe.encoder_lora_stages:
+        if not 0 < recipe.encoder_lora_stages <= recipe.encoder_stages:
+            raise ValueError(f"encoder_lora_stages must be 1..encoder_stages ({recipe.encoder_stages}), "
+                             f"got {recipe.encoder_lora_stages}")
+        if recipe.encoder_stages == TINYVIT_STAGES:
+            raise ValueError("encoder_lora_stages would adapt TinyViT's stage 0, which has no attention: "
+                             f"use encoder_stages <= {TINYVIT_STAGES - 1} with LoRA")
+        if recipe.encoder_lora_rank < 1 or recipe.encoder_lora_lr <= 0:
+            raise ValueError(f"encoder_lora_rank must be >= 1 and encoder_lora_lr > 0, got "
+                             f"{recipe.encoder_lora_rank} and {recipe.encoder_lora_lr}")
     if recipe.loss not in LOSSES:
         raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {recipe.loss!r}")
     if recipe.sam_rho < 0:
@@ -547,10 +559,33 @@ def check_recipe_options(recipe: DecoderRecipe) -> None:
         raise ValueError("sam_rho needs the same input twice a step: not with augment or simulated clicks")
 
 
+def _check_types(recipe: DecoderRecipe) -> None:
+    """Each setting has its default's type (a JSON 4.0 where a count belongs, or "1e-4" for a rate, is refused
+    by name instead of failing inside training); integers are accepted where a rate is a float."""
+    for f in fields(DecoderRecipe):
+        value, default = getattr(recipe, f.name), f.default
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif isinstance(default, tuple):
+            ok = isinstance(value, tuple) and all(isinstance(v, str) for v in value)
+        else:
+            ok = isinstance(value, type(default))
+        if not ok:
+            raise ValueError(f"{f.name} must be {_TYPE_WORDS.get(type(default), type(default).__name__)}, got {value!r}")
+
+
+_TYPE_WORDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string",
+               tuple: "a list of strings"}
+
+
 def _encoder_lora(enc: torch.nn.Module, recipe: DecoderRecipe) -> EncoderLoRA:
     """q/v adapters on the first ``encoder_lora_stages`` stages of the ``encoder_stages`` tail."""
-    k, n = recipe.encoder_lora_stages, recipe.encoder_stages
-    first = len(enc.layers) - n
+    first = first_tail_stage(enc, recipe.encoder_stages)
+    k = recipe.encoder_lora_stages
     return EncoderLoRA(enc, range(first, first + k), recipe.encoder_lora_rank, seed=recipe.seed)
 
 
@@ -599,6 +634,8 @@ def train_heads(base: Mapping[str, torch.Tensor], decoder: Mapping[str, torch.Te
     """
     out = Path(out)
     size = get_arch(recipe.arch).img_size
+    state_file = out / "decoder_state.json"  # stage 1's record, with its learned loss weights
+    stage1 = json.loads(state_file.read_text()) if state_file.is_file() else None
     members = []
     for m in range(recipe.members):
         path = out / f"member{m}.safetensors"
@@ -619,9 +656,12 @@ def train_heads(base: Mapping[str, torch.Tensor], decoder: Mapping[str, torch.Te
         params = list(head.parameters())
         for p in params:
             p.requires_grad_(True)
-        crit = _criterion(recipe)
-        params += list(crit.parameters()) if crit is not None else []
-        opt = torch.optim.AdamW(params, lr=recipe.member_lr, weight_decay=recipe.weight_decay)
+        crit = _criterion(recipe, stage1)  # from the learned term weights of stage 1
+        groups = [{"params": list(params)}]
+        if crit is not None:  # the learned term weights are not decayed towards zero
+            groups.append({"params": list(crit.parameters()), "weight_decay": 0.0})
+            params += list(crit.parameters())
+        opt = torch.optim.AdamW(groups, lr=recipe.member_lr, weight_decay=recipe.weight_decay)
         pool = rng.integers(len(train), size=len(train)) if recipe.bootstrap else np.arange(len(train))
         sam.train()
         t0, losses = time.time(), []

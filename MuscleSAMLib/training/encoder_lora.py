@@ -61,8 +61,8 @@ class EncoderLoRA(nn.Module):
             for name, attn in found:
                 lin, rows = attn.qkv, qv_rows(attn)
                 bound = lin.in_features ** -0.5  # nn.Linear's default initialisation bound
-                self.A.append(nn.Parameter(torch.empty(rank, lin.in_features).uniform_(-bound, bound, generator=gen)))
-                self.B.append(nn.Parameter(torch.zeros(len(rows), rank)))
+                self.A.append(nn.Parameter(torch.empty(self.rank, lin.in_features).uniform_(-bound, bound, generator=gen)))
+                self.B.append(nn.Parameter(torch.zeros(len(rows), self.rank)))
                 self._rows.append(rows)
                 self._targets.append(lin)
                 self.paths.append(f"{prefix}layers.{i}.{name}.qkv.weight")

@@ -23,9 +23,11 @@ from torch import nn
 from .embedding_store import DixonCase, embedding_file, load_embedding, precompute
 
 FEATURES_KEY = "features"  # the tensor name of stored features in the embedding store's files
+#: LiteMedSAM's TinyViT: stage 0 is convolutional (MBConv), stages 1-3 hold the attention blocks
+TINYVIT_STAGES = 4
 
 
-def _check(encoder: nn.Module, n: int) -> int:
+def first_tail_stage(encoder: nn.Module, n: int) -> int:
     """Index of the first trainable stage; a clear error for encoders without TinyViT's stages."""
     layers = getattr(encoder, "layers", None)
     if not hasattr(encoder, "neck") or not hasattr(encoder, "patch_embed") or not isinstance(layers, nn.ModuleList) \
@@ -38,13 +40,13 @@ def _check(encoder: nn.Module, n: int) -> int:
 
 def tail_prefixes(encoder: nn.Module, n: int) -> tuple[str, ...]:
     """State-dict prefixes (in a Sam) of the trainable tail: the last ``n`` stages and the neck."""
-    first = _check(encoder, n)
+    first = first_tail_stage(encoder, n)
     return tuple(f"image_encoder.layers.{i}." for i in range(first, len(encoder.layers))) + ("image_encoder.neck.",)
 
 
 def tail_parameters(encoder: nn.Module, n: int) -> list[nn.Parameter]:
     """The trainable tail's parameters."""
-    first = _check(encoder, n)
+    first = first_tail_stage(encoder, n)
     return [p for i in range(first, len(encoder.layers)) for p in encoder.layers[i].parameters()] + \
         list(encoder.neck.parameters())
 
@@ -53,7 +55,7 @@ def head_features(encoder: nn.Module, image: torch.Tensor, n: int) -> torch.Tens
     """(1, 3, S, S) preprocessed image -> the frozen stages' output (the tail's input), always as inference
     computes it: the frozen stages run in eval mode (their batch norms use their running statistics and
     keep them) even while the tail trains."""
-    first = _check(encoder, n)
+    first = first_tail_stage(encoder, n)
     frozen = [encoder.patch_embed, *encoder.layers[:first]]
     modes = [m.training for m in frozen]
     try:
@@ -72,7 +74,7 @@ def head_features(encoder: nn.Module, image: torch.Tensor, n: int) -> torch.Tens
 def run_tail(encoder: nn.Module, features: torch.Tensor, n: int) -> torch.Tensor:
     """The tail's forward pass: stored features (B, tokens, C) -> image embedding (B, 256, h, w), as
     TinyViT's own forward does after its first stages (tokens on a square grid, then the neck)."""
-    first = _check(encoder, n)
+    first = first_tail_stage(encoder, n)
     x = features
     for i in range(first, len(encoder.layers)):
         x = encoder.layers[i](x)

@@ -10,7 +10,8 @@ optimiser step with that second gradient. Twice the cost per step. Usage::
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+import contextlib
+from typing import Callable, Iterable, Iterator
 
 import torch
 
@@ -76,3 +77,18 @@ class SAMOptimizer(torch.optim.Optimizer):
 
     def load_state_dict(self, state) -> None:  # type: ignore[override]
         self.base.load_state_dict(state)
+
+
+@contextlib.contextmanager
+def frozen_batch_norm_statistics(model: torch.nn.Module) -> Iterator[None]:
+    """Within the block, batch norms in training mode still normalise by the batch but leave their running
+    statistics alone (momentum 0): SAM's second, perturbed forward pass must not count twice in them."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    before = [m.momentum for m in norms]
+    try:
+        for m in norms:
+            m.momentum = 0.0
+        yield
+    finally:
+        for m, b in zip(norms, before):
+            m.momentum = b

@@ -33,7 +33,7 @@ from .distributed import DistContext, average_gradients, broadcast_floats
 from .losses import AutoWeightedLoss, dice_bce, iou_head_loss
 from .model_io import forward
 from .schedule import lr_factor, set_lr
-from .sharpness_aware import SAMOptimizer
+from .sharpness_aware import SAMOptimizer, frozen_batch_norm_statistics
 from .validate import evaluate
 
 DECODER_PREFIXES = ("prompt_encoder.", "mask_decoder.")
@@ -128,11 +128,13 @@ def train_one(cfg: TrainConfig, train_cases: Sequence[Case], val_cases: Sequence
     dev = resolve_device(None)  # THE device policy: CUDA when present, else the CPU
     sam.to(dev)
     crit = AutoWeightedLoss().to(dev) if cfg.loss == "umedsam" else None
-    if crit is not None:
+    groups = [{"params": list(params)}]
+    if crit is not None:  # the learned term weights are not decayed towards zero
+        groups.append({"params": list(crit.parameters()), "weight_decay": 0.0})
         params = params + list(crit.parameters())
     opt_kw = dict(lr=lr, weight_decay=cfg.weight_decay)
-    opt = SAMOptimizer(params, torch.optim.AdamW, rho=cfg.sam_rho, **opt_kw) if cfg.sam_rho > 0 \
-        else torch.optim.AdamW(params, **opt_kw)
+    opt = SAMOptimizer(groups, torch.optim.AdamW, rho=cfg.sam_rho, **opt_kw) if cfg.sam_rho > 0 \
+        else torch.optim.AdamW(groups, **opt_kw)
     samples = make_samples(train_cases, cfg.labels)
     size = sam.image_encoder.img_size
     grid = 4 * (size // cfg.arch_spec.patch_size)
@@ -194,7 +196,9 @@ def train_one(cfg: TrainConfig, train_cases: Sequence[Case], val_cases: Sequence
         average_gradients(params, dp)
         if isinstance(opt, SAMOptimizer):
             opt.first_step(zero_grad=True)
-            loss_of(batch)[0].backward()
+            with frozen_batch_norm_statistics(sam):  # the perturbed pass leaves the running statistics alone
+                loss2 = loss_of(batch)[0]
+            loss2.backward()
             average_gradients(params, dp)
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.second_step(zero_grad=True)

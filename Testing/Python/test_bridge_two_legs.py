@@ -242,3 +242,46 @@ def test_propagation_that_keeps_nothing_on_either_leg_names_both(legs, logic, mo
     assert str(err.value) == (f"propagation found nothing to keep: right side: mask vanished at slice {k}; "
                               f"left side: mask vanished at slice {k}")
     assert np.array_equal(legs.labels(), before)
+
+
+def test_walks_are_named_after_the_leg_crop_that_answers_them(tmp_path, monkeypatch):
+    """With a legs ensemble, a walk's name follows the engine's own midline (the crop its box is answered in),
+    even where the midline found on the raw volume falls on the other side of the box's centre."""
+    import SimpleITK as sitk
+
+    from MuscleSAMLib.biomarkers import SIDES, midline_column
+    from MuscleSAMLib.phantoms import make_thigh_phantom
+    from MuscleSAMLib.scene_bridge import logic as logic_module
+
+    lg = MuscleSAMLogic()
+    lg.load_ensemble("random-test", write_random_decoder_ensemble(tmp_path / "ens", members=2, seed=3,
+                                                                  prompt_geometry="legs"), "cpu")
+    mrml = headless_scene()
+    try:
+        ph = make_thigh_phantom(seed=0)
+        node = G.add_volume_node(mrml.scene, Volume(sitk.GetImageFromArray(ph.water.astype(np.float32)), "water"), "water")
+        s = lg.session(node)
+        layout = s.segmenter.layout
+        raw = midline_column(s.prediction, s.volume.canonical_array)
+        assert layout is not None and raw is not None
+        # a box whose centre lies between the two midlines: the raw one puts it on the other side
+        centres = [c / 2 for c in range(2 * s.volume.canonical_array.shape[2])]
+        split = [c for c in centres if (c > layout.midline) != (c > raw)]
+        assert split, f"the phantom's midlines agree ({raw}, {layout.midline}): pick another phantom"
+        x0 = int(2 * split[0] + 1 - 12) // 2  # x0 + x1 - 1 = 2 x the centre
+        near = BoxPrompt(VL, 2, (x0, 40, int(2 * split[0] + 1) - x0, 80))
+        assert (near.xyxy[0] + near.xyxy[2] - 1) / 2 == split[0]
+        near_side = layout.side_of(near.xyxy)
+        far = BoxPrompt(RF, 2, (10, 40, 30, 80) if near_side == 1 else (160, 40, 180, 80))
+        assert layout.side_of(far.xyxy) != near_side
+
+        def walk(predict, box, n_slices, **kw):
+            edge = DirectionStop(1, "volume edge", box.slice, box.slice, "")
+            return PropagationResult(start=box, predictions=[predict(box)], stops={1: edge, -1: edge})
+
+        monkeypatch.setattr(logic_module, "propagate_box", walk)
+        notes = lg.propagate(node, [near, far]).stop_notes
+        assert notes and notes[0].split(": ")[1] == f"{SIDES[near_side]} side", notes
+    finally:
+        mrml.scene.Clear(1)
+        lg.shutdown()

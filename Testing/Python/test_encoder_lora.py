@@ -72,10 +72,21 @@ def test_a_lora_recipe_trains_the_adapters_and_the_full_stages_and_refuses_impos
     assert changed and all(k.endswith("attn.qkv.weight") for k in changed)  # only the adapted weights moved
     for k in changed:
         assert torch.equal(best[k][others], base[k][others])  # ... and only in their q and v rows
+    fold = tmp_path / "run" / "fold_A0_to_A1"
+    seen_in_validation = sorted((fold / "val_embeddings").rglob("*.safetensors"))
+    assert seen_in_validation
+    for f in seen_in_validation:  # validation (adapters by hooks) saw what the merged weights give inference
+        torch.testing.assert_close(load_state_dict(f)["embedding"].float(),
+                                   load_state_dict(fold / "embeddings" / f.relative_to(fold / "val_embeddings"))["embedding"].float(),
+                                   atol=2e-3, rtol=1e-2)
     stage3 = [k for k in best if k.startswith("image_encoder.layers.3.") and k.endswith("mlp.fc1.weight")]
     assert stage3 and any(not torch.equal(best[k], base[k]) for k in stage3)  # the last stage trains in full
     for change, message in [({"encoder_lora_stages": 3}, "encoder_lora_stages must be 1..encoder_stages"),
-                            ({"encoder_lora_rank": 0}, "encoder_lora_rank must be >= 1")]:
+                            ({"encoder_lora_rank": 0}, "encoder_lora_rank must be >= 1"),
+                            ({"encoder_stages": 4, "encoder_lora_stages": 1}, "stage 0, which has no attention"),
+                            ({"encoder_stages": 5}, "1..4"),
+                            ({"encoder_lora_rank": 4.0}, "encoder_lora_rank must be a whole number, got 4.0"),
+                            ({"encoder_lora_lr": "5e-4"}, "encoder_lora_lr must be a number")]:
         cfg.write_text(json.dumps({"name": "lora", "subjects": subjects, "recipe": {**recipe, **change}}))
         with pytest.raises(InputError, match=message) as err:
             run_recipe(cfg, tmp_path / "run2", progress=lambda m: None)

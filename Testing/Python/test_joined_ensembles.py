@@ -78,6 +78,7 @@ def test_with_the_mirrored_view_every_joined_ensemble_answers_both_views(phantom
     assert both.member_maps == 10
     seg = Segmenter(both, phantom.water)
     assert seg.members == 10
+    assert seg._joined[0]._mirrored.image is seg._mirrored.image  # one mirrored copy of the volume, shared
     boxes = boxes_from_labels(phantom.labels, slices=[1])[:4]
     got = seg.predict_slice(1, boxes).boxes
     plain = Segmenter(load_ensemble("slice", manifest, "cpu").ensemble, phantom.water, mirror=True).predict_slice(1, boxes).boxes

@@ -20,7 +20,8 @@ from MuscleSAMLib.models.safe_load import load_state_dict
 from MuscleSAMLib.models.shared_trunk import SharedTrunkHeads
 from MuscleSAMLib.phantoms import make_thigh_phantom
 from MuscleSAMLib.slice_geometry import ResizePad
-from MuscleSAMLib.training.decoder_finetune import DecoderRecipe, _ensemble, click_rounds, trainable_decoder_params
+from MuscleSAMLib.training.decoder_finetune import (DecoderRecipe, _criterion, _ensemble, click_rounds,
+                                                    trainable_decoder_params)
 from MuscleSAMLib.training.litemedsam_recipe import (LOGIT_OFFSETS, TEMPERATURES, load_recipe_config, publish,
                                                      run_recipe)
 from musclesam_test_helpers import two_recipe_subjects, write_recipe_volume
@@ -217,6 +218,8 @@ def test_the_umedsam_loss_and_sharpness_aware_minimisation_are_measured_recipe_o
     assert len(perturbed) == 2  # one perturbed second gradient per stage-1 step; the heads step plainly
     state = json.loads((tmp_path / "run" / "fold_U0_to_U1" / "decoder_state.json").read_text())
     assert len(state["loss_log_vars"]) == 4 and any(v != 0.0 for v in state["loss_log_vars"])
+    restored = _criterion(DecoderRecipe(loss="umedsam"), state)  # a resumed run, and the heads, start from them
+    assert restored.log_vars.tolist() == pytest.approx(state["loss_log_vars"])
     for i, (change, message) in enumerate([({"loss": "focal"}, "loss must be one of dice_bce, umedsam"),
                                            ({"sam_rho": -1.0}, "sam_rho must be >= 0"),
                                            ({"augment": 0.5}, "sam_rho needs the same input twice a step")]):

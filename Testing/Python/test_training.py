@@ -124,6 +124,23 @@ def test_sam_step_differs_and_restores():
     assert not torch.allclose(c.detach(), a.detach())
 
 
+def test_the_perturbed_pass_leaves_batch_norm_statistics_alone():
+    """SAM's second forward pass runs at perturbed weights: batch norms in training mode still normalise by
+    the batch, but their running statistics (what inference uses) count only the real step."""
+    from MuscleSAMLib.training.sharpness_aware import frozen_batch_norm_statistics
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 1), torch.nn.BatchNorm2d(3)).train()
+    x = torch.randn(4, 2, 5, 5) + 3.0
+    before = net[1].running_mean.clone()
+    with frozen_batch_norm_statistics(net):
+        out = net(x)
+    assert torch.equal(net[1].running_mean, before) and net[1].momentum == 0.1  # restored after the block
+    assert abs(float(out.mean())) < 1e-5  # still normalised by the batch
+    net(x)
+    assert not torch.equal(net[1].running_mean, before)
+
+
 # ---------------------------------------------------------------- config
 def test_config_errors(phantom_files, tmp_path):
     good = {"data": {"train": [phantom_files[0]]}}
