@@ -459,7 +459,7 @@ def train_decoder(base: Mapping[str, torch.Tensor], train: TrainingSet, val_case
         train.tail = _tail_input(enc, n, feats, train, recipe, preprocess, st["step"])
     crit = _criterion(recipe, st)
     if crit is not None:
-        groups.append({"params": list(crit.parameters()), "base_lr": recipe.lr, "weight_decay": 0.0})
+        groups.append(crit.param_group(base_lr=recipe.lr))
         params = params + list(crit.parameters())
     opt = (SAMOptimizer(groups, torch.optim.AdamW, rho=recipe.sam_rho, lr=recipe.lr, weight_decay=recipe.weight_decay)
            if recipe.sam_rho > 0 else torch.optim.AdamW(groups, lr=recipe.lr, weight_decay=recipe.weight_decay))
@@ -533,11 +533,11 @@ def train_decoder(base: Mapping[str, torch.Tensor], train: TrainingSet, val_case
 def check_recipe_options(recipe: DecoderRecipe) -> None:
     """Options that cannot be honoured together, refused before any work (the recipe config's loader and
     :func:`train_decoder` both call this)."""
+    _check_types(recipe)  # first: the checks below compare values
     if not 0 <= recipe.augment <= 1:
         raise ValueError(f"augment is a share of steps in 0..1, got {recipe.augment}")
     if recipe.augment and not recipe.encoder_stages:
         raise ValueError("augment needs encoder_stages > 0 (the augmented image must pass through trained encoder stages)")
-    _check_types(recipe)
     if recipe.encoder_stages and (recipe.arch != "litemedsam" or not 0 < recipe.encoder_stages <= TINYVIT_STAGES):
         raise ValueError(f"encoder_stages needs arch 'litemedsam' and 1..{TINYVIT_STAGES} (TinyViT's stages), "
                          f"got {recipe.encoder_stages} with arch {recipe.arch!r}")
@@ -658,8 +658,8 @@ def train_heads(base: Mapping[str, torch.Tensor], decoder: Mapping[str, torch.Te
             p.requires_grad_(True)
         crit = _criterion(recipe, stage1)  # from the learned term weights of stage 1
         groups = [{"params": list(params)}]
-        if crit is not None:  # the learned term weights are not decayed towards zero
-            groups.append({"params": list(crit.parameters()), "weight_decay": 0.0})
+        if crit is not None:
+            groups.append(crit.param_group())
             params += list(crit.parameters())
         opt = torch.optim.AdamW(groups, lr=recipe.member_lr, weight_decay=recipe.weight_decay)
         pool = rng.integers(len(train), size=len(train)) if recipe.bootstrap else np.arange(len(train))

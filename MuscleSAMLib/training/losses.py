@@ -83,6 +83,11 @@ class AutoWeightedLoss(nn.Module):
             boundary_loss(logits, sdf),
         ])
 
+    def param_group(self, **settings) -> dict:
+        """The optimiser group of the learned term weights: never weight-decayed (decay would pull every
+        s_k towards 0, i.e. equal weights); ``settings`` adds e.g. the group's ``base_lr``."""
+        return {"params": list(self.parameters()), **settings, "weight_decay": 0.0}
+
     def forward(self, logits: torch.Tensor, target: torch.Tensor, sdf: torch.Tensor | None = None) -> torch.Tensor:
         t = self.terms(logits, target, sdf)
         return (torch.exp(-self.log_vars) * t + self.log_vars).sum()

@@ -129,8 +129,8 @@ def train_one(cfg: TrainConfig, train_cases: Sequence[Case], val_cases: Sequence
     sam.to(dev)
     crit = AutoWeightedLoss().to(dev) if cfg.loss == "umedsam" else None
     groups = [{"params": list(params)}]
-    if crit is not None:  # the learned term weights are not decayed towards zero
-        groups.append({"params": list(crit.parameters()), "weight_decay": 0.0})
+    if crit is not None:
+        groups.append(crit.param_group())
         params = params + list(crit.parameters())
     opt_kw = dict(lr=lr, weight_decay=cfg.weight_decay)
     opt = SAMOptimizer(groups, torch.optim.AdamW, rho=cfg.sam_rho, **opt_kw) if cfg.sam_rho > 0 \

@@ -86,7 +86,8 @@ def test_a_lora_recipe_trains_the_adapters_and_the_full_stages_and_refuses_impos
                             ({"encoder_stages": 4, "encoder_lora_stages": 1}, "stage 0, which has no attention"),
                             ({"encoder_stages": 5}, "1..4"),
                             ({"encoder_lora_rank": 4.0}, "encoder_lora_rank must be a whole number, got 4.0"),
-                            ({"encoder_lora_lr": "5e-4"}, "encoder_lora_lr must be a number")]:
+                            ({"encoder_lora_lr": "5e-4"}, "encoder_lora_lr must be a number"),
+                            ({"augment": "0.5"}, "augment must be a number")]:
         cfg.write_text(json.dumps({"name": "lora", "subjects": subjects, "recipe": {**recipe, **change}}))
         with pytest.raises(InputError, match=message) as err:
             run_recipe(cfg, tmp_path / "run2", progress=lambda m: None)

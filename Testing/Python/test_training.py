@@ -86,6 +86,10 @@ def test_auto_weighted_loss_by_hand():
     assert torch.isclose(crit(logits, target), (math.exp(-1) * terms + 1).sum(), atol=1e-5)
     sdf = losses.signed_distance(np.pad(np.ones((1, 4, 4)), ((0, 0), (2, 2), (2, 2))))
     assert sdf[0, 4, 4] < 0 < sdf[0, 0, 0] and np.abs(sdf).max() <= 1
+    opt = torch.optim.AdamW([crit.param_group(base_lr=1e-3)], lr=1e-3, weight_decay=0.5)
+    crit.log_vars.grad = torch.zeros(4)
+    opt.step()  # no gradient: only decay could move them, and the learned term weights are never decayed
+    assert torch.equal(crit.log_vars.detach(), torch.ones(4))
 
 
 def test_schedule_warmup_then_cosine():
